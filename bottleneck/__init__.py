@@ -1,0 +1,24 @@
+"""bottleneck: cheap, correct, reproducible transfer-learning experiments on images.
+
+Stage 1, ``extract``: run a frozen ImageNet base over a dataset once and cache the
+features in HDF5 with a full record of how they were made. Stage 2, ``train`` /
+``compare``: fit small heads on the cached features on a CPU in seconds.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of tables
+
+from .bases import REGISTRY, get_base, list_bases  # noqa: E402
+from .datasets import list_datasets, load_dataset  # noqa: E402
+from .errors import BottleneckError  # noqa: E402
+from .extract import extract  # noqa: E402
+from .heads import DenseHead, LogRegHead, MLPHead, make_head  # noqa: E402
+from .report import compare, markdown_table, train  # noqa: E402
+from .store import read_features, verify  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["REGISTRY", "get_base", "list_bases", "list_datasets", "load_dataset", "BottleneckError", "extract",
+           "DenseHead", "LogRegHead", "MLPHead", "make_head", "compare", "markdown_table", "train", "read_features",
+           "verify"]

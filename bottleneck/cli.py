@@ -1,0 +1,259 @@
+"""The command line: a thin layer over the Python API, with the same names."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import BottleneckError
+
+log = logging.getLogger("bottleneck")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _limit(text: str) -> int | None:
+    return None if text == "all" else _positive_int(text)
+
+
+def _list_of(kind):
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        return [kind(t) for t in items]
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data and cache")
+    g.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"),
+                   help="where datasets are looked for (env BOTTLENECK_DATA_DIR; default ./data)")
+    g.add_argument("--cache-dir", default="features", help="where feature files go (default ./features)")
+    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images and list them")
+    g = p.add_argument_group("base")
+    g.add_argument("--weights", default="imagenet", help="imagenet, random or the path of a weights file")
+    g.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"),
+                   help="folder holding weights files under Keras's names (env BOTTLENECK_WEIGHTS_DIR)")
+    g.add_argument("--image-size", type=_positive_int, help="input size (default: the base's native size)")
+    g.add_argument("--batch-size", type=_positive_int, default=32)
+    g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")
+    g.add_argument("--pooling", choices=["avg", "max", "none"], default="avg")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    return p
+
+
+def _extract_kwargs(a) -> dict:
+    return dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
+                image_size=a.image_size, layer=a.layer, pooling=a.pooling, batch_size=a.batch_size,
+                skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+
+
+def _head_params(a) -> dict:
+    params = {}
+    if a.head != "logreg":
+        for key in ("epochs", "learning_rate", "validation_fraction"):
+            if getattr(a, key) is not None:
+                params[key] = getattr(a, key)
+        if a.head_batch_size is not None:
+            params["batch_size"] = a.head_batch_size
+    return params
+
+
+def _head_options(p: argparse.ArgumentParser, default: str) -> None:
+    from .heads import HEADS
+
+    g = p.add_argument_group("head")
+    g.add_argument("--head", choices=list(HEADS), default=default)
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--head-batch-size", type=_positive_int)
+    g.add_argument("--validation-fraction", type=float,
+                   help="hold out this part of the training draw (whole groups) for early stopping")
+    g.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="bottleneck", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bases", help="the registry of bases")
+    p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"))
+
+    p = sub.add_parser("datasets", help="known datasets and where each was found")
+    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
+
+    p = sub.add_parser("extract", parents=[common], help="run a base over a split and cache the features")
+    p.add_argument("--base", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--per-class", type=_limit, default=None, help="images per class to draw (default: all)")
+    p.add_argument("--seed", type=_seed, default=0)
+
+    p = sub.add_parser("train", parents=[common], help="train a head on cached features and score it")
+    p.add_argument("--base", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--per-class", type=_limit, default=100)
+    p.add_argument("--seed", type=_seed, default=0)
+    _head_options(p, "logreg")
+
+    p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
+    p.add_argument("--bases", type=_list_of(str), required=True)
+    p.add_argument("--datasets", type=_list_of(str), required=True)
+    p.add_argument("--per-class", type=_list_of(_limit), default=[100])
+    p.add_argument("--seeds", type=_list_of(_seed), default=[0])
+    p.add_argument("--out", help="folder for results.csv, results.json and table.md")
+    _head_options(p, "logreg")
+
+    p = sub.add_parser("info", help="what a feature file holds and how it was made")
+    p.add_argument("file")
+    p.add_argument("--verify", action="store_true", help="recompute the checksum of the feature data")
+    return parser
+
+
+def cmd_bases(a) -> int:
+    from .bases import REGISTRY, WeightsError, find_weights
+
+    print("| base | input | min | features | layer | preprocessing | ImageNet weights | offline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in REGISTRY.values():
+        if spec.weights is None:
+            source, offline = "none (random only)", "-"
+        else:
+            source = f"pip {spec.weights.package}" if spec.weights.package else spec.weights.file_name
+            try:
+                find_weights(spec, a.weights_dir, download=False)
+                offline = "yes"
+            except WeightsError:
+                offline = "no"
+        print(f"| {spec.name} | {spec.native_size} | {spec.min_size} | {spec.feature_dim} | {spec.default_layer} "
+              f"| {spec.preprocessing} | {source} | {offline} |")
+    return 0
+
+
+def cmd_datasets(a) -> int:
+    from .datasets import list_datasets
+
+    for row in list_datasets(a.data_dir):
+        print(f"{row['name']:10s} {row['found'] or 'not found under ' + str(a.data_dir)}  ({row['citation']})")
+    print("folder:PATH  any image folder: <class>/* or train/<class>/* [test/<class>/*], or a .tar.gz of one")
+    return 0
+
+
+def cmd_extract(a) -> int:
+    from .extract import extract
+
+    fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, **_extract_kwargs(a))
+    what = "cached already" if fs.info["cached"] else (
+        f"extracted {fs.info['extracted']} images in {fs.info['seconds']:.1f}s"
+        + (f", reused {fs.info['reused']}" if fs.info["reused"] else ""))
+    print(f"{fs.path}: {len(fs)} samples x {fs.features.shape[1:]} ({what})")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from .report import train
+
+    row = train(a.base, a.dataset, a.per_class, a.seed, a.head, eval_per_class=a.eval_per_class,
+                head_params=_head_params(a), **_extract_kwargs(a))
+    print(f"{a.base} on {a.dataset}, {row['n_train']} training images ({a.per_class} per class), "
+          f"{a.head} head: accuracy {row['accuracy']:.4f} on {row['n_test']} test images "
+          f"(head trained in {row['train_seconds']:.1f}s)")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from .report import compare, markdown_table
+
+    rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, eval_per_class=a.eval_per_class,
+                   head_params=_head_params(a), **_extract_kwargs(a))
+    print(markdown_table(rows))
+    extracted = sum(r["extracted_images"] for r in rows)
+    print(f"\n{len(rows)} runs; extracted {extracted} images this time"
+          + (" (everything came from the feature cache)" if not extracted else "")
+          + (f"; results in {a.out}/" if a.out else ""))
+    return 0
+
+
+def cmd_info(a) -> int:
+    from .store import read_features, verify
+
+    fs = read_features(a.file, load=a.verify)
+    print(f"{fs.path}")
+    for key, value in sorted(fs.settings.items()):
+        print(f"  {key:16s} {value}")
+    print(f"  {'samples':16s} {fs.info['n_samples']} in {len(fs.class_names)} classes")
+    for key in ("created", "extract_seconds", "images_per_second", "batch_size", "versions", "skipped"):
+        if key in fs.info:
+            print(f"  {key:16s} {fs.info[key]}")
+    if a.verify:
+        if not verify(a.file):
+            print(f"checksum MISMATCH: the feature data of {a.file} changed after it was written; delete it and "
+                  "extract again", file=sys.stderr)
+            return 3
+        print("  checksum         ok")
+    return 0
+
+
+COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
+            "compare": cmd_compare, "info": cmd_info}
+
+
+def _import_keras_quietly() -> None:
+    """TensorFlow's C++ start-up lines go to fd 2 before any log setting applies; hide them
+    so that tables and error messages stay readable."""
+    if "keras" in sys.modules or os.environ.get("BOTTLENECK_DEBUG"):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command not in ("datasets",):
+        _import_keras_quietly()
+    logging.basicConfig(format="note: %(message)s", stream=sys.stderr,
+                        level=logging.ERROR if getattr(args, "quiet", False) else logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except BottleneckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to pick up where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Copy the embedded subsets out of the unpacked ../shared/datasets archives (seeded, stratified).
+
+Usage: mkdir /tmp/ds && tar -xzf ../shared/datasets/cifar10.tar.gz -C /tmp/ds &&
+       tar -xzf ../shared/datasets/gtsrb-subset.tar.gz -C /tmp/ds && python data/make_subsets.py /tmp/ds
+"""
+import csv, shutil, random, sys
+from pathlib import Path
+SRC = Path(sys.argv[1]); DST = Path("data")
+rng = random.Random(2026)
+# CIFAR-10: 100 train / 50 test per class
+for split, n in (("train", 100), ("test", 50)):
+    for cdir in sorted((SRC / split).iterdir()):
+        files = sorted(cdir.iterdir()); pick = sorted(rng.sample(files, n))
+        out = DST / "cifar10" / split / cdir.name; out.mkdir(parents=True, exist_ok=True)
+        for f in pick: shutil.copy2(f, out / f.name)
+# GTSRB: 50 train / 20 test per class
+g = DST / "gtsrb"; g.mkdir(parents=True, exist_ok=True)
+shutil.copy2(SRC / "signnames.csv", g / "signnames.csv")
+rows = list(csv.DictReader(open(SRC / "Train.csv")))
+keep = []
+for c in range(43):
+    mine = [r for r in rows if int(r["ClassId"]) == c]
+    keep += sorted(rng.sample(mine, 50), key=lambda r: r["Path"])
+for r in keep:
+    (g / r["Path"]).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(SRC / r["Path"], g / r["Path"])
+with open(g / "Train.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(keep)
+rows = list(csv.DictReader(open(SRC / "Test.csv")))
+keep = []
+for c in range(43):
+    mine = [r for r in rows if int(r["ClassId"]) == c]
+    keep += sorted(rng.sample(mine, 20), key=lambda r: r["Path"])
+for r in keep:
+    (g / r["Path"]).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(SRC / r["Path"], g / r["Path"])
+with open(g / "Test.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(keep)
