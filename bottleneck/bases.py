@@ -303,7 +303,8 @@ def build_trunk(spec: BaseSpec, image_size: int, weights_path: Path | None):
 
 
 def layer_names(model) -> list[str]:
-    return [layer.name for layer in model.layers if len(layer.output.shape) == 4]
+    """Layers with a spatial output, the ones that can be cut at (input excluded)."""
+    return [layer.name for layer in model.layers[1:] if len(layer.output.shape) == 4]
 
 
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,

@@ -369,9 +369,11 @@ def _is_pickles(root: Path) -> bool:
 def _read_pickles(root: Path, name: str) -> Dataset:
     """The classic lab's train.p / valid.p / test.p with 'features' and 'labels'."""
     raw = {s: _unpickle(root / f"{s}.p") for s in ("train", "valid", "test") if (root / f"{s}.p").exists()}
-    n = int(max(np.max(d["labels"]) for d in raw.values())) + 1
-    names_file = root / "signnames.csv"
-    classes = _sign_names(root, n) if names_file.exists() else [str(i) for i in range(n)]
+    if (root / "signnames.csv").exists():  # the class list; labels outside it are errors
+        with open(root / "signnames.csv", newline="") as f:
+            classes = _sign_names(root, sum(1 for _ in csv.DictReader(f)))
+    else:
+        classes = [str(i) for i in range(int(max(np.max(d["labels"]) for d in raw.values())) + 1)]
     splits = {}
     for s, d in raw.items():
         if "features" not in d or "labels" not in d:

@@ -1,0 +1,64 @@
+"""The registry: every base builds, runs in inference mode and yields its documented size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bottleneck import bases
+from bottleneck.bases import REGISTRY, build_feature_model, get_base, resolve_image_size
+from bottleneck.errors import BaseError
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_base_builds_with_random_weights(name):
+    spec = get_base(name)
+    size = max(spec.min_size, 32)
+    model = build_feature_model(spec, size, None)
+    out = np.asarray(model.predict_on_batch(np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")))
+    assert out.shape == (2, spec.feature_dim)
+    assert np.isfinite(out).all()
+    trunk = model.layers[-2]
+    assert trunk.layers[-1].name == spec.default_layer  # the documented layer is the last conv block
+    assert spec.preprocessing in bases.PREPROCESSING and spec.min_size <= spec.native_size
+
+
+def test_inference_mode_batchnorm_uses_moving_statistics():
+    """A batch's features must not depend on the other images in it (BatchNorm not in training mode)."""
+    spec = get_base("tiny_cnn")
+    model = build_feature_model(spec, 32, None)
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    b = np.concatenate([a[:1], rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32") * 0.1])
+    fa, fb = np.asarray(model.predict_on_batch(a)), np.asarray(model.predict_on_batch(b))
+    np.testing.assert_allclose(fa[0], fb[0], rtol=1e-5, atol=1e-6)
+    assert all(not layer.trainable for layer in model.layers[-2].layers)
+
+
+@pytest.mark.parametrize("mode,pixel,expected", [
+    ("caffe", [10.0, 20.0, 30.0], [30 - 103.939, 20 - 116.779, 10 - 123.68]),
+    ("tf", [0.0, 127.5, 255.0], [-1.0, 0.0, 1.0]),
+    ("torch", [0.0, 0.0, 255.0], [-0.485 / 0.229, -0.456 / 0.224, (1 - 0.406) / 0.225]),
+    ("lite", [127.0, 255.0, 0.0], [0.0, 1.0, -127 / 128]),
+])
+def test_preprocessing(mode, pixel, expected):
+    layer = bases._preprocess_layer(mode)
+    out = np.asarray(layer(np.array([[[pixel]]], dtype="float32")))
+    np.testing.assert_allclose(out.ravel(), expected, rtol=1e-5)
+
+
+def test_pooling_and_layer_choice():
+    spec = get_base("tiny_cnn")
+    x = np.zeros((1, 32, 32, 3), "float32")
+    assert build_feature_model(spec, 32, None, pooling="none").predict_on_batch(x).shape == (1, 8, 8, 16)
+    assert build_feature_model(spec, 32, None, layer="conv1").predict_on_batch(x).shape == (1, 8)
+    with pytest.raises(BaseError, match="no layer 'conv9'.*did you mean 'conv"):
+        build_feature_model(spec, 32, None, layer="conv9")
+
+
+def test_image_size_limits_and_unknown_base():
+    spec = get_base("inception_v3")
+    assert resolve_image_size(spec, None) == 299
+    with pytest.raises(BaseError, match="below inception_v3's minimum of 75"):
+        resolve_image_size(spec, 32)
+    with pytest.raises(BaseError, match="did you mean 'vgg16'"):
+        get_base("vgg_16")
