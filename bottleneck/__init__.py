@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from .bases import REGISTRY, get_base, list_bases  # noqa: E402
 from .datasets import list_datasets, load_dataset  # noqa: E402
 from .errors import BottleneckError  # noqa: E402
-from .extract import extract  # noqa: E402
+from .extraction import extract  # noqa: E402
 from .heads import DenseHead, LogRegHead, MLPHead, make_head  # noqa: E402
 from .report import compare, markdown_table, train  # noqa: E402
 from .store import read_features, verify  # noqa: E402

@@ -162,7 +162,7 @@ def cmd_datasets(a) -> int:
 
 
 def cmd_extract(a) -> int:
-    from .extract import extract
+    from .extraction import extract
 
     fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, **_extract_kwargs(a))
     what = "cached already" if fs.info["cached"] else (

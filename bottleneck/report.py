@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .extract import extract
+from .extraction import extract
 from .heads import make_head
 
 log = logging.getLogger("bottleneck")

@@ -40,7 +40,10 @@ def feature_key(settings: dict) -> str:
 
 
 def cache_path(cache_dir: str | Path, settings: dict) -> Path:
-    slug = settings["dataset"].replace("folder:", "").replace("/", "_").replace(":", "_").strip("_.")[-40:]
+    name = settings["dataset"]
+    if name.startswith("folder:"):  # the folder's own name; the fingerprint tells folders apart
+        name = Path(name[len("folder:"):].rstrip("/")).name.split(".")[0] or "folder"
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
     return Path(cache_dir) / f"{slug}_{settings['split']}_{settings['base']}_{fingerprint(settings)}.h5"
 
 
@@ -126,7 +129,8 @@ def _plain(v):
 
 def _describe(s: dict) -> str:
     return (f"{s.get('base')} ({s.get('weights')}, layer {s.get('layer')}, {s.get('pooling')} pooling, "
-            f"{s.get('image_size')}px) on {s.get('dataset')}/{s.get('split')}")
+            f"{s.get('image_size')}px) on {s.get('dataset')}/{s.get('split')}, "
+            + (f"{s['per_class']} per class, seed {s.get('seed')}" if s.get("per_class") else "all images"))
 
 
 def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:

@@ -1,0 +1,147 @@
+"""The feature cache: reuse, mismatch, atomic writes, resume after SIGKILL, nested draws."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import bottleneck.extraction as ex
+from bottleneck.errors import CacheError
+from bottleneck.extraction import extract
+from bottleneck.images import BadImage
+from bottleneck.store import read_features, verify
+
+from .conftest import REPO, copy_cifar_subset
+
+TINY = dict(weights="random", progress=False)
+
+
+def _cli(*args, fault=None, cwd=REPO):
+    env = {**os.environ, "BOTTLENECK_FAULT": fault} if fault else dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "bottleneck", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_record_and_reuse_without_running_the_base(small_cifar, cache_dir, monkeypatch):
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 3, seed=1, cache_dir=cache_dir, **TINY)
+    assert fs.features.shape == (12, 16) and fs.info["extracted"] == 12 and not fs.info["cached"]
+    s = fs.settings
+    assert (s["base"], s["weights"], s["layer"], s["image_size"], s["pooling"], s["per_class"], s["seed"]) == \
+        ("tiny_cnn", "random:seed0", "conv2", 32, "avg", 3, 1)
+    assert s["preprocessing"] == "unit" and s["resize"] == "pil-bilinear" and s["split"] == "train"
+    assert fs.class_names == ["airplane", "automobile", "bird", "cat"]
+    assert len(set(fs.source_ids)) == 12 and fs.info["versions"] and fs.info["created"]
+    assert fs.path.name.startswith("cifar_small_train_tiny_cnn_")
+
+    def no_model(*a, **k):
+        raise AssertionError("the base must not run for cached features")
+
+    monkeypatch.setattr(ex, "build_feature_model", no_model)
+    ex._MODELS.clear()
+    again = extract("tiny_cnn", f"folder:{small_cifar}", "train", 3, seed=1, cache_dir=cache_dir, **TINY)
+    assert again.info["cached"] and again.path == fs.path
+    assert np.array_equal(again.features, fs.features)
+    # batch size and worker count do not change what the features are
+    third = extract("tiny_cnn", f"folder:{small_cifar}", "train", 3, seed=1, cache_dir=cache_dir, batch_size=5,
+                    workers=1, **TINY)
+    assert third.path == fs.path
+
+
+def test_any_setting_change_makes_a_new_file(small_cifar, cache_dir):
+    ds = f"folder:{small_cifar}"
+    base = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY).path
+    variants = [dict(image_size=16), dict(pooling="max"), dict(layer="conv1"), dict(seed=5),
+                dict(per_class=3), dict(split="test")]
+    paths = {base}
+    for v in variants:
+        kw = {"split": "train", "per_class": 2, "seed": 0, **v}
+        paths.add(extract("tiny_cnn", ds, kw.pop("split"), kw.pop("per_class"), kw.pop("seed"),
+                          cache_dir=cache_dir, **TINY, **kw).path)
+    assert len(paths) == len(variants) + 1
+
+
+def test_file_with_other_settings_is_never_used(small_cifar, cache_dir, tmp_path):
+    ds = f"folder:{small_cifar}"
+    a = extract("tiny_cnn", ds, "train", 2, seed=0, cache_dir=cache_dir, **TINY)
+    b = extract("tiny_cnn", ds, "train", 2, seed=1, cache_dir=tmp_path / "other", **TINY)
+    shutil.copy(a.path, cache_dir / b.path.name)  # a file that claims to be seed 1
+    with pytest.raises(CacheError, match="differs in: seed, selection"):
+        extract("tiny_cnn", ds, "train", 2, seed=1, cache_dir=cache_dir, **TINY)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text", "foreign-hdf5"])
+def test_damaged_cache_files_are_detected(small_cifar, cache_dir, damage):
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+    if damage == "truncate":
+        data = fs.path.read_bytes()
+        fs.path.write_bytes(data[: len(data) // 2])
+    elif damage == "text":
+        fs.path.write_text("hello")
+    else:
+        with h5py.File(fs.path, "w") as f:
+            f["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match=str(fs.path.name)):
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+
+
+def test_verify_detects_changed_features(small_cifar, cache_dir):
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+    assert verify(fs.path)
+    with h5py.File(fs.path, "r+") as f:
+        f["features"][0, 0] += 1.0
+    assert not verify(fs.path)
+
+
+def test_nested_draw_extracts_only_the_difference(small_cifar, cache_dir):
+    ds = f"folder:{small_cifar}"
+    small = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
+    big = extract("tiny_cnn", ds, "train", 5, cache_dir=cache_dir, **TINY)
+    assert big.info["reused"] == 8 and big.info["extracted"] == 12
+    fresh = extract("tiny_cnn", ds, "train", 5, cache_dir=cache_dir.parent / "fresh", **TINY)
+    assert fresh.source_ids == big.source_ids
+    np.testing.assert_allclose(big.features, fresh.features, rtol=1e-5, atol=1e-6)
+    rows = [big.source_ids.index(s) for s in small.source_ids]
+    assert np.array_equal(big.features[rows], small.features)
+
+
+def test_bad_images_error_or_skip(small_cifar, cache_dir):
+    bad = small_cifar / "train" / "cat" / "zz_broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    with pytest.raises(BadImage, match="zz_broken.jpg"):
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=cache_dir, **TINY)
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=cache_dir, skip_bad_images=True, **TINY)
+    assert len(fs) == 24 and "train/cat/zz_broken.jpg" in fs.info["skipped"]
+    assert "train/cat/zz_broken.jpg" not in fs.source_ids
+
+
+@pytest.fixture
+def kill_dataset(tmp_path):
+    return copy_cifar_subset(tmp_path / "kd", classes=4, train=10, test=1)
+
+
+def _extract_args(dataset, cache):
+    return ["extract", "--base", "tiny_cnn", "--weights", "random", "--dataset", f"folder:{dataset}",
+            "--cache-dir", str(cache), "--batch-size", "4", "--quiet"]
+
+
+@pytest.mark.parametrize("fault", ["after-chunk:0", "after-chunk:4", "before-rename"])
+def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    run = _cli(*_extract_args(kill_dataset, killed), fault=fault)
+    assert run.returncode == -9, run.stderr  # a real SIGKILL of a real process
+    assert not list(killed.glob("*.h5")), "a killed run must leave no cache file"
+    again = _cli(*_extract_args(kill_dataset, killed))
+    assert again.returncode == 0, again.stderr
+    done = {"after-chunk:0": 4, "after-chunk:4": 20, "before-rename": 40}[fault]
+    assert f"extracted {40 - done} images" in again.stdout or (done == 40 and "extracted 0 images" in again.stdout)
+    assert _cli(*_extract_args(kill_dataset, clean)).returncode == 0
+    (a,), (b,) = list(killed.glob("*.h5")), list(clean.glob("*.h5"))
+    assert a.name == b.name
+    fa, fb = read_features(a), read_features(b)
+    assert np.array_equal(fa.features, fb.features) and fa.source_ids == fb.source_ids
+    assert not list(killed.glob("*.partial")) and not list(killed.glob(".*.tmp"))
