@@ -151,7 +151,7 @@ def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
 @contextlib.contextmanager
 def exclusive(path: Path):
     """Hold an exclusive lock for ``path`` so two processes never extract the same file."""
-    lock = path.with_name(path.name + ".lock")
+    lock = path.parent / ".locks" / (path.name + ".lock")  # kept: deleting a lock file races with flock
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         try:

@@ -1,0 +1,113 @@
+"""The CLI: exit codes, messages without tracebacks, and a tiny end-to-end compare."""
+from __future__ import annotations
+
+import csv
+import json
+
+import h5py
+import pytest
+
+from bottleneck.cli import main
+
+from .conftest import DATA, REPO
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse rejects bad arguments this way
+        code = e.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_bases_lists_the_registry(capsys):
+    from bottleneck.bases import REGISTRY
+
+    code, out, _ = run(capsys, "bases")
+    assert code == 0
+    for name in REGISTRY:
+        assert f"| {name} |" in out
+    assert "| efficientnet_lite0 | 224 | 32 | 1280 |" in out and "| yes |" in out
+
+
+def test_datasets_says_where(capsys):
+    code, out, _ = run(capsys, "datasets", "--data-dir", str(DATA))
+    assert code == 0 and str(DATA / "cifar10") in out and str(DATA / "gtsrb") in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["extract", "--base", "resnet_50", "--dataset", "cifar10"], "did you mean 'resnet50'"),
+    (["extract", "--base", "vgg16", "--dataset", "cifar100"], "did you mean 'cifar10'"),
+    (["train", "--base", "tiny_cnn", "--dataset", "cifar10", "--per-class", "0"], "must be at least 1"),
+    (["train", "--base", "tiny_cnn", "--dataset", "cifar10", "--per-class", "-3"], "must be at least 1"),
+    (["train", "--base", "tiny_cnn", "--dataset", "cifar10", "--per-class", "ten"], "not a whole number"),
+    (["extract", "--base", "inception_v3", "--dataset", "cifar10", "--image-size", "32", "--weights", "random"],
+     "minimum of 75"),
+    (["extract", "--base", "tiny_cnn", "--dataset", "cifar10", "--weights", "random", "--layer", "conv7"],
+     "has no layer 'conv7'"),
+    (["extract", "--base", "vgg16", "--dataset", "cifar10"], "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    (["info", "does-not-exist.h5"], "does not exist"),
+])
+def test_bad_input_exits_2_with_a_clear_message(capsys, tmp_path, argv, message):
+    argv = argv + (["--data-dir", str(DATA), "--cache-dir", str(tmp_path)] if argv[0] != "info" else [])
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err
+
+
+def test_missing_data_dir(capsys, tmp_path):
+    code, _, err = run(capsys, "extract", "--base", "tiny_cnn", "--weights", "random", "--dataset", "gtsrb",
+                       "--data-dir", str(tmp_path))
+    assert code == 2 and "dataset gtsrb not found" in err and "what to do" in err
+
+
+def test_info_rejects_non_hdf5_and_verify_catches_tampering(capsys, tmp_path, small_cifar):
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    code, _, err = run(capsys, "info", str(junk))
+    assert code == 2 and "not a readable feature cache" in err
+    code, out, _ = run(capsys, "extract", "--base", "tiny_cnn", "--weights", "random", "--dataset",
+                       f"folder:{small_cifar}", "--per-class", "2", "--cache-dir", str(tmp_path / "c"), "--quiet")
+    assert code == 0 and "extracted 8 images" in out
+    (path,) = (tmp_path / "c").glob("*.h5")
+    code, out, _ = run(capsys, "info", str(path), "--verify")
+    assert code == 0 and "checksum         ok" in out and "tiny_cnn" in out and "per_class        2" in out
+    with h5py.File(path, "r+") as f:
+        f["features"][1, 1] = 123.0
+    code, _, err = run(capsys, "info", str(path), "--verify")
+    assert code == 3 and "MISMATCH" in err
+
+
+def test_compare_end_to_end_and_rerun_is_identical(capsys, tmp_path, small_cifar):
+    argv = ["compare", "--bases", "tiny_cnn", "--datasets", f"folder:{small_cifar}", "--per-class", "2,4",
+            "--seeds", "0,1", "--weights", "random", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r"),
+            "--quiet"]
+    code, first, _ = run(capsys, *argv)
+    assert code == 0 and "| tiny_cnn |" in first and " ± " in first and "N=2" in first and "N=4" in first
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {"0", "1"}
+    for key in ("accuracy", "extract_seconds", "images_per_second", "train_seconds", "weights", "image_size"):
+        assert key in rows[0]
+    assert json.loads((tmp_path / "r" / "results.json").read_text())[0]["base"] == "tiny_cnn"
+    code, second, _ = run(capsys, *argv)
+    assert code == 0 and "extracted 0 images" in second and "everything came from the feature cache" in second
+    table = lambda text: text.split("\n\n")[0]
+    assert table(first) == table(second)
+    again = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+
+
+def test_train_prints_accuracy(capsys, tmp_path, small_cifar):
+    code, out, _ = run(capsys, "train", "--base", "tiny_cnn", "--weights", "random", "--dataset",
+                       f"folder:{small_cifar}", "--per-class", "3", "--head", "dense", "--epochs", "2",
+                       "--cache-dir", str(tmp_path), "--quiet")
+    assert code == 0 and "dense head: accuracy" in out and "12 training images" in out
+
+
+def test_console_entry_point_runs_as_a_module():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bottleneck", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "compare" in out.stdout
