@@ -1,5 +1,6 @@
-"""Fault injection for tests: BOTTLENECK_FAULT=POINT[:N] SIGKILLs this process at that
-point (the N-th time it is reached), so tests can kill a real run at an exact place."""
+"""Fault injection for tests: BOTTLENECK_FAULT=POINT[:N][:SIGNAL] sends this process SIGNAL
+(KILL by default, or INT for a Ctrl-C) at that point, the time it is reached with count N,
+so tests can stop a real run at an exact place."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,6 @@ def checkpoint(point: str, count: int | None = None) -> None:
     spec = os.environ.get("BOTTLENECK_FAULT")
     if not spec:
         return
-    name, _, n = spec.partition(":")
+    name, n, sig = (spec.split(":") + ["", ""])[:3]
     if name == point and (not n or count == int(n)):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))

@@ -139,8 +139,9 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
         rows = range(k * batch_size, min(len(ids), (k + 1) * batch_size))
         return k, [None if ids[r] in donors else pool.submit(load, selected[r]) for r in rows]
 
-    bar = tqdm(total=len(ids), initial=sum(min(batch_size, len(ids) - k * batch_size) for k in done),
-               unit="img", desc=f"{spec.name} {ds.name}/{split}", disable=not progress, leave=False)
+    rows_done = sum(min(batch_size, len(ids) - k * batch_size) for k in done)
+    bar = tqdm(total=len(ids), initial=rows_done, unit="img", desc=f"{spec.name} {ds.name}/{split}",
+               disable=not progress, leave=False)
     try:
         with cf.ThreadPoolExecutor(workers) as pool:
             pending = collections.deque(submit(pool, k) for k in todo[:3])
@@ -173,11 +174,12 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                         feats[j] = row
                         reused += 1
                 partial.write_chunk(k, feats, valid)
+                rows_done += len(futures)
                 bar.update(len(futures))
                 _faults.checkpoint("after-chunk", k)
     except KeyboardInterrupt:
         bar.close()
-        raise Interrupted(bar.n, len(ids), path) from None
+        raise Interrupted(rows_done, len(ids), path) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -187,11 +187,15 @@ class PartialRun:
 
     def write_chunk(self, k: int, features: np.ndarray, valid: np.ndarray) -> None:
         tmp = self.dir / f".chunk-{k:06d}.npz.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, features=features, valid=valid)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / f"chunk-{k:06d}.npz")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, features=features, valid=valid)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / f"chunk-{k:06d}.npz")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _write_error(e, self.dir) from e
 
     def read_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -244,11 +248,23 @@ class PartialRun:
                 os.fsync(f.fileno())
             _faults.checkpoint("before-rename")
             os.replace(tmp, self.final)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise _write_error(e, self.final) from e
             raise
         shutil.rmtree(self.dir, ignore_errors=True)
         return skipped
+
+
+def _write_error(e: OSError, where: Path) -> CacheError:
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(f"disk full while writing {where}; the unfinished file was removed and "
+                          "finished chunks are kept", "free some space (or use --cache-dir elsewhere) and run "
+                          "the same command again to resume")
+    return CacheError(f"cannot write {where}: {e}", "check that the cache dir is writable, then run again")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

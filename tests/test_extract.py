@@ -145,3 +145,48 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     fa, fb = read_features(a), read_features(b)
     assert np.array_equal(fa.features, fb.features) and fa.source_ids == fb.source_ids
     assert not list(killed.glob("*.partial")) and not list(killed.glob(".*.tmp"))
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path):
+    run = _cli(*_extract_args(kill_dataset, tmp_path / "c"), fault="after-chunk:2:INT")
+    assert run.returncode == 130
+    assert "interrupted after 12 of 40 images" in run.stderr and "run the same command again" in run.stderr
+    assert "Traceback" not in run.stderr
+    again = _cli(*_extract_args(kill_dataset, tmp_path / "c"))
+    assert again.returncode == 0 and "extracted 28 images" in again.stdout
+
+
+def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache_dir, monkeypatch):
+    import errno
+
+    from bottleneck import store
+
+    ds = f"folder:{small_cifar}"
+    done = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
+    before = done.path.read_bytes()
+    real_savez = np.savez
+
+    def full_disk(f, **arrays):
+        real_savez(f, **arrays)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.np, "savez", full_disk)
+    with pytest.raises(CacheError, match="disk full") as e:
+        extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, **TINY)
+    assert "run the same command again" in str(e.value)
+    assert done.path.read_bytes() == before
+    assert not list(cache_dir.rglob("*.tmp")) and len(list(cache_dir.glob("*.h5"))) == 1
+    monkeypatch.setattr(store.np, "savez", real_savez)
+    assert len(extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, **TINY)) == 12
+
+
+def test_two_processes_same_features_extract_once(kill_dataset, tmp_path):
+    import subprocess as sp
+
+    args = [sys.executable, "-m", "bottleneck", *_extract_args(kill_dataset, tmp_path / "c")]
+    procs = [sp.Popen(args, stdout=sp.PIPE, stderr=sp.PIPE, text=True, cwd=REPO) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted("cached already" in out for out, _ in outs)
+    assert said == [False, True]  # one extracted, the other waited and reused its result
+    assert len(list((tmp_path / "c").glob("*.h5"))) == 1
