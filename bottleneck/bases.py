@@ -273,6 +273,7 @@ def _preprocess_layer(mode: str):
             self.mode = mode
 
         def call(self, x):
+            x = ops.cast(x, "float32")  # pixels arrive as uint8: a quarter of the bytes to move
             if self.mode == "caffe":
                 return ops.flip(x, axis=-1) - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
             if self.mode == "tf":
@@ -308,8 +309,8 @@ def layer_names(model) -> list[str]:
 
 
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
-                        layer: str | None = None, pooling: str = "avg"):
-    """pixels (N, S, S, 3) float32 in 0..255 -> features, always in inference mode."""
+                        layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8"):
+    """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode."""
     import keras
     from keras import layers
 
@@ -322,7 +323,7 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
                             f"spatial layers of {spec.name}, last ones: {', '.join(names[-8:])}")
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
     trunk.trainable = False
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
+    inputs = keras.Input(shape=(image_size, image_size, 3), dtype=input_dtype, name="pixels")
     x = trunk(_preprocess_layer(spec.preprocessing)(inputs), training=False)
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

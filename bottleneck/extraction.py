@@ -25,6 +25,8 @@ from .store import FeatureSet, PartialRun, cache_path, exclusive, find_donors, r
 
 log = logging.getLogger("bottleneck")
 _MODELS: collections.OrderedDict = collections.OrderedDict()  # built feature models, most recent last
+# Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
+EXTRACTOR_VERSION = 2
 
 
 class Interrupted(BottleneckError):
@@ -46,7 +48,7 @@ def _settings(spec: BaseSpec, ds: Dataset, split: str, weights_id: str, size: in
         "base": spec.name, "weights": weights_id, "layer": layer or spec.default_layer, "pooling": pooling,
         "image_size": size, "resize": RESIZE_METHOD, "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
-        "selection": hashlib.sha256(ids.encode()).hexdigest()[:16],
+        "selection": hashlib.sha256(ids.encode()).hexdigest()[:16], "extractor": EXTRACTOR_VERSION,
     }
 
 
@@ -125,7 +127,7 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
     model = None
     computed = reused = 0
     compute_seconds = 0.0
-    workers = workers or min(8, (os.cpu_count() or 2) + 2)
+    workers = workers or min(32, (os.cpu_count() or 2) + 4)
 
     def load(i: int):
         try:
@@ -143,7 +145,9 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
     bar = tqdm(total=len(ids), initial=rows_done, unit="img", desc=f"{spec.name} {ds.name}/{split}",
                disable=not progress, leave=False)
     try:
-        with cf.ThreadPoolExecutor(workers) as pool:
+        writes: collections.deque = collections.deque()
+        # Chunks are written by one background thread, in order, so the model never waits on disk.
+        with cf.ThreadPoolExecutor(workers) as pool, cf.ThreadPoolExecutor(1) as writer:
             pending = collections.deque(submit(pool, k) for k in todo[:3])
             nxt = 3
             while pending:
@@ -159,8 +163,10 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                 if need:
                     if model is None:
                         model = _model(spec, size, weights_id, weights_path, layer, pooling)
+                    batch = np.zeros((batch_size, size, size, 3), np.uint8)  # one shape: compiled once
+                    batch[:len(need)] = [im for im, _ in loaded]
                     t = time.perf_counter()
-                    out = np.asarray(model.predict_on_batch(np.stack([im for im, _ in loaded]).astype(np.float32)))
+                    out = np.asarray(model.predict_on_batch(batch))[:len(need)]
                     compute_seconds += time.perf_counter() - t
                     feats = np.empty((len(futures),) + out.shape[1:], np.float32)
                     feats[need] = out
@@ -173,10 +179,17 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                             feats = np.empty((len(futures),) + row.shape, np.float32)
                         feats[j] = row
                         reused += 1
-                partial.write_chunk(k, feats, valid)
+                writes.append(writer.submit(partial.write_chunk, k, feats, valid))
+                while writes and (writes[0].done() or len(writes) > 2):
+                    writes.popleft().result()  # surfaces write errors (disk full) promptly
                 rows_done += len(futures)
                 bar.update(len(futures))
-                _faults.checkpoint("after-chunk", k)
+                if os.environ.get("BOTTLENECK_FAULT"):
+                    while writes:
+                        writes.popleft().result()
+                    _faults.checkpoint("after-chunk", k)
+            while writes:
+                writes.popleft().result()
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(rows_done, len(ids), path) from None

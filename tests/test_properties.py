@@ -14,7 +14,7 @@ from .conftest import DATA, REPO
 
 SETTINGS = {"dataset": "cifar10", "dataset_id": "abc", "split": "train", "base": "vgg16", "weights": "imagenet:x",
             "layer": "block5_pool", "pooling": "avg", "image_size": 224, "resize": "pil-bilinear",
-            "preprocessing": "caffe", "per_class": 100, "seed": 0, "selection": "def"}
+            "preprocessing": "caffe", "per_class": 100, "seed": 0, "selection": "def", "extractor": 2}
 
 
 def test_fingerprint_stable_across_processes_and_key_order():

@@ -9,6 +9,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+from keras import ops
 
 from bottleneck import bases
 from bottleneck.bases import build_feature_model, build_trunk, find_weights, get_base, weights_identity
@@ -41,7 +42,7 @@ def test_weights_dir_file_loads_and_wrong_hash_refuses(name, tmp_path, monkeypat
     size = max(spec.min_size, 32)
     source = build_trunk(spec, size, None)
     for w in source.weights:  # make them differ from the seeded random init
-        w.assign(np.random.default_rng(5).normal(size=w.shape).astype("float32") * 0.01 + np.asarray(w))
+        w.assign(np.random.default_rng(5).normal(size=w.shape).astype("float32") * 0.01 + ops.convert_to_numpy(w))
     path = tmp_path / spec.weights.file_name
     _save_legacy_h5(source, path)
 
@@ -56,7 +57,7 @@ def test_weights_dir_file_loads_and_wrong_hash_refuses(name, tmp_path, monkeypat
     assert found == path and ident == f"imagenet:{md5}"
     loaded = build_trunk(patched, size, found)
     for a, b in zip(source.weights, loaded.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
 
 
 def test_weights_file_for_another_architecture(tmp_path):
@@ -110,7 +111,7 @@ def test_lite0_imagenet_head_says_palace():
 def test_feature_model_with_real_lite_weights_is_deterministic():
     spec = get_base("efficientnet_lite0")
     _, path = weights_identity(spec, "imagenet")
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     a = np.asarray(build_feature_model(spec, 64, path).predict_on_batch(x))
     b = np.asarray(build_feature_model(spec, 64, path).predict_on_batch(x))
     assert a.shape == (2, 1280) and np.array_equal(a, b) and a.std() > 0
