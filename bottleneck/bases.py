@@ -12,6 +12,8 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
+
+import numpy as np
 from typing import Callable
 
 from .errors import BaseError, WeightsError, nearest
@@ -240,7 +242,14 @@ def weights_identity(spec: BaseSpec, weights: str, weights_dir=None) -> tuple[st
 
 
 def load_weights(spec: BaseSpec, model, path: Path) -> None:
-    """Load ``path`` into the base ``model`` (built with random weights)."""
+    """Load ``path`` into the base ``model`` (built with random weights). Every kernel must
+    change: Keras can skip parts of a file it cannot match, leaving random weights behind."""
+    import warnings
+
+    from keras import ops
+
+    kernels = [w for w in model.weights if len(w.shape) >= 2]
+    before = [ops.convert_to_numpy(w) for w in kernels]
     try:
         if path.suffix == ".pth":
             from . import efficientnet_lite
@@ -250,7 +259,12 @@ def load_weights(spec: BaseSpec, model, path: Path) -> None:
                 raise ValueError("only EfficientNet-Lite bases read .pth files")
             efficientnet_lite.load_torch_state(model, load_state_dict(path), spec.name)
         else:
-            model.load_weights(str(path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the check below says it plainly
+                model.load_weights(str(path))
+        untouched = [w.path for w, b in zip(kernels, before) if np.array_equal(ops.convert_to_numpy(w), b)]
+        if untouched:
+            raise ValueError(f"{len(untouched)} of {len(kernels)} kernels were not in the file, e.g. {untouched[0]}")
     except WeightsError:
         raise
     except Exception as e:

@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("train", parents=[common], help="train a head on cached features and score it")
-    p.add_argument("--base", required=True)
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--base", help="required unless --features is given (then it is checked against the file)")
+    p.add_argument("--dataset", help="required unless --features is given (then it is checked against the file)")
+    p.add_argument("--features", help="a training feature file made by `extract` (skips extraction)")
+    p.add_argument("--test-features", help="the test feature file to score on (with --features)")
     p.add_argument("--per-class", type=_limit, default=100)
     p.add_argument("--seed", type=_seed, default=0)
     _head_options(p, "logreg")
@@ -173,11 +175,22 @@ def cmd_extract(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .report import train
+    from .report import train, train_on_features
+    from .store import read_features
 
-    row = train(a.base, a.dataset, a.per_class, a.seed, a.head, eval_per_class=a.eval_per_class,
-                head_params=_head_params(a), **_extract_kwargs(a))
-    print(f"{a.base} on {a.dataset}, {row['n_train']} training images ({a.per_class} per class), "
+    if a.features or a.test_features:
+        if not (a.features and a.test_features):
+            raise BottleneckError("--features needs --test-features (and the other way round)",
+                                  "pass both feature files, the training one and the test one")
+        row = train_on_features(read_features(a.features), read_features(a.test_features), a.head, a.seed,
+                                head_params=_head_params(a), base=a.base, dataset=a.dataset)
+    elif not (a.base and a.dataset):
+        raise BottleneckError("train needs --base and --dataset (or --features and --test-features)",
+                              "e.g. bottleneck train --base efficientnet_lite0 --dataset cifar10 --per-class 100")
+    else:
+        row = train(a.base, a.dataset, a.per_class, a.seed, a.head, eval_per_class=a.eval_per_class,
+                    head_params=_head_params(a), **_extract_kwargs(a))
+    print(f"{row['base']} on {row['dataset']}, {row['n_train']} training images ({row['per_class']} per class), "
           f"{a.head} head: accuracy {row['accuracy']:.4f} on {row['n_test']} test images "
           f"(head trained in {row['train_seconds']:.1f}s)")
     return 0

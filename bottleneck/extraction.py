@@ -83,6 +83,9 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
         counts = sorted(set(short.values()))
         log.warning("%s/%s: %d of %d classes have fewer than %d images; kept all of theirs (%s each)",
                     ds.name, split, len(short), len(ds.class_names), per_class, "/".join(map(str, counts)))
+    if ds.ignored_files and progress:
+        log.warning("%s: ignored %d files that are not images, e.g. %s", ds.root, len(ds.ignored_files),
+                    ds.ignored_files[0])
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
     settings = _settings(spec, ds, split, weights_id, size, layer, pooling, per_class, seed, selected)
     path = cache_path(cache_dir, settings)

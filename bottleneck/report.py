@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CacheError
 from .extraction import extract
 from .heads import make_head
+from .store import FeatureSet
 
 log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
@@ -23,11 +25,36 @@ def train(base: str, dataset: str, per_class: int | None = 100, seed: int = 0, h
     split. Returns one result row: every setting, accuracy and timings."""
     tr = extract(base, dataset, "train", per_class, seed, **extract_kwargs)
     te = extract(base, dataset, eval_split, eval_per_class, EVAL_SEED, **extract_kwargs)
-    if tr.class_names != te.class_names:
-        from .errors import DatasetError
+    return train_on_features(tr, te, head, seed, head_params=head_params)
 
-        raise DatasetError(f"train and {eval_split} features of {dataset} have different class lists",
-                           "re-extract both splits from the same dataset")
+
+def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, dataset: str | None = None) -> None:
+    """Refuse training and test features that do not belong together, or are not what was asked."""
+    for fs in (tr, te):
+        s = fs.settings
+        if base is not None and s["base"] != base:
+            raise CacheError(f"{fs.path} holds features of base {s['base']}, not {base}",
+                             "pass the file extracted with the base you asked for, or drop --base")
+        if dataset is not None and s["dataset"] != dataset:
+            raise CacheError(f"{fs.path} holds features of dataset {s['dataset']}, not {dataset}",
+                             "pass the file extracted from the dataset you asked for, or drop --dataset")
+    a, b = tr.settings, te.settings
+    differ = [k for k in ("dataset", "base", "weights", "layer", "pooling", "image_size", "preprocessing",
+                          "extractor") if a.get(k) != b.get(k)]
+    if differ:
+        raise CacheError(f"{tr.path.name} and {te.path.name} were made differently ({', '.join(differ)}): "
+                         f"{a.get('base')}/{a.get('dataset')} vs {b.get('base')}/{b.get('dataset')}",
+                         "train and test on features extracted with the same settings")
+    if tr.class_names != te.class_names:
+        raise CacheError(f"{tr.path.name} and {te.path.name} have different class lists "
+                         f"({len(tr.class_names)} vs {len(te.class_names)} classes)",
+                         "extract both splits from the same dataset")
+
+
+def train_on_features(tr: FeatureSet, te: FeatureSet, head: str = "logreg", seed: int = 0,
+                      head_params: dict | None = None, base: str | None = None, dataset: str | None = None) -> dict:
+    """Train ``head`` on cached training features and score it on test features."""
+    check_features(tr, te, base, dataset)
     t = time.perf_counter()
     model = make_head(head, seed=seed, **(head_params or {}))
     model.fit(tr.features, tr.labels, groups=np.asarray(tr.groups))
@@ -35,11 +62,11 @@ def train(base: str, dataset: str, per_class: int | None = 100, seed: int = 0, h
     accuracy = model.score(te.features, te.labels)
     s = tr.settings
     return {
-        "base": base, "dataset": dataset, "per_class": per_class, "seed": seed, "head": head,
+        "base": s["base"], "dataset": s["dataset"], "per_class": s["per_class"], "seed": seed, "head": head,
         "weights": s["weights"], "layer": s["layer"], "pooling": s["pooling"], "image_size": s["image_size"],
         "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names), "accuracy": round(accuracy, 6),
-        "extracted_images": tr.info["extracted"] + te.info["extracted"],
-        "extract_seconds": round(tr.info["seconds"] + te.info["seconds"], 3),
+        "extracted_images": tr.info.get("extracted", 0) + te.info.get("extracted", 0),
+        "extract_seconds": round(tr.info.get("seconds", 0) + te.info.get("seconds", 0), 3),
         "images_per_second": _rate(tr, te), "train_seconds": round(train_seconds, 3),
         "train_cache": tr.path.name, "test_cache": te.path.name,
         "head_params": json.dumps(model.get_params(), sort_keys=True),
@@ -47,8 +74,8 @@ def train(base: str, dataset: str, per_class: int | None = 100, seed: int = 0, h
 
 
 def _rate(*sets) -> float:
-    done = sum(fs.info["extracted"] for fs in sets)
-    secs = sum(fs.info["seconds"] for fs in sets if fs.info["extracted"])
+    done = sum(fs.info.get("extracted", 0) for fs in sets)
+    secs = sum(fs.info.get("seconds", 0) for fs in sets if fs.info.get("extracted"))
     return round(done / secs, 2) if done and secs else 0.0
 
 

@@ -191,6 +191,7 @@ class PartialRun:
             with open(tmp, "wb") as f:
                 np.savez(f, features=features, valid=valid)
                 f.flush()
+                _faults.checkpoint("mid-chunk", k)  # the chunk's bytes are out, its name is not yet
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / f"chunk-{k:06d}.npz")
         except OSError as e:

@@ -111,3 +111,33 @@ def test_console_entry_point_runs_as_a_module():
 
     out = subprocess.run([sys.executable, "-m", "bottleneck", "--help"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "compare" in out.stdout
+
+
+def test_train_from_feature_files_refuses_mismatches(capsys, tmp_path, small_cifar):
+    common = ["--weights", "random", "--dataset", f"folder:{small_cifar}", "--cache-dir", str(tmp_path), "--quiet"]
+    assert run(capsys, "extract", "--base", "tiny_cnn", "--per-class", "3", *common)[0] == 0
+    assert run(capsys, "extract", "--base", "tiny_cnn", "--split", "test", *common)[0] == 0
+    assert run(capsys, "extract", "--base", "tiny_cnn", "--split", "test", "--image-size", "16", *common)[0] == 0
+    train_file = next(tmp_path.glob("*_train_*.h5"))
+    from bottleneck import read_features
+
+    by_size = {read_features(p, load=False).settings["image_size"]: p for p in tmp_path.glob("*_test_*.h5")}
+    code, out, _ = run(capsys, "train", "--features", str(train_file), "--test-features", str(by_size[32]))
+    assert code == 0 and "tiny_cnn on folder:" in out and "accuracy" in out
+    code, _, err = run(capsys, "train", "--features", str(train_file), "--test-features", str(by_size[32]),
+                       "--base", "vgg16")
+    assert code == 2 and "holds features of base tiny_cnn, not vgg16" in err
+    code, _, err = run(capsys, "train", "--features", str(train_file), "--test-features", str(by_size[16]))
+    assert code == 2 and "were made differently (image_size)" in err
+    code, _, err = run(capsys, "train", "--features", str(train_file))
+    assert code == 2 and "--features needs --test-features" in err
+
+
+def test_weights_file_for_another_architecture_cli(capsys, tmp_path, small_cifar):
+    from bottleneck.bases import build_trunk, get_base
+
+    path = tmp_path / "tiny.weights.h5"
+    build_trunk(get_base("tiny_cnn"), 32, None).save_weights(path)
+    code, _, err = run(capsys, "extract", "--base", "mobilenet_v2", "--weights", str(path), "--image-size", "32",
+                       "--dataset", f"folder:{small_cifar}", "--cache-dir", str(tmp_path / "c"), "--quiet")
+    assert code == 2 and "does not fit mobilenet_v2" in err

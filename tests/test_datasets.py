@@ -99,6 +99,15 @@ def test_pickle_label_out_of_range(tmp_path):
         load_dataset("gtsrb", tmp_path)
 
 
+def test_pickle_features_and_labels_of_different_lengths(tmp_path):
+    root = tmp_path / "gtsrb"
+    root.mkdir()
+    with open(root / "train.p", "wb") as f:
+        pickle.dump({"features": np.zeros((5, 32, 32, 3), np.uint8), "labels": np.array([0, 1, 2])}, f)
+    with pytest.raises(DatasetError, match="5 images but 3 labels"):
+        load_dataset("gtsrb", tmp_path)
+
+
 def test_folder_dataset_tar_gz(small_cifar, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -146,6 +155,12 @@ def test_split_class_mismatch(small_cifar):
     shutil.rmtree(small_cifar / "test" / "bird")
     with pytest.raises(DatasetError, match=r"missing from test: \['bird'\]"):
         load_dataset(f"folder:{small_cifar}")
+
+
+def test_empty_dataset_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="has no layout bottleneck knows"):
+        load_dataset(f"folder:{tmp_path / 'empty'}")
 
 
 def test_empty_class_folder(small_cifar):

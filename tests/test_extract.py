@@ -129,7 +129,7 @@ def _extract_args(dataset, cache):
             "--cache-dir", str(cache), "--batch-size", "4", "--quiet"]
 
 
-@pytest.mark.parametrize("fault", ["after-chunk:0", "after-chunk:4", "before-rename"])
+@pytest.mark.parametrize("fault", ["after-chunk:0", "mid-chunk:3", "after-chunk:4", "before-rename"])
 def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     run = _cli(*_extract_args(kill_dataset, killed), fault=fault)
@@ -137,7 +137,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     assert not list(killed.glob("*.h5")), "a killed run must leave no cache file"
     again = _cli(*_extract_args(kill_dataset, killed))
     assert again.returncode == 0, again.stderr
-    done = {"after-chunk:0": 4, "after-chunk:4": 20, "before-rename": 40}[fault]
+    done = {"after-chunk:0": 4, "mid-chunk:3": 12, "after-chunk:4": 20, "before-rename": 40}[fault]
     assert f"extracted {40 - done} images" in again.stdout or (done == 40 and "extracted 0 images" in again.stdout)
     assert _cli(*_extract_args(kill_dataset, clean)).returncode == 0
     (a,), (b,) = list(killed.glob("*.h5")), list(clean.glob("*.h5"))

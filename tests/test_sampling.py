@@ -58,3 +58,18 @@ def test_validation_split_keeps_groups_whole():
     # a class with a single group cannot be split without leaking: it stays in training
     train, val = validation_split(np.zeros(10, int), np.array(["t"] * 10), 0.5)
     assert len(val) == 0
+
+
+def test_random_cases_counts_nested_and_seeded():
+    """Property check over random class sizes, limits and seeds."""
+    rng = np.random.default_rng(42)
+    for _ in range(200):
+        sizes = rng.integers(1, 40, rng.integers(1, 8))
+        labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+        n, seed = int(rng.integers(1, 45)), int(rng.integers(0, 10**6))
+        idx, short = per_class_draw(labels, n, seed)
+        assert np.bincount(labels[idx], minlength=len(sizes)).tolist() == [min(n, s) for s in sizes]
+        assert short == {c: int(s) for c, s in enumerate(sizes) if s < n}
+        bigger, _ = per_class_draw(labels, n + int(rng.integers(1, 10)), seed)
+        assert set(idx) <= set(bigger)
+        assert np.array_equal(idx, per_class_draw(labels, n, seed)[0])

@@ -155,3 +155,15 @@ def test_weights_path_option(tmp_path):
         weights_identity(spec, str(tmp_path / "missing.h5"))
     with pytest.raises(WeightsError, match="has no ImageNet weights"):
         weights_identity(spec, "imagenet")
+
+
+def test_weights_that_silently_load_nothing_are_refused(tmp_path, monkeypatch):
+    """Keras can skip parts of a file it cannot match (nested containers) with only a warning;
+    any kernel left at its random value must be an error, never silently random features."""
+    spec = get_base("tiny_cnn")
+    model = build_trunk(spec, 32, None)
+    path = tmp_path / "tiny.weights.h5"
+    model.save_weights(path)
+    monkeypatch.setattr(type(model), "load_weights", lambda self, *a, **k: None)  # loads nothing, says nothing
+    with pytest.raises(WeightsError, match="2 of 2 kernels were not in the file"):
+        bases.load_weights(spec, model, path)
