@@ -125,6 +125,7 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
     # The batch size fixes chunk boundaries, so a resumed run computes every chunk as an uninterrupted one would.
     partial = PartialRun(path, {"settings": settings, "batch_size": batch_size, "n": len(ids)})
     done = partial.open()
+    _faults.checkpoint("start")
     todo = [k for k in range(n_chunks) if k not in done]
     donors = _donor_rows(path, settings, set(ids)) if todo else {}
     model = None

@@ -129,7 +129,7 @@ def _extract_args(dataset, cache):
             "--cache-dir", str(cache), "--batch-size", "4", "--quiet"]
 
 
-@pytest.mark.parametrize("fault", ["after-chunk:0", "mid-chunk:3", "after-chunk:4", "before-rename"])
+@pytest.mark.parametrize("fault", ["start", "after-chunk:0", "mid-chunk:3", "after-chunk:4", "before-rename"])
 def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     run = _cli(*_extract_args(kill_dataset, killed), fault=fault)
@@ -137,7 +137,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     assert not list(killed.glob("*.h5")), "a killed run must leave no cache file"
     again = _cli(*_extract_args(kill_dataset, killed))
     assert again.returncode == 0, again.stderr
-    done = {"after-chunk:0": 4, "mid-chunk:3": 12, "after-chunk:4": 20, "before-rename": 40}[fault]
+    done = {"start": 0, "after-chunk:0": 4, "mid-chunk:3": 12, "after-chunk:4": 20, "before-rename": 40}[fault]
     assert f"extracted {40 - done} images" in again.stdout or (done == 40 and "extracted 0 images" in again.stdout)
     assert _cli(*_extract_args(kill_dataset, clean)).returncode == 0
     (a,), (b,) = list(killed.glob("*.h5")), list(clean.glob("*.h5"))
@@ -190,3 +190,22 @@ def test_two_processes_same_features_extract_once(kill_dataset, tmp_path):
     said = sorted("cached already" in out for out, _ in outs)
     assert said == [False, True]  # one extracted, the other waited and reused its result
     assert len(list((tmp_path / "c").glob("*.h5"))) == 1
+
+
+def test_locks_are_per_file(kill_dataset, tmp_path):
+    """Different features extract while another file's lock is held; the same features wait."""
+    import subprocess as sp
+
+    from bottleneck.store import exclusive
+
+    cache = tmp_path / "c"
+    held = extract("tiny_cnn", f"folder:{kill_dataset}", "train", 2, cache_dir=cache, **TINY).path
+    held.unlink()
+    other = _extract_args(kill_dataset, cache) + ["--per-class", "3"]
+    same = _extract_args(kill_dataset, cache) + ["--per-class", "2"]
+    with exclusive(held):
+        assert _cli(*other).returncode == 0  # not blocked by the held lock
+        with pytest.raises(sp.TimeoutExpired):
+            sp.run([sys.executable, "-m", "bottleneck", *same], capture_output=True, cwd=REPO, timeout=20)
+    assert not held.exists()
+    assert _cli(*same).returncode == 0 and held.exists()
