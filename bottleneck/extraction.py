@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults
-from .bases import BaseSpec, build_feature_model, get_base, resolve_image_size, weights_identity
+from .bases import BaseSpec, build_feature_model, get_base, resolve_image_size, resolve_layer, weights_identity
 from .datasets import Dataset, load_dataset
 from .errors import BottleneckError
 from .images import RESIZE_METHOD, BadImage, resize
@@ -45,7 +45,7 @@ def _settings(spec: BaseSpec, ds: Dataset, split: str, weights_id: str, size: in
 
     return {
         "dataset": ds.name, "dataset_id": ds.identity(split), "split": split,
-        "base": spec.name, "weights": weights_id, "layer": layer or spec.default_layer, "pooling": pooling,
+        "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
         "image_size": size, "resize": RESIZE_METHOD, "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
         "selection": hashlib.sha256(ids.encode()).hexdigest()[:16], "extractor": EXTRACTOR_VERSION,

@@ -20,6 +20,10 @@ def test_every_base_builds_with_random_weights(name):
     assert np.isfinite(out).all()
     trunk = model.layers[-2]
     assert trunk.layers[-1].name == spec.default_layer  # the documented layer is the last conv block
+    # every named cut point exists, earliest first, and the last is the default layer
+    order = [layer.name for layer in trunk.layers]
+    positions = [order.index(layer) for _, layer in spec.cut_points]
+    assert positions == sorted(positions) and spec.cut_points[-1][1] == spec.default_layer
     assert spec.preprocessing in bases.PREPROCESSING and spec.min_size <= spec.native_size
 
 
@@ -56,6 +60,12 @@ def test_pooling_and_layer_choice():
     assert build_feature_model(spec, 32, None, layer="conv1").predict_on_batch(x).shape == (1, 8)
     with pytest.raises(BaseError, match="no layer 'conv9'.*did you mean 'conv"):
         build_feature_model(spec, 32, None, layer="conv9")
+
+
+def test_cut_point_names_resolve_to_the_same_cache_settings():
+    spec = get_base("vgg16")
+    assert bases.resolve_layer(spec, "block4") == bases.resolve_layer(spec, "block4_pool") == "block4_pool"
+    assert bases.resolve_layer(spec, None) == "block5_pool"
 
 
 def test_image_size_limits_and_unknown_base():
