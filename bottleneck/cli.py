@@ -129,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.csv, results.json and table.md")
     _head_options(p, "logreg")
 
+    p = sub.add_parser("finetune", parents=[common],
+                       help="head on frozen features, then unfreeze the top blocks with a lower learning rate")
+    p.add_argument("--base", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--per-class", type=_limit, default=100)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--unfreeze", type=int, default=1, help="blocks to unfreeze, counted from the top cut point")
+    p.add_argument("--head-epochs", type=_positive_int, default=20)
+    p.add_argument("--epochs", type=int, default=3, help="epochs with the top blocks unfrozen")
+    p.add_argument("--learning-rate", type=float, default=0.01, help="the head's (SGD, momentum 0.9)")
+    p.add_argument("--base-lr-factor", type=float, default=0.1, help="the unfrozen blocks' rate, times the head's")
+    p.add_argument("--eval-per-class", type=_limit)
+
+    p = sub.add_parser("scratch", help="train LeNet from random weights on the same draw (the baseline)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
+    p.add_argument("--per-class", type=_limit, default=100)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--image-size", type=_positive_int, default=32)
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--eval-per-class", type=_limit)
+
     p = sub.add_parser("export-lab", parents=[common],
                        help="write train/test features as the classic lab's bottleneck pickles")
     p.add_argument("--base", required=True)
@@ -249,6 +271,29 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_finetune(a) -> int:
+    from .finetune import finetune
+
+    row = finetune(a.base, a.dataset, a.per_class, a.seed, unfreeze=a.unfreeze, head_epochs=a.head_epochs,
+                   epochs=a.epochs, learning_rate=a.learning_rate, base_lr_factor=a.base_lr_factor,
+                   batch_size=a.batch_size, image_size=a.image_size, weights=a.weights, weights_dir=a.weights_dir,
+                   data_dir=a.data_dir, cache_dir=a.cache_dir, eval_per_class=a.eval_per_class,
+                   progress=not a.quiet)
+    print(f"{a.base} on {a.dataset}, {row['head']}, {row['n_train']} training images: accuracy "
+          f"{row['accuracy']:.4f} on {row['n_test']} test images ({row['train_seconds']:.1f}s)")
+    return 0
+
+
+def cmd_scratch(a) -> int:
+    from .finetune import train_scratch
+
+    row = train_scratch(a.dataset, a.per_class, a.seed, image_size=a.image_size, epochs=a.epochs,
+                        data_dir=a.data_dir, eval_per_class=a.eval_per_class)
+    print(f"LeNet from scratch on {a.dataset}, {row['n_train']} training images: accuracy {row['accuracy']:.4f} "
+          f"on {row['n_test']} test images ({row['train_seconds']:.1f}s)")
+    return 0
+
+
 def cmd_export_lab(a) -> int:
     from .extraction import extract
     from .labpickle import export_lab_pickles
@@ -263,7 +308,7 @@ def cmd_export_lab(a) -> int:
 
 COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
             "compare": cmd_compare, "info": cmd_info,
-            "export-lab": cmd_export_lab}
+            "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch}
 
 
 def _import_keras_quietly() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .store import FeatureSet
+from .store import FeatureSet, dataset_slug
 
 
 def lab_file_names(network: str, dataset: str, per_class: int | None) -> tuple[str, str]:
@@ -33,7 +33,7 @@ def export_lab_pickles(train: FeatureSet, test: FeatureSet, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     network = network or train.settings["base"]
-    dataset = dataset or train.settings["dataset"].replace("folder:", "").replace("/", "_")
+    dataset = dataset or dataset_slug(train.settings["dataset"])
     paths = [out_dir / name for name in lab_file_names(network, dataset, train.settings.get("per_class"))]
     for fs, path in zip((train, test), paths):
         tmp = path.with_name(path.name + ".tmp")

@@ -39,11 +39,15 @@ def feature_key(settings: dict) -> str:
     return fingerprint({k: v for k, v in settings.items() if k not in SELECTION_KEYS})
 
 
-def cache_path(cache_dir: str | Path, settings: dict) -> Path:
-    name = settings["dataset"]
-    if name.startswith("folder:"):  # the folder's own name; the fingerprint tells folders apart
+def dataset_slug(name: str) -> str:
+    """A short file-name-safe name: 'cifar10', or a folder's own name for folder:PATH."""
+    if name.startswith("folder:"):  # fingerprints tell same-named folders apart
         name = Path(name[len("folder:"):].rstrip("/")).name.split(".")[0] or "folder"
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+def cache_path(cache_dir: str | Path, settings: dict) -> Path:
+    slug = dataset_slug(settings["dataset"])
     return Path(cache_dir) / f"{slug}_{settings['split']}_{settings['base']}_{fingerprint(settings)}.h5"
 
 

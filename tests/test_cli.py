@@ -141,3 +141,20 @@ def test_weights_file_for_another_architecture_cli(capsys, tmp_path, small_cifar
     code, _, err = run(capsys, "extract", "--base", "mobilenet_v2", "--weights", str(path), "--image-size", "32",
                        "--dataset", f"folder:{small_cifar}", "--cache-dir", str(tmp_path / "c"), "--quiet")
     assert code == 2 and "does not fit mobilenet_v2" in err
+
+
+def test_finetune_scratch_and_export_commands(capsys, tmp_path, small_cifar):
+    ds = f"folder:{small_cifar}"
+    code, out, _ = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset", ds,
+                       "--per-class", "3", "--unfreeze", "1", "--epochs", "1", "--head-epochs", "2",
+                       "--cache-dir", str(tmp_path / "c"), "--quiet")
+    assert code == 0 and "finetune(top 1)" in out and "accuracy" in out
+    code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset", ds,
+                       "--unfreeze", "9", "--cache-dir", str(tmp_path / "c"), "--quiet")
+    assert code == 2 and "out of range" in err
+    code, out, _ = run(capsys, "scratch", "--dataset", ds, "--per-class", "3", "--epochs", "2")
+    assert code == 0 and "LeNet from scratch" in out
+    code, out, _ = run(capsys, "export-lab", "--base", "tiny_cnn", "--weights", "random", "--dataset", ds,
+                       "--per-class", "3", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "lab"),
+                       "--quiet")
+    assert code == 0 and "tiny_cnn_cifar_small_3_bottleneck_features_train.p" in out
