@@ -15,6 +15,7 @@ def options(doc: str) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true",
                    help="a tiny random-weight base and few images: checks that the lesson runs (used by CI)")
     p.add_argument("--cache-dir", default=str(CACHE))
+    p.add_argument("--out", type=Path, default=OUT, help="where tables and plots go (default lab/output)")
     return p.parse_args()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bottleneck
 
-from .common import DATA, OUT, options
+from .common import DATA, options
 
 
 def accuracy_table(bases: list[str], datasets: list[str], per_class: int, **kwargs) -> tuple[list[dict], str]:
@@ -33,7 +33,7 @@ def main() -> None:
     else:
         bases, extra, per_class = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"], {}, 100
     rows, table = accuracy_table(bases, ["cifar10", "gtsrb"], per_class, data_dir=DATA, cache_dir=a.cache_dir,
-                                 out=OUT / "lesson2", **extra)
+                                 out=a.out / "lesson2", **extra)
     print(table)
 
 

