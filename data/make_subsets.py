@@ -16,21 +16,23 @@ for split, n in (("train", 100), ("test", 50)):
 # GTSRB: 50 train / 20 test per class
 g = DST / "gtsrb"; g.mkdir(parents=True, exist_ok=True)
 shutil.copy2(SRC / "signnames.csv", g / "signnames.csv")
-rows = list(csv.DictReader(open(SRC / "Train.csv")))
-keep = []
-for c in range(43):
-    mine = [r for r in rows if int(r["ClassId"]) == c]
-    keep += sorted(rng.sample(mine, 50), key=lambda r: r["Path"])
-for r in keep:
-    (g / r["Path"]).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(SRC / r["Path"], g / r["Path"])
-with open(g / "Train.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(keep)
-rows = list(csv.DictReader(open(SRC / "Test.csv")))
-keep = []
-for c in range(43):
-    mine = [r for r in rows if int(r["ClassId"]) == c]
-    keep += sorted(rng.sample(mine, 20), key=lambda r: r["Path"])
-for r in keep:
-    (g / r["Path"]).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(SRC / r["Path"], g / r["Path"])
-with open(g / "Test.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(keep)
+
+
+def gtsrb_subset(csv_name: str, per_class: int) -> None:
+    """Copy per_class random rows of each class listed in csv_name, and write the shortened csv."""
+    rows = list(csv.DictReader(open(SRC / csv_name)))
+    keep = []
+    for c in range(43):
+        mine = [r for r in rows if int(r["ClassId"]) == c]
+        keep += sorted(rng.sample(mine, per_class), key=lambda r: r["Path"])
+    for r in keep:
+        (g / r["Path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SRC / r["Path"], g / r["Path"])
+    with open(g / csv_name, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+
+
+gtsrb_subset("Train.csv", 50)
+gtsrb_subset("Test.csv", 20)
