@@ -69,7 +69,7 @@ class Dataset:
         h = hashlib.sha256()
         h.update("\n".join(self.class_names).encode())
         h.update(s.labels.astype(np.int64).tobytes())
-        for i, sid in enumerate(s.ids):
+        for sid in s.ids:
             h.update(sid.encode())
         h.update(getattr(s, "content_key", b""))
         return h.hexdigest()[:16]
@@ -200,12 +200,12 @@ def _is_image(path: Path) -> bool:
 
 
 def _file_split(root: Path, rel: list[str], labels, groups=None) -> Split:
-    sizes = b""
     split = Split(rel, np.asarray(labels, dtype=np.int64), groups or list(rel),
                   lambda i, root=root, rel=rel: load_image(root / rel[i]))
-    for r in rel:  # file sizes make the identity change when a file is replaced
-        sizes += str((root / r).stat().st_size).encode() + b","
-    split.content_key = hashlib.sha256(sizes).digest()
+    sizes = hashlib.sha256()  # file sizes make the identity change when a file is replaced
+    for r in rel:
+        sizes.update(b"%d," % (root / r).stat().st_size)
+    split.content_key = sizes.digest()
     return split
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import hashlib
 import logging
 import os
 import time
@@ -41,8 +42,6 @@ def _settings(spec: BaseSpec, ds: Dataset, split: str, weights_id: str, size: in
               pooling: str, per_class: int | None, seed: int, selected: np.ndarray) -> dict:
     s = ds.split(split)
     ids = "\n".join(s.ids[i] for i in selected)
-    import hashlib
-
     return {
         "dataset": ds.name, "dataset_id": ds.identity(split), "split": split,
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
