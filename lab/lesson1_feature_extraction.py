@@ -23,21 +23,30 @@ from .common import DATA, base_for, options
 
 def build_lab_head(n_features: int, n_classes: int) -> keras.Model:
     """The lab's head: flatten the features, then a single Dense layer with a softmax."""
+    # TODO: return a keras.Sequential with an Input of shape (n_features,), a Flatten layer and a
+    #       Dense layer of n_classes units with a softmax activation.
+    ### BEGIN SOLUTION build_lab_head
     return keras.Sequential([
         keras.Input((n_features,)),
         keras.layers.Flatten(),
         keras.layers.Dense(n_classes, activation="softmax"),
     ])
+    ### END SOLUTION
 
 
 def train_and_score(train, test, epochs: int = 50, seed: int = 0) -> float:
     """Train the lab head on cached training features; return accuracy on the test features."""
     keras.utils.set_random_seed(seed)
     model = build_lab_head(train.features.shape[1], len(train.class_names))
+    # TODO: compile the model (Adam, learning rate 1e-3, sparse categorical cross-entropy), fit it on
+    #       train.features / train.labels for `epochs` epochs with batch size 64, then predict the
+    #       classes of test.features (argmax over the softmax) and return the fraction that equals test.labels.
+    ### BEGIN SOLUTION train_and_score
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(train.features, train.labels, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
     predictions = model.predict(test.features, verbose=0).argmax(axis=1)
     return float(np.mean(predictions == test.labels))
+    ### END SOLUTION
 
 
 def main() -> None:

@@ -25,8 +25,12 @@ from .common import DATA, options
 
 def accuracy_table(bases: list[str], datasets: list[str], per_class: int, **kwargs) -> tuple[list[dict], str]:
     """Run the grid and return (rows, markdown table)."""
+    # TODO: call bottleneck.compare with these bases and datasets, [per_class] as the limits, seed [0],
+    #       the "logreg" head and **kwargs; return the rows and bottleneck.markdown_table(rows).
+    ### BEGIN SOLUTION accuracy_table
     rows = bottleneck.compare(bases, datasets, [per_class], [0], head="logreg", **kwargs)
     return rows, bottleneck.markdown_table(rows)
+    ### END SOLUTION
 
 
 def main() -> None:

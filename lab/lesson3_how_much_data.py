@@ -21,11 +21,15 @@ from .common import DATA, base_for, options
 
 def learning_curve(rows: list[dict], dataset: str) -> list[tuple[int, float, float]]:
     """[(images per class, mean accuracy, std over seeds)] for one dataset, ascending."""
+    # TODO: for each per_class value of this dataset's rows, in ascending order, collect the accuracies
+    #       of its seeds and append (per_class, mean accuracy, standard deviation) to a list; return it.
+    ### BEGIN SOLUTION learning_curve
     points = []
     for n in sorted({r["per_class"] for r in rows if r["dataset"] == dataset}):
         acc = [r["accuracy"] for r in rows if r["dataset"] == dataset and r["per_class"] == n]
         points.append((n, float(np.mean(acc)), float(np.std(acc))))
     return points
+    ### END SOLUTION
 
 
 def plot(curves: dict[str, list], path) -> None:

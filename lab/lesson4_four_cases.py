@@ -36,11 +36,16 @@ def four_cases(dataset: str, fast: bool, cache_dir: str) -> list[dict]:
     rows = []
     row = bottleneck.train(b["base"], dataset, n, 0, "logreg", **common)
     rows.append({**row, "case": "(a) head on last layer"})
+    # TODO (b): the same as case (a) but with layer=earlier; append it with case "(b) head on earlier layer (...)".
+    # TODO (c): call finetune(...) with unfreeze=1, head_epochs=3 if fast else 20, epochs=1 if fast else 2,
+    #           image_size=None if fast else 128 and **common; append it with case "(c) fine-tune top block".
+    ### BEGIN SOLUTION cases (b) and (c) in four_cases
     row = bottleneck.train(b["base"], dataset, n, 0, "logreg", layer=earlier, **common)
     rows.append({**row, "case": f"(b) head on earlier layer ({earlier})"})
     row = finetune(b["base"], dataset, n, 0, unfreeze=1, head_epochs=3 if fast else 20, epochs=1 if fast else 2,
                    image_size=None if fast else 128, **common)
     rows.append({**row, "case": "(c) fine-tune top block"})
+    ### END SOLUTION
     row = train_scratch(dataset, n, 0, epochs=2 if fast else 30, data_dir=DATA)
     rows.append({**row, "case": "(d) LeNet from scratch"})
     return rows

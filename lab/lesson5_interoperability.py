@@ -21,6 +21,9 @@ from .lesson1_feature_extraction import train_and_score
 
 def load_bottleneck_data(training_file: str, validation_file: str):
     """Read the lab's pickles the way its solution does."""
+    # TODO: pickle.load each file; each holds a dict with "features" and "labels".
+    #       Return X_train, y_train, X_val, y_val.
+    ### BEGIN SOLUTION load_bottleneck_data
     with open(training_file, "rb") as f:
         train_data = pickle.load(f)
     with open(validation_file, "rb") as f:
@@ -28,6 +31,7 @@ def load_bottleneck_data(training_file: str, validation_file: str):
     X_train, y_train = train_data["features"], train_data["labels"]
     X_val, y_val = validation_data["features"], validation_data["labels"]
     return X_train, y_train, X_val, y_val
+    ### END SOLUTION
 
 
 def main() -> None:

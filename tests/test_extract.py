@@ -209,3 +209,32 @@ def test_locks_are_per_file(kill_dataset, tmp_path):
             sp.run([sys.executable, "-m", "bottleneck", *same], capture_output=True, cwd=REPO, timeout=20)
     assert not held.exists()
     assert _cli(*same).returncode == 0 and held.exists()
+
+
+def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):
+    """Decoded images are streamed: 10x the images must not mean 10x the memory."""
+    import tracemalloc
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def folder(n):
+        for c in range(2):
+            d = tmp_path / f"d{n}" / "train" / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        return f"folder:{tmp_path / f'd{n}'}"
+
+    kw = dict(weights="random", progress=False, batch_size=8, image_size=64)
+    extract("tiny_cnn", folder(4), "train", None, cache_dir=tmp_path / "warm", **kw)  # builds the model
+    peaks = {}
+    for n in (40, 400):
+        ds = folder(n)
+        tracemalloc.start()
+        extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path / f"c{n}", **kw)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    all_decoded = 800 * 64 * 64 * 3  # what holding every decoded image of the big run would take
+    assert peaks[400] < 2 * peaks[40] and peaks[400] < all_decoded / 3, peaks

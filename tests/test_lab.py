@@ -39,3 +39,13 @@ def test_checker_fails_exercise_and_passes_solution(n):
 
 def test_checker_usage_error():
     assert check.main(["9"]) == 2
+
+
+def test_exercises_are_generated_from_the_solutions():
+    from lab.make_exercises import LAB, exercise_text, lesson_files
+
+    assert len(lesson_files()) == len(check.LESSONS)
+    for path in lesson_files():
+        committed = (LAB / "exercises" / path.name).read_text()
+        assert committed == exercise_text(path.read_text()), f"run `python -m lab.make_exercises` ({path.name})"
+        assert "### BEGIN SOLUTION" not in committed and "NotImplementedError" in committed
