@@ -28,6 +28,7 @@ log = logging.getLogger("bottleneck")
 _MODELS: collections.OrderedDict = collections.OrderedDict()  # built feature models, most recent last
 # Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
 EXTRACTOR_VERSION = 2
+_NOTED: set = set()  # notes already given in this process (a grid repeats draws over seeds)
 
 
 class Interrupted(BottleneckError):
@@ -78,7 +79,8 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
     s = ds.split(split)
     selected, short = per_class_draw(s.labels, per_class, seed)
-    if short and progress:
+    if short and progress and (ds.name, split, per_class) not in _NOTED:
+        _NOTED.add((ds.name, split, per_class))
         counts = sorted(set(short.values()))
         log.warning("%s/%s: %d of %d classes have fewer than %d images; kept all of theirs (%s each)",
                     ds.name, split, len(short), len(ds.class_names), per_class, "/".join(map(str, counts)))
