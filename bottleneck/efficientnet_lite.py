@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
-from keras import layers
 
 # (width multiplier, depth multiplier, native resolution)
 VARIANTS = {
@@ -57,12 +55,17 @@ def block_plan(variant: str) -> list[dict]:
 
 
 def _bn(name: str):
+    from keras import layers
+
     return layers.BatchNormalization(epsilon=_BN_EPS, momentum=0.99, name=name)
 
 
-def build(variant: str, input_shape=(None, None, 3), include_top: bool = False) -> keras.Model:
-    """The Lite network with random weights. Without the top, the output is the
-    last block's 1280-channel map (before pooling)."""
+def build(variant: str, input_shape=(None, None, 3), include_top: bool = False):
+    """The Lite network with random weights (a keras.Model). Without the top, the output
+    is the last block's 1280-channel map (before pooling)."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.ReLU(6.0, name="stem_relu")(_bn("stem_bn")(x))
@@ -87,6 +90,18 @@ def build(variant: str, input_shape=(None, None, 3), include_top: bool = False) 
     return keras.Model(inputs, x, name=variant)
 
 
+def cut_points(variant: str) -> tuple[tuple[str, str], ...]:
+    """stageN: the output of the last block of stage N (its residual add when it has one),
+    then the head."""
+    plan = block_plan(variant)
+    cuts = []
+    for stage in sorted({p["stage"] for p in plan}):
+        b = max(i for i, p in enumerate(plan) if p["stage"] == stage)
+        has_add = plan[b]["stride"] == 1 and plan[b]["f_in"] == plan[b]["f_out"]
+        cuts.append((f"stage{stage}", f"block{b}_add" if has_add else f"block{b}_project_bn"))
+    return tuple(cuts) + (("top", "top_relu"),)
+
+
 def _torch_names(variant: str) -> dict[str, str]:
     """Keras layer name -> PyTorch parameter prefix."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",
@@ -102,8 +117,10 @@ def _torch_names(variant: str) -> dict[str, str]:
     return names
 
 
-def load_torch_state(model: keras.Model, state: dict[str, np.ndarray], variant: str) -> None:
-    """Copy a PyTorch state dict into ``model``; raises ValueError on any mismatch."""
+def load_torch_state(model, state: dict[str, np.ndarray], variant: str) -> None:
+    """Copy a PyTorch state dict into the keras ``model``; raises ValueError on any mismatch."""
+    from keras import layers
+
     used = set()
     for layer in model.layers:
         prefix = _torch_names(variant).get(layer.name)
