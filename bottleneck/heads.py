@@ -13,7 +13,17 @@ from .errors import BottleneckError
 from .sampling import validation_split
 
 
-class _KerasHead:
+class _Head:
+    """What every head shares: its parameters, and accuracy from ``predict``."""
+
+    def get_params(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def score(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+class _KerasHead(_Head):
     """Shared training loop of the Keras heads; subclasses define ``_layers``."""
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, learning_rate: float = 1e-3,
@@ -27,9 +37,6 @@ class _KerasHead:
         self.standardize = standardize
         self.seed = seed
         self.verbose = verbose
-
-    def get_params(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     def _prepare(self, X) -> np.ndarray:
         X = np.asarray(X, np.float32).reshape(len(X), -1)
@@ -70,9 +77,6 @@ class _KerasHead:
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def score(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
 
 class DenseHead(_KerasHead):
     """The classic lab's head: flatten, then one softmax layer."""
@@ -98,16 +102,13 @@ class MLPHead(_KerasHead):
                 layers.Dense(n_classes, activation="softmax")]
 
 
-class LogRegHead:
+class LogRegHead(_Head):
     """L2-regularised multinomial logistic regression (scikit-learn) on standardized features."""
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, seed: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.seed = seed
-
-    def get_params(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     def fit(self, X, y, groups=None):
         from sklearn.linear_model import LogisticRegression
@@ -125,9 +126,6 @@ class LogRegHead:
 
     def predict(self, X) -> np.ndarray:
         return self.pipeline_.predict(np.asarray(X, np.float64).reshape(len(X), -1))
-
-    def score(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 HEADS = {"dense": DenseHead, "mlp": MLPHead, "logreg": LogRegHead}
