@@ -90,15 +90,17 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
     settings = _settings(spec, ds, split, weights_id, size, layer, pooling, per_class, seed, selected)
     path = cache_path(cache_dir, settings)
-    if path.exists():
+
+    def cached() -> FeatureSet:
         fs = read_features(path, expect=settings)
         fs.info.update(extracted=0, reused=0, seconds=time.perf_counter() - t0, cached=True)
         return fs
+
+    if path.exists():
+        return cached()
     with exclusive(path):
         if path.exists():  # another process finished it while we waited for the lock
-            fs = read_features(path, expect=settings)
-            fs.info.update(extracted=0, reused=0, seconds=time.perf_counter() - t0, cached=True)
-            return fs
+            return cached()
         return _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights_path, layer, pooling,
                     batch_size, skip_bad_images, progress, workers, t0)
 
@@ -149,8 +151,14 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
     rows_done = sum(min(batch_size, len(ids) - k * batch_size) for k in done)
     bar = tqdm(total=len(ids), initial=rows_done, unit="img", desc=f"{spec.name} {ds.name}/{split}",
                disable=not progress, leave=False)
+    writes: collections.deque = collections.deque()
+
+    def drain(keep: int = 0) -> None:
+        """Wait for queued chunk writes (all but ``keep``), surfacing their errors (disk full)."""
+        while len(writes) > keep:
+            writes.popleft().result()
+
     try:
-        writes: collections.deque = collections.deque()
         # Chunks are written by one background thread, in order, so the model never waits on disk.
         with cf.ThreadPoolExecutor(workers) as pool, cf.ThreadPoolExecutor(1) as writer:
             pending = collections.deque(submit(pool, k) for k in todo[:3])
@@ -185,18 +193,16 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                         feats[j] = row
                         reused += 1
                 writes.append(writer.submit(partial.write_chunk, k, feats, valid))
-                while writes and (writes[0].done() or len(writes) > 2):
-                    writes.popleft().result()  # surfaces write errors (disk full) promptly
+                drain(keep=2)
+                while writes and writes[0].done():
+                    writes.popleft().result()  # surfaces write errors promptly
                 rows_done += len(futures)
                 bar.update(len(futures))
                 if os.environ.get("BOTTLENECK_FAULT"):
-                    while writes:
-                        writes.popleft().result()
+                    drain()  # so the injected fault strikes after chunk k is durable
                     _faults.checkpoint("after-chunk", k)
-            while writes:
-                writes.popleft().result()
+            drain()
     except KeyboardInterrupt:
-        bar.close()
         raise Interrupted(rows_done, len(ids), path) from None
     finally:
         bar.close()
