@@ -209,9 +209,8 @@ def _file_split(root: Path, rel: list[str], labels, groups=None) -> Split:
     return split
 
 
-def _array_split(prefix: str, images: np.ndarray, labels, groups=None) -> Split:
-    ids = [f"{prefix}#{i}" for i in range(len(images))]
-    split = Split(ids, np.asarray(labels, dtype=np.int64), groups or ids,
+def _array_split(ids: list[str], images: np.ndarray, labels) -> Split:
+    split = Split(ids, np.asarray(labels, dtype=np.int64), ids,
                   lambda i, images=images: to_rgb(Image.fromarray(images[i])))
     split.content_key = hashlib.sha256(np.ascontiguousarray(images)).digest()
     return split
@@ -291,9 +290,7 @@ def _read_cifar_python(root: Path, name: str) -> Dataset:
             ids += [f"{f}#{i}" for i in range(len(batch["labels"]))]
         images = np.concatenate(images)
         _check_labels(root / present[0], images, np.asarray(labels), len(classes))
-        s = _array_split(split, images, labels)
-        s.ids = s.groups = ids
-        splits[split] = s
+        splits[split] = _array_split(ids, images, labels)
     return Dataset(name, root, "cifar-python", classes, splits)
 
 
@@ -383,7 +380,7 @@ def _read_pickles(root: Path, name: str) -> Dataset:
             images = np.clip(images, 0, 255).astype(np.uint8)
         labels = np.asarray(d["labels"]).astype(np.int64)
         _check_labels(root / f"{s}.p", images, labels, len(classes))
-        splits[s] = _array_split(f"{s}.p", images, labels)
+        splits[s] = _array_split([f"{s}.p#{i}" for i in range(len(images))], images, labels)
     return Dataset(name, root, "pickles", classes, splits)
 
 
