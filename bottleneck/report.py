@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import Dataset, load_dataset
 from .errors import CacheError
 from .extraction import extract
 from .heads import make_head
@@ -18,7 +19,7 @@ log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
 
 
-def train(base: str, dataset: str, per_class: int | None = 100, seed: int = 0, head: str = "logreg", *,
+def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str = "logreg", *,
           eval_per_class: int | None = None, eval_split: str = "test", head_params: dict | None = None,
           **extract_kwargs) -> dict:
     """Extract what is missing, train ``head`` on the per-class draw, score it on the test
@@ -85,12 +86,13 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     ``out``/results.csv, results.json and table.md when ``out`` is given)."""
     from tqdm.auto import tqdm
 
+    loaded = {d: load_dataset(d, kwargs.get("data_dir")) for d in datasets}  # list each dataset once
     grid = [(b, d, n, s) for b in bases for d in datasets for n in per_class for s in seeds]
     rows = []
     with tqdm(grid, desc="grid", unit="run", disable=not progress or len(grid) < 2) as bar:
         for b, d, n, s in bar:
             bar.set_postfix_str(f"{b} {d} N={n} seed={s}")
-            rows.append(train(b, d, n, s, head, progress=progress, **kwargs))
+            rows.append(train(b, loaded[d], n, s, head, progress=progress, **kwargs))
     if out:
         write_results(rows, out)
     return rows

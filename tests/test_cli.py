@@ -158,3 +158,15 @@ def test_finetune_scratch_and_export_commands(capsys, tmp_path, small_cifar):
                        "--per-class", "3", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "lab"),
                        "--quiet")
     assert code == 0 and "tiny_cnn_cifar_small_3_bottleneck_features_train.p" in out
+
+
+def test_compare_lists_each_dataset_once(tmp_path, small_cifar, monkeypatch):
+    import bottleneck.report as report
+
+    calls = []
+    real = report.load_dataset
+    monkeypatch.setattr(report, "load_dataset", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rows = report.compare(["tiny_cnn"], [f"folder:{small_cifar}"], [2, 3], [0, 1], weights="random",
+                          cache_dir=tmp_path, progress=False)
+    assert len(rows) == 4 and calls == [f"folder:{small_cifar}"]
+    assert {r["dataset"] for r in rows} == {f"folder:{small_cifar}"}
