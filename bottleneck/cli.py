@@ -61,6 +61,13 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _draw_options(p: argparse.ArgumentParser, default: int | None) -> None:
+    """--per-class and --seed: which training images are drawn."""
+    p.add_argument("--per-class", type=_limit, default=default,
+                   help=f"training images per class to draw, or 'all' (default: {default or 'all'})")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the draw (and of the head)")
+
+
 def _extract_kwargs(a) -> dict:
     return dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
                 image_size=a.image_size, layer=a.layer, pooling=a.pooling, batch_size=a.batch_size,
@@ -107,16 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", default="train")
-    p.add_argument("--per-class", type=_limit, default=None, help="images per class to draw (default: all)")
-    p.add_argument("--seed", type=_seed, default=0)
+    _draw_options(p, default=None)
 
     p = sub.add_parser("train", parents=[common], help="train a head on cached features and score it")
     p.add_argument("--base", help="required unless --features is given (then it is checked against the file)")
     p.add_argument("--dataset", help="required unless --features is given (then it is checked against the file)")
     p.add_argument("--features", help="a training feature file made by `extract` (skips extraction)")
     p.add_argument("--test-features", help="the test feature file to score on (with --features)")
-    p.add_argument("--per-class", type=_limit, default=100)
-    p.add_argument("--seed", type=_seed, default=0)
+    _draw_options(p, default=100)
     _head_options(p, "logreg")
 
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
@@ -131,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="head on frozen features, then unfreeze the top blocks with a lower learning rate")
     p.add_argument("--base", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--per-class", type=_limit, default=100)
-    p.add_argument("--seed", type=_seed, default=0)
+    _draw_options(p, default=100)
     p.add_argument("--unfreeze", type=int, default=1, help="blocks to unfreeze, counted from the top cut point")
     p.add_argument("--head-epochs", type=_positive_int, default=20)
     p.add_argument("--epochs", type=int, default=3, help="epochs with the top blocks unfrozen")
@@ -143,8 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scratch", help="train LeNet from random weights on the same draw (the baseline)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
-    p.add_argument("--per-class", type=_limit, default=100)
-    p.add_argument("--seed", type=_seed, default=0)
+    _draw_options(p, default=100)
     p.add_argument("--image-size", type=_positive_int, default=32)
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--eval-per-class", type=_limit)
@@ -153,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write train/test features as the classic lab's bottleneck pickles")
     p.add_argument("--base", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--per-class", type=_limit, default=100)
-    p.add_argument("--seed", type=_seed, default=0)
+    _draw_options(p, default=100)
     p.add_argument("--network", help="the name in the file names (default: the base's name)")
     p.add_argument("--out", default="lab_pickles", help="folder for the two .p files")
 
