@@ -17,7 +17,7 @@ import numpy as np
 from typing import Callable
 
 from . import efficientnet_lite
-from .errors import BaseError, WeightsError, nearest
+from .errors import BaseError, BottleneckError, WeightsError, nearest
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -281,7 +281,7 @@ def load_weights(spec: BaseSpec, model, path: Path) -> None:
         untouched = [w.path for w, b in zip(kernels, before) if np.array_equal(ops.convert_to_numpy(w), b)]
         if untouched:
             raise ValueError(f"{len(untouched)} of {len(kernels)} kernels were not in the file, e.g. {untouched[0]}")
-    except WeightsError:
+    except BottleneckError:  # WeightsError, or a .pth that was refused as not plain data
         raise
     except Exception as e:
         raise WeightsError(f"weights file {path} does not fit {spec.name}: {e}",

@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import hashlib
 import os
-import pickle
 import re
 import shutil
 import tarfile
@@ -22,7 +21,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .errors import DatasetError, nearest
+from . import safepickle
+from .errors import BottleneckError, DatasetError, nearest
 from .images import IMAGE_SUFFIXES, load_image, to_rgb
 
 # Names looked for under the data dir, in order, for each known dataset.
@@ -263,11 +263,13 @@ def _is_cifar_python(root: Path) -> bool:
 
 
 def _unpickle(path: Path):
+    """A pickle of plain data (never code: see safepickle)."""
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+        return safepickle.load_file(path, encoding="latin1")  # CIFAR's batches were pickled by Python 2
     except FileNotFoundError:
         raise DatasetError(f"{path} is missing", "the dataset is incomplete; restore the file") from None
+    except BottleneckError:  # a refused pickle says so itself
+        raise
     except Exception as e:
         raise DatasetError(f"cannot read {path}: {type(e).__name__}: {e}", "the file is corrupt; restore it") from e
 

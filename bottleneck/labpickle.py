@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from . import safepickle
+from .errors import BottleneckError, DatasetError
 from .store import FeatureSet, dataset_slug
 
 
@@ -47,11 +48,12 @@ def export_lab_pickles(train: FeatureSet, test: FeatureSet, out_dir: str | Path,
 def load_lab_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) from one of the lab's bottleneck pickles."""
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
+        data = safepickle.load_file(path)  # plain data only: these files come from the web
         features, labels = np.asarray(data["features"]), np.asarray(data["labels"]).ravel()
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist", "check the file name") from None
+    except BottleneckError:
+        raise
     except Exception as e:
         raise DatasetError(f"{path} is not a lab bottleneck pickle ({type(e).__name__}: {e})",
                            "it must be a pickled dict with 'features' and 'labels'") from e

@@ -6,18 +6,25 @@ pickles: magic number, protocol version, system info, the state dict itself
 (whose tensors point at storages by key through ``persistent_id``), the list
 of storage keys, then each storage's raw bytes (an int64 element count first).
 
-A restricted unpickler resolves only the handful of globals a state dict needs,
-so a malicious file cannot run code.
+Every one of those pickles goes through :mod:`bottleneck.safepickle`: the header
+and the key list may hold plain data only, the state dict additionally the
+handful of torch globals a state dict needs; anything else is refused before it
+is called, so a malicious file cannot run code. Tensor offsets, shapes and strides
+are checked against their storage before any view is made, and a storage's byte
+count against what is left of the file, so a crafted file cannot read outside
+its data or ask for more memory than its own size.
 """
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from . import safepickle
 from .errors import WeightsError
 
 _MAGIC = 0x1950A86A20F9469CFC6C
@@ -52,52 +59,62 @@ class _LazyTensor:
 
     def to_numpy(self) -> np.ndarray:
         data = self.storage.data
-        item = data.itemsize
+        if any(not isinstance(v, int) or v < 0 for v in (self.offset, *self.shape, *self.stride)) \
+                or len(self.shape) != len(self.stride):
+            raise ValueError(f"tensor with offset {self.offset}, shape {self.shape}, stride {self.stride}")
         if not self.shape:
+            if self.offset >= len(data):
+                raise ValueError(f"scalar at {self.offset} outside its storage of {len(data)}")
             return data[self.offset].copy()
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+        if 0 in self.shape:
+            return np.empty(self.shape, data.dtype)
+        if last >= len(data):  # as_strided would read memory outside the storage
+            raise ValueError(f"tensor of shape {self.shape} reaches element {last} of a storage of {len(data)}")
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset:], shape=self.shape, strides=[s * item for s in self.stride]
-        )
+            data[self.offset:], shape=self.shape, strides=[s * data.itemsize for s in self.stride])
         return np.ascontiguousarray(view)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, *rest):
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("_rebuild_tensor_v2 without a storage")
     return _LazyTensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
+    if not isinstance(data, _LazyTensor):
+        raise pickle.UnpicklingError("_rebuild_parameter without a tensor")
     return data
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, storages: dict):
-        super().__init__(file)
-        self._storages = storages
+# What a state dict may name, on top of plain data.
+_STATE_GLOBALS = {
+    **safepickle.PLAIN_GLOBALS,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+}
 
-    def find_class(self, module: str, name: str):
-        if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor_v2
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a .pth file")
 
-    def persistent_load(self, pid):
-        kind, storage_type, key, _location, size, *_ = pid
-        if kind != "storage":
-            raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
-        if key not in self._storages:
-            self._storages[key] = _Storage(storage_type.dtype, size)
-        return self._storages[key]
+def _persistent_load(storages: dict):
+    def load(pid):
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage" \
+                or not isinstance(pid[1], _StorageType) or not isinstance(pid[4], int) or pid[4] < 0:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        _, storage_type, key, _location, size, *_ = pid
+        if key not in storages:
+            storages[key] = _Storage(storage_type.dtype, size)
+        return storages[key]
+
+    return load
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Return ``{parameter name: numpy array}`` from a legacy-format ``.pth`` file."""
     path = Path(path)
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
             if f.read(2) == b"PK":
                 raise WeightsError(
@@ -105,20 +122,26 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                     "re-save it with torch.save(..., _use_new_zipfile_serialization=False)",
                 )
             f.seek(0)
-            if pickle.load(f) != _MAGIC:
+            if safepickle.load(f, path) != _MAGIC:
                 raise WeightsError(f"{path} is not a PyTorch .pth file (bad magic number)")
-            pickle.load(f)  # protocol version
-            sys_info = pickle.load(f)
-            if not sys_info.get("little_endian", True):
-                raise WeightsError(f"{path} was saved on a big-endian machine; not supported")
+            safepickle.load(f, path)  # protocol version
+            sys_info = safepickle.load(f, path)
+            if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
+                raise WeightsError(f"{path} was not saved on a little-endian machine; not supported")
             storages: dict = {}
-            state = _RestrictedUnpickler(f, storages).load()
-            keys = pickle.load(f)
+            state = safepickle.load(f, path, allowed=_STATE_GLOBALS, persistent_load=_persistent_load(storages))
+            keys = safepickle.load(f, path)
+            if not isinstance(keys, list):
+                raise ValueError("the storage key list is not a list")
             for key in keys:
                 storage = storages[key]
                 (count,) = struct.unpack("<q", f.read(8))
-                raw = f.read(count * storage.dtype.itemsize)
-                if len(raw) != count * storage.dtype.itemsize:
+                nbytes = count * storage.dtype.itemsize
+                if count < 0 or nbytes > size - f.tell():  # never allocate more than the file holds
+                    raise WeightsError(f"{path} is truncated (a storage of {count} elements)",
+                                       "re-install or re-download the weights file")
+                raw = f.read(nbytes)
+                if len(raw) != nbytes:
                     raise WeightsError(f"{path} is truncated", "re-install or re-download the weights file")
                 storage.data = np.frombuffer(raw, dtype=storage.dtype)
     except WeightsError:
@@ -127,4 +150,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"cannot read PyTorch weights {path}: {e}", "check that the file is complete") from e
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict")
-    return {name: t.to_numpy() if isinstance(t, _LazyTensor) else np.asarray(t) for name, t in state.items()}
+    try:
+        return {name: t.to_numpy() if isinstance(t, _LazyTensor) else np.asarray(t) for name, t in state.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise WeightsError(f"{path} holds a tensor that does not fit its storage: {e}",
+                           "re-install or re-download the weights file") from e
