@@ -45,6 +45,12 @@ class BaseSpec:
     description: str = ""
     cut_points: tuple[tuple[str, str], ...] = ()  # (short name, layer name), earliest first
 
+    @property
+    def max_size(self) -> int:
+        """The largest --image-size accepted: 4x native. Beyond that a single image's
+        activations run to gigabytes, and ImageNet features stop meaning much."""
+        return 4 * self.native_size
+
 
 
 def _keras_app(attr: str):
@@ -165,6 +171,10 @@ def resolve_image_size(spec: BaseSpec, image_size: int | None) -> int:
     if image_size < spec.min_size:
         raise BaseError(f"--image-size {image_size} is below {spec.name}'s minimum of {spec.min_size} pixels",
                         f"use at least {spec.min_size} (native size: {spec.native_size})")
+    if image_size > spec.max_size:
+        raise BaseError(f"--image-size {image_size} is above {spec.name}'s maximum of {spec.max_size} pixels "
+                        f"(4 x its native {spec.native_size})",
+                        f"use at most {spec.max_size}; the base was trained at {spec.native_size}")
     return image_size
 
 
@@ -345,6 +355,48 @@ def resolve_layer(spec: BaseSpec, layer: str | None) -> str:
     return dict(spec.cut_points).get(layer, layer)
 
 
+_LAYERS: dict = {}  # (base, size) -> its spatial layer names, for check_layer
+
+
+def _check_layer_in(spec: BaseSpec, layer: str, names: list[str]) -> None:
+    if layer not in names:
+        raise BaseError(f"{spec.name} has no layer {layer!r}{nearest(layer, names)}",
+                        f"spatial layers of {spec.name}, last ones: {', '.join(names[-8:])}")
+
+
+def check_layer(spec: BaseSpec, image_size: int, layer: str | None) -> None:
+    """A clear error now for a --layer the base does not have (builds the base, random
+    weights, only when the name is neither the default nor a named cut point)."""
+    if layer is None or resolve_layer(spec, layer) in {name for _, name in spec.cut_points} | {spec.default_layer}:
+        return
+    key = (spec.name, image_size)
+    if key not in _LAYERS:
+        _LAYERS[key] = layer_names(spec.builder((image_size, image_size, 3)))
+    _check_layer_in(spec, layer, _LAYERS[key])
+
+
+def estimate_batch_bytes(model, batch_size: int) -> int:
+    """Rough memory of one forward pass: the input, plus three times the largest layer
+    output (the layer's input, its output and a temporary), per image, in float32."""
+    largest = 0
+
+    def visit(m):
+        nonlocal largest
+        for layer in m.layers:
+            if hasattr(layer, "layers") and layer.layers:
+                visit(layer)
+            try:
+                shape = layer.output.shape
+            except (AttributeError, ValueError):
+                continue
+            if isinstance(shape, (list, tuple)) and shape and all(isinstance(d, int) for d in shape[1:]):
+                largest = max(largest, int(np.prod(shape[1:])))
+
+    visit(model)
+    pixels = int(np.prod(model.inputs[0].shape[1:]))
+    return batch_size * 4 * (pixels + 3 * largest)
+
+
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
                         layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8"):
     """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode."""
@@ -354,10 +406,7 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
     trunk = build_trunk(spec, image_size, weights_path)
     layer = resolve_layer(spec, layer)
     if layer != trunk.layers[-1].name:
-        names = layer_names(trunk)
-        if layer not in names:
-            raise BaseError(f"{spec.name} has no layer {layer!r}{nearest(layer, names)}",
-                            f"spatial layers of {spec.name}, last ones: {', '.join(names[-8:])}")
+        _check_layer_in(spec, layer, layer_names(trunk))
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
     trunk.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), dtype=input_dtype, name="pixels")

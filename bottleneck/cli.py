@@ -35,6 +35,27 @@ def _list_of(kind):
     return parse
 
 
+def _fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (NaN, 1.0 and 5 are refused here, not later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         return int(text)
@@ -57,6 +78,9 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=32)
     g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")
     g.add_argument("--pooling", choices=["avg", "max", "none"], default="avg")
+    g.add_argument("--test-fraction", type=_fraction,
+                   help="for a dataset without a test split: hold out this part of train (seeded, stratified, "
+                        "whole groups) as its test split")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     return p
 
@@ -70,19 +94,23 @@ def _draw_options(p: argparse.ArgumentParser, default: int | None) -> None:
 
 def _extract_kwargs(a) -> dict:
     return dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
-                image_size=a.image_size, layer=a.layer, pooling=a.pooling, batch_size=a.batch_size,
-                skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+                image_size=a.image_size, layer=a.layer, pooling=a.pooling, test_fraction=a.test_fraction,
+                batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+
+
+_KERAS_HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate",
+                       "validation_fraction": "validation_fraction", "head_batch_size": "batch_size"}
 
 
 def _head_params(a) -> dict:
-    params = {}
-    if a.head != "logreg":
-        for key in ("epochs", "learning_rate", "validation_fraction"):
-            if getattr(a, key) is not None:
-                params[key] = getattr(a, key)
-        if a.head_batch_size is not None:
-            params["batch_size"] = a.head_batch_size
-    return params
+    """The head options given, as head parameters; options the head does not use are said."""
+    given = {opt: getattr(a, opt) for opt in _KERAS_HEAD_OPTIONS if getattr(a, opt) is not None}
+    if a.head == "logreg":
+        if given:
+            log.warning("%s not used by the logreg head (ignored); they apply to --head dense or mlp",
+                        ", ".join("--" + o.replace("_", "-") for o in given))
+        return {}
+    return {_KERAS_HEAD_OPTIONS[opt]: value for opt, value in given.items()}
 
 
 def _head_options(p: argparse.ArgumentParser, default: str) -> None:
@@ -91,9 +119,9 @@ def _head_options(p: argparse.ArgumentParser, default: str) -> None:
     g = p.add_argument_group("head")
     g.add_argument("--head", choices=list(HEADS), default=default)
     g.add_argument("--epochs", type=_positive_int)
-    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--head-batch-size", type=_positive_int)
-    g.add_argument("--validation-fraction", type=float,
+    g.add_argument("--validation-fraction", type=_fraction,
                    help="hold out this part of the training draw (whole groups) for early stopping")
     g.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
 
@@ -123,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-features", help="the test feature file to score on (with --features)")
     _draw_options(p, default=100)
     _head_options(p, "logreg")
+    p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md)")
 
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
     p.add_argument("--bases", type=_list_of(str), required=True)
     p.add_argument("--datasets", type=_list_of(str), required=True)
     p.add_argument("--per-class", type=_list_of(_limit), default=[100])
     p.add_argument("--seeds", type=_list_of(_seed), default=[0])
-    p.add_argument("--out", help="folder for results.csv, results.json and table.md")
+    p.add_argument("--out", help="folder for results.csv, results.json and table.md; each finished run is kept "
+                                 "there at once, and running the same grid again reuses finished runs")
     _head_options(p, "logreg")
 
     p = sub.add_parser("finetune", parents=[common],
@@ -151,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_positive_int, default=32)
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--eval-per-class", type=_limit)
+    p.add_argument("--test-fraction", type=_fraction, help="for a dataset without a test split (see extract)")
 
     p = sub.add_parser("export-lab", parents=[common],
                        help="write train/test features as the classic lab's bottleneck pickles")
@@ -231,11 +262,21 @@ def cmd_train(a) -> int:
                               "e.g. bottleneck train --base efficientnet_lite0 --dataset cifar10 --per-class 100")
     else:
         row = train(a.base, a.dataset, a.per_class, a.seed, a.head, eval_per_class=a.eval_per_class,
-                    head_params=_head_params(a), **_extract_kwargs(a))
-    print(f"{row['base']} on {row['dataset']}, {row['n_train']} training images ({row['per_class']} per class), "
+                    head_params=_head_params(a), out=a.out, **_extract_kwargs(a))
+    print(f"{row['base']} on {row['dataset']}, {row['n_train']} training images ({_per_class_text(row)}), "
           f"{a.head} head: accuracy {row['accuracy']:.4f} on {row['n_test']} test images "
           f"(head trained in {row['train_seconds']:.1f}s)")
     return 0
+
+
+def _per_class_text(row: dict) -> str:
+    """What was drawn per class, and what was asked when the classes had fewer."""
+    drawn, asked = row.get("drawn_per_class"), row.get("per_class")
+    if drawn is None:
+        return f"{asked} per class" if asked else "all images"
+    if asked is None:
+        return f"all images: {drawn} per class"
+    return f"{drawn} per class" + ("" if drawn == str(asked) else f"; {asked} asked, the classes have fewer")
 
 
 def cmd_compare(a) -> int:
@@ -245,16 +286,23 @@ def cmd_compare(a) -> int:
                    head_params=_head_params(a), **_extract_kwargs(a))
     print(markdown_table(rows))
     extracted = sum(r["extracted_images"] for r in rows)
+    reused = sum(bool(r.get("reused_row")) for r in rows)
     print(f"\n{len(rows)} runs; extracted {extracted} images this time"
           + (" (everything came from the feature cache)" if not extracted else "")
-          + (f"; results in {a.out}/" if a.out else ""))
+          + (f"; {reused} runs were finished already and reused from {a.out}/" if reused else ""))
+    if a.out:
+        from .results import ResultsDir
+
+        held = len(ResultsDir(a.out).rows())
+        print(f"results in {a.out}/" + (f" (it holds {held} runs: {held - len(rows)} more from earlier runs with "
+                                        "other settings, kept and listed in its tables)" if held > len(rows) else ""))
     return 0
 
 
 def cmd_info(a) -> int:
     from .store import read_features, verify
 
-    fs = read_features(a.file, load=a.verify)
+    fs = read_features(a.file, load=False)
     print(f"{fs.path}")
     for key, value in sorted(fs.settings.items()):
         print(f"  {key:16s} {value}")
@@ -264,8 +312,8 @@ def cmd_info(a) -> int:
             print(f"  {key:16s} {fs.info[key]}")
     if a.verify:
         if not verify(a.file):
-            print(f"checksum MISMATCH: the feature data of {a.file} changed after it was written; delete it and "
-                  "extract again", file=sys.stderr)
+            print(f"checksum MISMATCH: the data of {a.file} changed after it was written; it is never used for "
+                  "training (an extraction that finds it moves it aside and extracts again)", file=sys.stderr)
             return 3
         print("  checksum         ok")
     return 0
@@ -274,11 +322,18 @@ def cmd_info(a) -> int:
 def cmd_finetune(a) -> int:
     from .finetune import finetune
 
+    unused = [opt for opt, given in (("--layer", a.layer), ("--pooling", a.pooling != "avg"),
+                                     ("--skip-bad-images", a.skip_bad_images)) if given]
+    if unused:
+        raise BottleneckError(f"finetune does not take {', '.join(unused)}: it unfreezes blocks of the whole base, "
+                              "average-pooled, and trains on every drawn image",
+                              "drop those options (they apply to extract, train and compare)")
+
     row = finetune(a.base, a.dataset, a.per_class, a.seed, unfreeze=a.unfreeze, head_epochs=a.head_epochs,
                    epochs=a.epochs, learning_rate=a.learning_rate, base_lr_factor=a.base_lr_factor,
                    batch_size=a.batch_size, image_size=a.image_size, weights=a.weights, weights_dir=a.weights_dir,
                    data_dir=a.data_dir, cache_dir=a.cache_dir, eval_per_class=a.eval_per_class,
-                   progress=not a.quiet)
+                   progress=not a.quiet, test_fraction=a.test_fraction)
     print(f"{a.base} on {a.dataset}, {row['head']}, {row['n_train']} training images: accuracy "
           f"{row['accuracy']:.4f} on {row['n_test']} test images ({row['train_seconds']:.1f}s)")
     return 0
@@ -288,7 +343,7 @@ def cmd_scratch(a) -> int:
     from .finetune import train_scratch
 
     row = train_scratch(a.dataset, a.per_class, a.seed, image_size=a.image_size, epochs=a.epochs,
-                        data_dir=a.data_dir, eval_per_class=a.eval_per_class)
+                        data_dir=a.data_dir, eval_per_class=a.eval_per_class, test_fraction=a.test_fraction)
     print(f"LeNet from scratch on {a.dataset}, {row['n_train']} training images: accuracy {row['accuracy']:.4f} "
           f"on {row['n_test']} test images ({row['train_seconds']:.1f}s)")
     return 0
@@ -330,12 +385,34 @@ def _import_keras_quietly() -> None:
         os.close(devnull)
 
 
+def _say_warnings_as_notes(quiet: bool) -> None:
+    """Warnings meant for the user (a head's) print as one-line notes; PIL's decompression-bomb
+    warning is dropped, because such images are reported as bad images by name."""
+    import warnings
+
+    from PIL import Image
+
+    from .heads import HeadWarning
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HeadWarning):
+            if not quiet:
+                print(f"note: {message}", file=sys.stderr)
+        else:
+            print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr, end="")
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("datasets",):
         _import_keras_quietly()
     logging.basicConfig(format="note: %(message)s", stream=sys.stderr,
                         level=logging.ERROR if getattr(args, "quiet", False) else logging.INFO)
+    _say_warnings_as_notes(quiet=getattr(args, "quiet", False))
     try:
         return COMMANDS[args.command](args)
     except BottleneckError as e:

@@ -16,14 +16,14 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from . import safepickle
 from .errors import BottleneckError, DatasetError, nearest
-from .images import IMAGE_SUFFIXES, load_image, to_rgb
+from .content import ContentIndex, file_digest, pixels_digest
+from .images import IMAGE_SUFFIXES, BadImage, decode, to_rgb
 
 # Names looked for under the data dir, in order, for each known dataset.
 KNOWN = {
@@ -37,15 +37,81 @@ CITATIONS = {
 }
 
 
+class FileSource:
+    """Images stored as files under ``root`` (plain attributes, so it can be pickled)."""
+
+    def __init__(self, root: Path, rel: list[str]):
+        self.root, self.rel = Path(root), list(rel)
+
+    def name(self, i: int) -> str:
+        return str(self.root / self.rel[i])
+
+    def load(self, i: int, size: int | None = None, digest: str | None = None) -> Image.Image:
+        """Decode image ``i`` (at reduced size for large JPEGs when ``size`` is given). With
+        ``digest``, the bytes read must be the ones that were hashed when the run was planned."""
+        path = self.root / self.rel[i]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BadImage(path, "file not found") from None
+        except OSError as e:
+            raise BadImage(path, f"cannot read it: {e}") from None
+        if digest is not None and file_digest(data) != digest:
+            raise DatasetError(f"{path} changed while features were being extracted",
+                               "run the same command again once the dataset stops changing")
+        return decode(data, path, size)
+
+    def digests(self, indices) -> list[str]:
+        try:
+            return ContentIndex(self.root).digests([self.rel[int(i)] for i in indices])
+        except FileNotFoundError as e:
+            raise DatasetError(f"image file {e.filename} has disappeared", "restore it, or run again") from None
+
+    def subset(self, indices) -> FileSource:
+        return FileSource(self.root, [self.rel[int(i)] for i in indices])
+
+
+class ArraySource:
+    """Images held as rows of a uint8 array (CIFAR's python batches, lab pickles)."""
+
+    def __init__(self, images: np.ndarray, file: str = "array"):
+        self.images, self.file = images, file
+
+    def name(self, i: int) -> str:
+        return f"{self.file} row {i}"
+
+    def load(self, i: int, size: int | None = None, digest: str | None = None) -> Image.Image:
+        return to_rgb(Image.fromarray(self.images[i]))
+
+    def digests(self, indices) -> list[str]:
+        return [pixels_digest(self.images[int(i)]) for i in indices]
+
+    def subset(self, indices) -> ArraySource:
+        return ArraySource(self.images[np.asarray(indices, dtype=np.int64)], self.file)
+
+
 @dataclasses.dataclass
 class Split:
     ids: list[str]
     labels: np.ndarray
     groups: list[str]
-    load: Callable[[int], Image.Image]  # sample index -> RGB image
+    source: FileSource | ArraySource
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def load(self, i: int, size: int | None = None, digest: str | None = None) -> Image.Image:
+        """Sample ``i`` as an RGB image."""
+        return self.source.load(i, size, digest)
+
+    def digests(self, indices) -> list[str]:
+        """The content hash of each sample in ``indices``."""
+        return self.source.digests(indices)
+
+    def subset(self, indices) -> Split:
+        indices = np.asarray(indices, dtype=np.int64)
+        return Split([self.ids[i] for i in indices], self.labels[indices], [self.groups[i] for i in indices],
+                     self.source.subset(indices))
 
 
 @dataclasses.dataclass
@@ -56,23 +122,49 @@ class Dataset:
     class_names: list[str]
     splits: dict[str, Split]
     ignored_files: list[str] = dataclasses.field(default_factory=list)
+    absent: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> why it is not there
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
-            raise DatasetError(f"dataset {self.name} ({self.root}) has no split {name!r}{nearest(name, list(self.splits))}",
-                               f"its splits are: {', '.join(self.splits)}")
+            why = f" ({self.absent[name]})" if name in self.absent else ""
+            todo = f"its splits are: {', '.join(self.splits)}"
+            if name == "test":
+                todo += "; for a dataset without a test split, --test-fraction F holds out a seeded, stratified part"
+            raise DatasetError(f"dataset {self.name} ({self.root}) has no split {name!r}{why}"
+                               f"{nearest(name, list(self.splits))}", todo)
         return self.splits[name]
 
     def identity(self, split: str) -> str:
-        """A short hash of what the split holds (ids, labels, file sizes or pixel bytes)."""
+        """A short hash of which samples the split lists (class names, ids, labels): what a
+        per-class draw is made from. What the samples hold is ``Split.digests``."""
         s = self.split(split)
         h = hashlib.sha256()
-        h.update("\n".join(self.class_names).encode())
+        h.update("\n".join(self.class_names).encode() + b"\0")
         h.update(s.labels.astype(np.int64).tobytes())
-        for sid in s.ids:
-            h.update(sid.encode())
-        h.update(getattr(s, "content_key", b""))
+        h.update("\n".join(s.ids).encode())
         return h.hexdigest()[:16]
+
+    def with_test_fraction(self, fraction: float, seed: int = 0) -> Dataset:
+        """This dataset with ``fraction`` of its training split held out as the test split:
+        seeded, stratified by class and by whole groups (e.g. GTSRB tracks)."""
+        from .sampling import validation_split
+
+        if "test" in self.splits:
+            raise DatasetError(f"dataset {self.name} has its own test split; --test-fraction is for datasets "
+                               "without one", "drop --test-fraction (evaluation uses the dataset's test split)")
+        if not 0 < fraction < 1:
+            raise DatasetError(f"--test-fraction must be between 0 and 1 (exclusive), got {fraction}",
+                               "e.g. --test-fraction 0.2")
+        tr = self.split("train")
+        keep, held = validation_split(tr.labels, np.asarray(tr.groups), fraction, seed)
+        missing = sorted(set(np.unique(tr.labels)) - set(np.unique(tr.labels[held])))
+        if missing:
+            names = ", ".join(self.class_names[int(c)] for c in missing[:5])
+            raise DatasetError(f"--test-fraction {fraction} leaves no test images for {len(missing)} classes "
+                               f"(e.g. {names}): each class needs at least two images or groups",
+                               "add images to those classes, or use a dataset with a test split")
+        splits = {"train": tr.subset(keep), "test": tr.subset(held)}
+        return dataclasses.replace(self, splits=splits, absent={})
 
 
 def data_home() -> Path:
@@ -200,20 +292,11 @@ def _is_image(path: Path) -> bool:
 
 
 def _file_split(root: Path, rel: list[str], labels, groups=None) -> Split:
-    split = Split(rel, np.asarray(labels, dtype=np.int64), groups or list(rel),
-                  lambda i, root=root, rel=rel: load_image(root / rel[i]))
-    sizes = hashlib.sha256()  # file sizes make the identity change when a file is replaced
-    for r in rel:
-        sizes.update(b"%d," % (root / r).stat().st_size)
-    split.content_key = sizes.digest()
-    return split
+    return Split(rel, np.asarray(labels, dtype=np.int64), groups or list(rel), FileSource(root, rel))
 
 
-def _array_split(ids: list[str], images: np.ndarray, labels) -> Split:
-    split = Split(ids, np.asarray(labels, dtype=np.int64), ids,
-                  lambda i, images=images: to_rgb(Image.fromarray(images[i])))
-    split.content_key = hashlib.sha256(np.ascontiguousarray(images)).digest()
-    return split
+def _array_split(ids: list[str], images: np.ndarray, labels, file: str) -> Split:
+    return Split(ids, np.asarray(labels, dtype=np.int64), ids, ArraySource(images, file))
 
 
 def _scan_class_folders(folder: Path, rel_to: Path, ignored: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -292,7 +375,7 @@ def _read_cifar_python(root: Path, name: str) -> Dataset:
             ids += [f"{f}#{i}" for i in range(len(batch["labels"]))]
         images = np.concatenate(images)
         _check_labels(root / present[0], images, np.asarray(labels), len(classes))
-        splits[split] = _array_split(ids, images, labels)
+        splits[split] = _array_split(ids, images, labels, str(root / present[0]))
     return Dataset(name, root, "cifar-python", classes, splits)
 
 
@@ -316,9 +399,12 @@ def _sign_names(root: Path, n: int) -> list[str]:
     if path.exists():
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                i = int(row["ClassId"])
-                if 0 <= i < n:
-                    names[i] = row["SignName"]
+                i = (row.get("ClassId") or "").strip()
+                if not i.isdigit() or "SignName" not in row:
+                    raise DatasetError(f"{path}: row {row} has no class number and SignName",
+                                       "signnames.csv has two columns, ClassId and SignName")
+                if int(i) < n:
+                    names[int(i)] = row["SignName"]
     return names
 
 
@@ -346,19 +432,53 @@ def _read_gtsrb_kaggle(root: Path, name: str) -> Dataset:
         if not found:
             raise DatasetError(f"class folder {d} has no images", "remove the empty folder or add its images")
     splits = {"train": _file_split(root, rel, labels, groups)}
-    test_rel, test_labels = [], []
-    with open(root / "Test.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            test_rel.append(row["Path"])
-            test_labels.append(int(row["ClassId"]))
+    test_rel, test_labels = _read_test_csv(root, n)
+    absent = {}
     if test_rel:
-        _check_labels(root / "Test.csv", np.empty(len(test_rel)), np.asarray(test_labels), n)
-        missing = [p for p in test_rel if not (root / p).exists()]
-        if missing:
-            raise DatasetError(f"Test.csv lists {len(missing)} files that do not exist, e.g. {root / missing[0]}",
-                               "restore the Test/ folder or fix Test.csv")
         splits["test"] = _file_split(root, test_rel, test_labels)
-    return Dataset(name, root, "gtsrb-kaggle", _sign_names(root, n), splits, ignored)
+    else:
+        absent["test"] = f"{root / 'Test.csv'} has a header but lists no images"
+    return Dataset(name, root, "gtsrb-kaggle", _sign_names(root, n), splits, ignored, absent)
+
+
+def _inside(root: Path, rel: str) -> bool:
+    """Whether ``rel`` (read from a CSV) names a file under ``root``: never ../ or an absolute path."""
+    try:
+        (root / rel).resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return not Path(rel).is_absolute()
+
+
+def _read_test_csv(root: Path, n_classes: int) -> tuple[list[str], list[int]]:
+    """GTSRB's Test.csv: (paths, class ids), every row checked; errors name the row."""
+    path = root / "Test.csv"
+    rel, labels = [], []
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        missing = {"Path", "ClassId"} - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{path} has no {' or '.join(sorted(missing))} column "
+                               f"(its header: {', '.join(reader.fieldnames or []) or 'empty'})",
+                               "use GTSRB's Test.csv, whose columns include Path and ClassId")
+        for row in reader:
+            line = reader.line_num
+            text = (row.get("ClassId") or "").strip()
+            if not text.isdigit():
+                raise DatasetError(f"{path}, line {line}: ClassId {text!r} is not a class number",
+                                   f"fix that row; class numbers run from 0 to {n_classes - 1}")
+            if not row.get("Path") or not _inside(root, row["Path"]):
+                raise DatasetError(f"{path}, line {line}: Path {row.get('Path')!r} is not a file inside {root}",
+                                   "paths in Test.csv are relative to the dataset folder, e.g. Test/00001.png")
+            rel.append(row["Path"])
+            labels.append(int(text))
+    if rel:
+        _check_labels(path, np.empty(len(rel)), np.asarray(labels), n_classes)
+        gone = [p for p in rel if not (root / p).exists()]
+        if gone:
+            raise DatasetError(f"Test.csv lists {len(gone)} files that do not exist, e.g. {root / gone[0]}",
+                               "restore the Test/ folder or fix Test.csv")
+    return rel, labels
 
 
 def _is_pickles(root: Path) -> bool:
@@ -382,7 +502,7 @@ def _read_pickles(root: Path, name: str) -> Dataset:
             images = np.clip(images, 0, 255).astype(np.uint8)
         labels = np.asarray(d["labels"]).astype(np.int64)
         _check_labels(root / f"{s}.p", images, labels, len(classes))
-        splits[s] = _array_split([f"{s}.p#{i}" for i in range(len(images))], images, labels)
+        splits[s] = _array_split([f"{s}.p#{i}" for i in range(len(images))], images, labels, str(root / f"{s}.p"))
     return Dataset(name, root, "pickles", classes, splits)
 
 

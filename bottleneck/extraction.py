@@ -1,13 +1,18 @@
 """Stage 1: run a frozen base over a dataset split once, and cache the features.
 
-Images are decoded and resized in a thread pool a few batches ahead of the model
-(PIL releases the GIL), so the CPU or GPU running the base is kept busy; only
-the current batches are in memory, whatever the dataset's size.
+Two steps. ``plan`` decides *what* will be made without running anything: the
+samples drawn, their content hashes, every setting that shapes the features, and
+so the cache file's name. ``run`` makes it (or opens it when it is cached already):
+images are decoded and resized in a thread pool a few batches ahead of the model
+(PIL releases the GIL), so the CPU or GPU running the base stays busy; only the
+current batches are in memory, whatever the dataset's size. How a run goes (batch
+size, threads, progress bars) never changes the features or the file's name.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import logging
 import os
@@ -17,17 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults
-from .bases import BaseSpec, build_feature_model, get_base, resolve_image_size, resolve_layer, weights_identity
-from .datasets import Dataset, load_dataset
+from .bases import (BaseSpec, build_feature_model, check_layer, estimate_batch_bytes, get_base, resolve_image_size,
+                    resolve_layer, weights_identity)
+from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError
 from .images import RESIZE_METHOD, BadImage, resize
 from .sampling import per_class_draw
-from .store import FeatureSet, PartialRun, cache_path, exclusive, find_donors, read_features
+from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
+                    find_donors, move_aside, read_features)
 
 log = logging.getLogger("bottleneck")
 _MODELS: collections.OrderedDict = collections.OrderedDict()  # built feature models, most recent last
 # Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
 EXTRACTOR_VERSION = 2
+HOLDOUT_SEED = 0  # --test-fraction's held-out part is the same for every draw seed of a grid
 _NOTED: set = set()  # notes already given in this process (a grid repeats draws over seeds)
 
 
@@ -39,34 +47,77 @@ class Interrupted(BottleneckError):
                          "run the same command again: it resumes from the chunks already written")
 
 
-def _settings(spec: BaseSpec, ds: Dataset, split: str, weights_id: str, size: int, layer: str | None,
-              pooling: str, per_class: int | None, seed: int, selected: np.ndarray) -> dict:
+@dataclasses.dataclass
+class Plan:
+    """What one extraction makes: the samples, the settings that shape their features, the file."""
+
+    spec: BaseSpec
+    dataset: Dataset
+    split: str
+    selected: np.ndarray  # indices into the split, sorted
+    digests: list[str]  # content hash of each selected sample
+    settings: dict
+    path: Path
+    weights_path: Path | None
+    short: dict  # classes that had fewer images than per_class: {class: how many}
+
+    @property
+    def samples(self) -> Split:
+        return self.dataset.split(self.split)
+
+    @property
+    def ids(self) -> list[str]:
+        s = self.samples
+        return [s.ids[i] for i in self.selected]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How an extraction runs; none of these changes the features."""
+
+    batch_size: int = 32
+    skip_bad_images: bool = False
+    progress: bool = True
+    workers: int | None = None
+
+
+def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
+         data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
+         weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
+         pooling: str = "avg", test_fraction: float | None = None) -> Plan:
+    """Decide what ``extract`` with these arguments makes, without running a base: every
+    check that can fail (base, size, layer, weights, dataset, split) fails here."""
+    spec = get_base(base)
+    size = resolve_image_size(spec, image_size)
+    if pooling not in ("avg", "max", "none"):
+        raise BottleneckError(f"unknown pooling {pooling!r}", "use avg, max or none")
+    check_layer(spec, size, layer)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    if test_fraction is not None:
+        ds = ds.with_test_fraction(test_fraction, HOLDOUT_SEED)
     s = ds.split(split)
+    selected, short = per_class_draw(s.labels, per_class, seed)
+    weights_id, weights_path = weights_identity(spec, weights, weights_dir)
+    digests = s.digests(selected)
     ids = "\n".join(s.ids[i] for i in selected)
-    return {
-        "dataset": ds.name, "dataset_id": ds.identity(split), "split": split,
+    settings = {
+        "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
+        "test_fraction": test_fraction,
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
         "image_size": size, "resize": RESIZE_METHOD, "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
-        "selection": hashlib.sha256(ids.encode()).hexdigest()[:16], "extractor": EXTRACTOR_VERSION,
+        "selection": hashlib.sha256(ids.encode()).hexdigest()[:16],
+        "content": hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
+        "extractor": EXTRACTOR_VERSION,
     }
-
-
-def _model(spec, size, weights_id, weights_path, layer, pooling):
-    key = (spec.name, size, weights_id, layer, pooling)
-    if key not in _MODELS:
-        _MODELS[key] = build_feature_model(spec, size, weights_path, layer, pooling)
-        while len(_MODELS) > 2:
-            _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return _MODELS[key]
+    return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short)
 
 
 def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
-            pooling: str = "avg", batch_size: int = 32, skip_bad_images: bool = False, progress: bool = True,
-            workers: int | None = None) -> FeatureSet:
+            pooling: str = "avg", test_fraction: float | None = None, batch_size: int = 32,
+            skip_bad_images: bool = False, progress: bool = True, workers: int | None = None) -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
 
@@ -74,83 +125,121 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     through the base now), ``reused`` (rows copied from other cache files), ``seconds``.
     """
     t0 = time.perf_counter()
-    spec = get_base(base)
-    size = resolve_image_size(spec, image_size)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
-    s = ds.split(split)
-    selected, short = per_class_draw(s.labels, per_class, seed)
-    if short and progress and (ds.name, split, per_class) not in _NOTED:
-        _NOTED.add((ds.name, split, per_class))
-        counts = sorted(set(short.values()))
+    p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
+             weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
+             test_fraction=test_fraction)
+    return run(p, RunOptions(batch_size, skip_bad_images, progress, workers), t0)
+
+
+def _notes(p: Plan, progress: bool) -> None:
+    ds, per_class = p.dataset, p.settings["per_class"]
+    if p.short and progress and (ds.name, p.split, per_class) not in _NOTED:
+        _NOTED.add((ds.name, p.split, per_class))
+        counts = sorted(set(p.short.values()))
         log.warning("%s/%s: %d of %d classes have fewer than %d images; kept all of theirs (%s each)",
-                    ds.name, split, len(short), len(ds.class_names), per_class, "/".join(map(str, counts)))
-    if ds.ignored_files and progress:
+                    ds.name, p.split, len(p.short), len(ds.class_names), per_class, "/".join(map(str, counts)))
+    if ds.ignored_files and progress and (ds.root, "ignored") not in _NOTED:
+        _NOTED.add((ds.root, "ignored"))
         log.warning("%s: ignored %d files that are not images, e.g. %s", ds.root, len(ds.ignored_files),
                     ds.ignored_files[0])
-    weights_id, weights_path = weights_identity(spec, weights, weights_dir)
-    settings = _settings(spec, ds, split, weights_id, size, layer, pooling, per_class, seed, selected)
-    path = cache_path(cache_dir, settings)
 
-    def cached() -> FeatureSet:
-        fs = read_features(path, expect=settings)
+
+def open_cached(p: Plan) -> FeatureSet | None:
+    """The plan's cache file, verified; None when there is none. A damaged one is moved
+    aside (and said so), so that it is extracted again."""
+    if not p.path.exists():
+        return None
+    try:
+        return read_features(p.path, expect=p.settings)
+    except DamagedCache as e:
+        moved = move_aside(p.path, e.reason)
+        log.warning("%s %s; moved it to %s and extracting again", p.path, e.reason, moved.name)
+        return None
+
+
+def run(p: Plan, options: RunOptions | None = None, t0: float | None = None) -> FeatureSet:
+    """Make the plan's cache file (or open it when it is there) and return its features."""
+    options = options or RunOptions()
+    t0 = time.perf_counter() if t0 is None else t0
+    _notes(p, options.progress)
+
+    def done(fs: FeatureSet) -> FeatureSet:
         fs.info.update(extracted=0, reused=0, seconds=time.perf_counter() - t0, cached=True)
         return fs
 
-    if path.exists():
-        return cached()
-    with exclusive(path):
-        if path.exists():  # another process finished it while we waited for the lock
-            return cached()
-        return _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights_path, layer, pooling,
-                    batch_size, skip_bad_images, progress, workers, t0)
+    fs = open_cached(p)
+    if fs is not None:
+        return done(fs)
+    check_writable(p.path.parent)
+    with exclusive(p.path):
+        fs = open_cached(p)  # another process may have finished it while we waited for the lock
+        if fs is not None:
+            return done(fs)
+        return _compute(p, options, t0)
 
 
-def _donor_rows(path: Path, settings: dict, wanted: set[str]) -> dict[str, np.ndarray]:
-    """Feature rows for ``wanted`` source ids found in other cache files made the same way."""
-    rows: dict[str, np.ndarray] = {}
-    for donor in find_donors(path.parent, settings, exclude=path):
-        fs = read_features(donor)
-        for sid, feat in zip(fs.source_ids, fs.features):
-            if sid in wanted and sid not in rows:
-                rows[sid] = feat
+def _donor_rows(p: Plan) -> dict[str, np.ndarray]:
+    """Feature rows, by image content hash, for the plan's images found in other cache files
+    made the same way (another draw of the same dataset, say): copied, not recomputed."""
+    wanted, rows = set(p.digests), {}
+    for donor in find_donors(p.path.parent, p.settings, exclude=p.path):
+        try:
+            fs = read_features(donor)
+        except DamagedCache as e:
+            log.warning("%s %s; moved it to %s", donor, e.reason, move_aside(donor, e.reason).name)
+            continue
+        for digest, feat in zip(fs.digests, fs.features):
+            if digest in wanted and digest not in rows:
+                rows[digest] = feat
         if len(rows) == len(wanted):
             break
     return rows
 
 
-def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights_path, layer, pooling,
-         batch_size, skip_bad_images, progress, workers, t0) -> FeatureSet:
+def _model(p: Plan):
+    s = p.settings
+    key = (p.spec.name, s["image_size"], s["weights"], s["layer"], s["pooling"])
+    if key not in _MODELS:
+        _MODELS[key] = build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"])
+        while len(_MODELS) > 2:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(key)
+    return _MODELS[key]
+
+
+def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     from tqdm.auto import tqdm
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = [s.ids[i] for i in selected]
-    n_chunks = max(1, -(-len(ids) // batch_size))
+    s, size, ids, n = p.samples, p.settings["image_size"], p.ids, len(p.selected)
+    # Never pad a batch beyond the images there are (a huge --batch-size on a small split).
+    batch_size = max(1, min(options.batch_size, n))
+    n_chunks = max(1, -(-n // batch_size))
     # The batch size fixes chunk boundaries, so a resumed run computes every chunk as an uninterrupted one would.
-    partial = PartialRun(path, {"settings": settings, "batch_size": batch_size, "n": len(ids)})
+    partial = PartialRun(p.path, {"settings": p.settings, "batch_size": batch_size, "n": n})
     done = partial.open()
     _faults.checkpoint("start")
     todo = [k for k in range(n_chunks) if k not in done]
-    donors = _donor_rows(path, settings, set(ids)) if todo else {}
+    donors = _donor_rows(p) if todo else {}
     model = None
     computed = reused = 0
     compute_seconds = 0.0
-    workers = workers or min(32, (os.cpu_count() or 2) + 4)
+    workers = options.workers or min(32, (os.cpu_count() or 2) + 4)
 
-    def load(i: int):
+    def load(r: int):
         try:
-            return resize(s.load(i), size), True
+            return resize(s.load(int(p.selected[r]), size, p.digests[r]), size), True
         except BadImage:
-            if not skip_bad_images:
+            if not options.skip_bad_images:
                 raise
             return np.zeros((size, size, 3), np.uint8), False
 
     def submit(pool, k):
-        rows = range(k * batch_size, min(len(ids), (k + 1) * batch_size))
-        return k, [None if ids[r] in donors else pool.submit(load, selected[r]) for r in rows]
+        rows = range(k * batch_size, min(n, (k + 1) * batch_size))
+        return k, [None if p.digests[r] in donors else pool.submit(load, r) for r in rows]
 
-    rows_done = sum(min(batch_size, len(ids) - k * batch_size) for k in done)
-    bar = tqdm(total=len(ids), initial=rows_done, unit="img", desc=f"{spec.name} {ds.name}/{split}",
-               disable=not progress, leave=False)
+    rows_done = sum(min(batch_size, n - k * batch_size) for k in done)
+    bar = tqdm(total=n, initial=rows_done, unit="img", desc=f"{p.spec.name} {p.dataset.name}/{p.split}",
+               disable=not options.progress, leave=False)
     writes: collections.deque = collections.deque()
 
     def drain(keep: int = 0) -> None:
@@ -175,7 +264,8 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                 feats = None
                 if need:
                     if model is None:
-                        model = _model(spec, size, weights_id, weights_path, layer, pooling)
+                        model = _model(p)
+                        _check_batch_memory(model, batch_size, size)
                     batch = np.zeros((batch_size, size, size, 3), np.uint8)  # one shape: compiled once
                     batch[:len(need)] = [im for im, _ in loaded]
                     t = time.perf_counter()
@@ -187,7 +277,7 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                     computed += len(need)
                 for j, r in enumerate(rows):
                     if futures[j] is None:
-                        row = donors[ids[r]]
+                        row = donors[p.digests[r]]
                         if feats is None:
                             feats = np.empty((len(futures),) + row.shape, np.float32)
                         feats[j] = row
@@ -203,7 +293,7 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
                     _faults.checkpoint("after-chunk", k)
             drain()
     except KeyboardInterrupt:
-        raise Interrupted(rows_done, len(ids), path) from None
+        raise Interrupted(rows_done, n, p.path) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -211,10 +301,26 @@ def _run(spec, ds, s, split, selected, settings, path, size, weights_id, weights
             "images_per_second": round(computed / seconds, 2) if computed else 0.0,
             "model_images_per_second": round(computed / compute_seconds, 2) if computed else 0.0,
             "batch_size": batch_size}
-    skipped = partial.finish(n_chunks, settings, ids, s.labels[selected], [s.groups[i] for i in selected],
-                             ds.class_names, info)
+    skipped = partial.finish(n_chunks, p.settings, ids, s.labels[p.selected], [s.groups[i] for i in p.selected],
+                             p.dataset.class_names, p.digests, info)
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
-    fs = read_features(path, expect=settings)
+    fs = read_features(p.path, expect=p.settings)
     fs.info.update(extracted=computed, reused=reused, seconds=seconds, cached=False)
     return fs
+
+
+def _check_batch_memory(model, batch_size: int, size: int) -> None:
+    """Refuse a batch whose activations would not fit in this machine's memory, before
+    the first forward pass tries (and the kernel kills the process)."""
+    need = estimate_batch_bytes(model, batch_size)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.6 * total:
+        fits = max(1, int(batch_size * 0.6 * total / need))
+        raise BottleneckError(
+            f"a batch of {batch_size} images at {size} px needs about {need / 2**30:.1f} GiB for the model's "
+            f"activations; this machine has {total / 2**30:.1f} GiB",
+            f"use --batch-size {min(fits, batch_size - 1)} or less (or a smaller --image-size)")

@@ -17,19 +17,21 @@ from .bases import _preprocess_layer, build_trunk, get_base, resolve_image_size,
 from .datasets import load_dataset
 from .determinism import seed_everything
 from .errors import BaseError
-from .extraction import extract
+from .extraction import HOLDOUT_SEED, extract
 from .images import resize
 from .sampling import per_class_draw
 from .report import EVAL_SEED
 
 
 def load_images(dataset: str, split: str, per_class: int | None, seed: int, image_size: int,
-                data_dir=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                data_dir=None, test_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(uint8 images resized to image_size, labels, class names) of a per-class draw."""
     ds = load_dataset(dataset, data_dir)
+    if test_fraction is not None:
+        ds = ds.with_test_fraction(test_fraction, HOLDOUT_SEED)
     s = ds.split(split)
     idx, _ = per_class_draw(s.labels, per_class, seed)
-    images = np.stack([resize(s.load(int(i)), image_size) for i in idx])
+    images = np.stack([resize(s.load(int(i), image_size), image_size) for i in idx])
     return images, s.labels[idx], ds.class_names
 
 
@@ -52,7 +54,8 @@ def _row(kind: str, base: str, dataset: str, per_class, seed: int, n_train: int,
 def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0, *, unfreeze: int = 1,
              head_epochs: int = 20, epochs: int = 3, learning_rate: float = 0.01, base_lr_factor: float = 0.1,
              batch_size: int = 32, image_size: int | None = None, weights: str = "imagenet", weights_dir=None,
-             data_dir=None, cache_dir="features", eval_per_class: int | None = None, progress: bool = True) -> dict:
+             data_dir=None, cache_dir="features", eval_per_class: int | None = None, progress: bool = True,
+             test_fraction: float | None = None) -> dict:
     """Head on frozen features first, then the top ``unfreeze`` cut-point blocks too."""
     import keras
     from keras import layers
@@ -64,7 +67,7 @@ def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0
                         f"use 0..{len(spec.cut_points) - 1} (blocks after its cut points; see `bottleneck bases --layers {base}`)")
     t0 = time.perf_counter()
     common = dict(data_dir=data_dir, cache_dir=cache_dir, weights=weights, weights_dir=weights_dir,
-                  image_size=size, progress=progress)
+                  image_size=size, progress=progress, test_fraction=test_fraction)
     tr = extract(base, dataset, "train", per_class, seed, **common)  # stage 1 runs on cached features
     n_classes = len(tr.class_names)
 
@@ -87,10 +90,10 @@ def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0
     model = keras.Model(inputs, outputs)
     model.compile(keras.optimizers.SGD(learning_rate, momentum=0.9), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    x_train, y_train, _ = load_images(dataset, "train", per_class, seed, size, data_dir)
+    x_train, y_train, _ = load_images(dataset, "train", per_class, seed, size, data_dir, test_fraction)
     if unfreeze and epochs:
         model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
-    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, size, data_dir)
+    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, size, data_dir, test_fraction)
     accuracy = float(np.mean(model.predict(x_test, batch_size=batch_size, verbose=0).argmax(1) == y_test))
     trainable = sum(int(np.prod(w.shape)) for w in trunk.trainable_weights)
     return _row(f"finetune(top {unfreeze})", base, dataset, per_class, seed, len(y_train), len(y_test), n_classes,
@@ -116,13 +119,14 @@ def lenet(n_classes: int, image_size: int = 32):
 
 def train_scratch(dataset: str, per_class: int | None = 100, seed: int = 0, *, image_size: int = 32,
                   epochs: int = 30, batch_size: int = 64, learning_rate: float = 1e-3, data_dir=None,
-                  eval_per_class: int | None = None) -> dict:
+                  eval_per_class: int | None = None, test_fraction: float | None = None) -> dict:
     """A LeNet trained from random weights on the same draw, scored on the same test split."""
     import keras
 
     t0 = time.perf_counter()
-    x_train, y_train, classes = load_images(dataset, "train", per_class, seed, image_size, data_dir)
-    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, image_size, data_dir)
+    x_train, y_train, classes = load_images(dataset, "train", per_class, seed, image_size, data_dir, test_fraction)
+    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, image_size, data_dir,
+                                    test_fraction)
     seed_everything(seed)
     model = lenet(len(classes), image_size)
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")

@@ -1,11 +1,15 @@
 """The feature cache: one HDF5 file per exact set of features, and its partial runs.
 
 A file's name carries a fingerprint of every setting that shapes its features
-(dataset content, split, base, weights, layer, pooling, image size, resize,
+(the images' content, split, base, weights, layer, pooling, image size, resize,
 preprocessing, sample selection); its attributes record them readably. Files are
 complete or absent: an extraction writes finished chunks into ``NAME.partial/``
 (each chunk file atomically), then assembles the HDF5 under a temporary name and
 renames it. A killed run leaves only whole chunks behind, which the next run reuses.
+
+Every file carries a SHA-256 of all it holds (features, labels, ids, groups, class
+names, the images' content hashes), checked whenever the file is opened for use: a
+file that changed after it was written is never used.
 """
 from __future__ import annotations
 
@@ -25,8 +29,10 @@ from . import _faults
 from .errors import CacheError
 
 FORMAT = "bottleneck-features"
-FORMAT_VERSION = 1
-SELECTION_KEYS = ("per_class", "seed", "selection")  # what picks samples, not how features are made
+# 2: per-row content hashes ("digests"); the checksum covers every dataset, not only features and labels.
+FORMAT_VERSION = 2
+# What picks the samples, not how their features are made: files that differ only in these can share rows.
+SELECTION_KEYS = ("dataset_id", "split", "per_class", "seed", "selection", "content", "test_fraction")
 
 
 def fingerprint(settings: dict) -> str:
@@ -46,6 +52,15 @@ def dataset_slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
 
 
+def canonical_dataset(name: str) -> str:
+    """The dataset's name as recorded: ``folder:PATH`` becomes ``folder:NAME`` (the folder's own
+    name), so the same images reached by another path share their features; what the
+    images hold is recorded separately, by content."""
+    if name.startswith("folder:"):
+        return f"folder:{dataset_slug(name)}"
+    return name
+
+
 def cache_path(cache_dir: str | Path, settings: dict) -> Path:
     slug = dataset_slug(settings["dataset"])
     return Path(cache_dir) / f"{slug}_{settings['split']}_{settings['base']}_{fingerprint(settings)}.h5"
@@ -61,9 +76,20 @@ class FeatureSet:
     settings: dict
     path: Path
     info: dict  # everything else in the file's attributes
+    digests: list[str] = dataclasses.field(default_factory=list)  # each row's image content hash
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+class DamagedCache(CacheError):
+    """A file that is not (or no longer) a usable feature cache: truncated, not HDF5, changed
+    after writing. Extraction moves such a file aside and extracts again."""
+
+    def __init__(self, path: Path, reason: str, todo: str | None = None):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path} {reason}", todo or "extract it again: `bottleneck extract` with the settings it "
+                         "was made with (`bottleneck info FILE` shows them) makes a fresh copy")
 
 
 def _versions() -> dict:
@@ -75,52 +101,113 @@ def _versions() -> dict:
             "keras_backend": keras.backend.backend(), "pillow": PIL.__version__, "scikit-learn": sklearn.__version__}
 
 
-def _checksum(features: np.ndarray, labels: np.ndarray, h=None):
-    h = h or hashlib.sha256()
+def _checksum_v1(features: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256()
     h.update(np.ascontiguousarray(features, dtype=np.float32).tobytes())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return h
+    return h.hexdigest()
+
+
+def _strings_digest(h, strings: list[str]) -> None:
+    h.update(("\0".join(strings) + "\1").encode())
+
+
+def _checksum_tail(h, labels, source_ids, groups, class_names, digests) -> str:
+    """Everything after the features (format 2): labels, then each string list."""
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    for strings in (source_ids, groups, class_names, digests):
+        _strings_digest(h, strings)
+    return h.hexdigest()
+
+
+def checksum(fs: FeatureSet) -> str:
+    """The SHA-256 a file of this content carries (format 2)."""
+    h = hashlib.sha256(np.ascontiguousarray(fs.features, dtype=np.float32).tobytes())
+    return _checksum_tail(h, fs.labels, fs.source_ids, fs.groups, fs.class_names, fs.digests)
 
 
 def read_features(path: str | Path, expect: dict | None = None, load: bool = True) -> FeatureSet:
-    """Open a cache file, check it is complete and (with ``expect``) made with those settings."""
+    """Open a cache file, check that it is whole, that its checksum matches (when ``load``)
+    and (with ``expect``) that it was made with those settings.
+
+    Raises DamagedCache for a file that is not a usable cache, CacheError for one made
+    with other settings."""
     path = Path(path)
     if not path.exists():
         raise CacheError(f"feature file {path} does not exist", "run `bottleneck extract` to make it")
+    if path.is_dir():
+        raise CacheError(f"{path} is a folder, not a feature file",
+                         "point at one .h5 file in it (`ls` it: files made by `bottleneck extract` end in .h5)")
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
             if attrs.get("format") != FORMAT:
-                raise CacheError(f"{path} is an HDF5 file but not a bottleneck feature cache",
-                                 "point at a file made by `bottleneck extract`")
+                raise DamagedCache(path, "is an HDF5 file but not a bottleneck feature cache",
+                                   "point at a .h5 file made by `bottleneck extract`")
+            version = int(attrs.get("format_version", 1))
+            if version > FORMAT_VERSION:
+                raise CacheError(f"{path} was made by a newer bottleneck (cache format {version}; this one reads "
+                                 f"up to {FORMAT_VERSION})", "upgrade bottleneck, or extract again with this one")
             if not attrs.get("complete"):
-                raise CacheError(f"{path} is incomplete", "delete it and run the extraction again")
+                raise DamagedCache(path, "is incomplete")
             settings = json.loads(attrs["settings"])
             if expect is not None and settings != expect:
                 diff = sorted(k for k in set(settings) | set(expect) if settings.get(k) != expect.get(k))
                 raise CacheError(f"{path} holds other features than asked (differs in: {', '.join(diff)}); "
-                                 f"it holds {_describe(settings)}", "delete it, or ask for the settings it holds")
+                                 f"it holds {_describe(settings)}",
+                                 "move it away, or ask for the settings it holds")
             n = int(attrs["n_samples"])
-            names = ("features", "labels", "source_ids", "groups", "class_names")
-            if any(k not in f for k in names) or any(len(f[k]) != n for k in names[:4]):
-                raise CacheError(f"{path} is damaged: its datasets do not match its record of {n} samples",
-                                 "delete it and run the extraction again")
-            features = f["features"][()] if load else np.empty((0,))
-            fs = FeatureSet(features, f["labels"][()], [s.decode() for s in f["source_ids"][()]],
-                            [s.decode() for s in f["groups"][()]], [s.decode() for s in f["class_names"][()]],
-                            settings, path, {k: _plain(v) for k, v in attrs.items() if k != "settings"})
+            names = ("features", "labels", "source_ids", "groups", "class_names") + (("digests",) if version >= 2 else ())
+            if any(k not in f for k in names) or any(len(f[k]) != n for k in names[:4] + names[5:]):
+                raise DamagedCache(path, f"is damaged: its datasets do not match its record of {n} samples")
+            text = lambda key: [s.decode() for s in f[key][()]] if key in f else []
+            fs = FeatureSet(f["features"][()] if load else np.empty((0,)), f["labels"][()], text("source_ids"),
+                            text("groups"), text("class_names"), settings, path,
+                            {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"))
     except CacheError:
         raise
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
-        raise CacheError(f"{path} is not a readable feature cache (truncated, corrupt or not HDF5): {e}",
-                         "delete it and run the extraction again") from e
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise DamagedCache(path, f"is not a readable feature cache (truncated, corrupt or not HDF5): {e}") from e
+    if load and not _checksum_ok(fs):
+        raise DamagedCache(path, "fails its checksum: its data changed after it was written (a bad disk, a copy "
+                                 "cut short, or an edit)")
     return fs
 
 
+def _checksum_ok(fs: FeatureSet) -> bool:
+    stored = fs.info.get("checksum")
+    if int(fs.info.get("format_version", 1)) < 2:
+        return _checksum_v1(fs.features, fs.labels) == stored
+    return checksum(fs) == stored
+
+
 def verify(path: str | Path) -> bool:
-    """Recompute the checksum of the feature data and compare it with the stored one."""
-    fs = read_features(path)
-    return _checksum(fs.features, fs.labels).hexdigest() == fs.info.get("checksum")
+    """Recompute the checksum of everything in the file and compare it with the stored one."""
+    try:
+        read_features(path)
+    except DamagedCache as e:
+        if "fails its checksum" in e.reason:
+            return False
+        raise
+    return True
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Rename a damaged cache file out of the way (never delete what a user may want to
+    inspect): ``NAME.h5.damaged-YYYYmmddTHHMMSS``."""
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    k = 1
+    while target.exists():
+        target, k = path.with_name(f"{path.name}.damaged-{stamp}-{k}"), k + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another process moved it first
+        return target
+    except OSError as e:
+        raise CacheError(f"{path} {reason}, and it cannot be moved aside: {e}",
+                         f"move or delete {path} yourself, then run again") from e
+    return target
 
 
 def _plain(v):
@@ -138,17 +225,19 @@ def _describe(s: dict) -> str:
 
 
 def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
-    """Complete cache files with features made the same way (other sample selections)."""
+    """Complete cache files of this format with features made the same way (from other
+    samples of the same dataset): their rows can be copied by image content hash."""
     key, found = feature_key(settings), []
     for path in sorted(Path(cache_dir).glob("*.h5")):
         if path == exclude:
             continue
         try:
             with h5py.File(path, "r") as f:
-                if f.attrs.get("complete") and f.attrs.get("feature_key") == key:
+                if f.attrs.get("complete") and f.attrs.get("feature_key") == key \
+                        and int(f.attrs.get("format_version", 1)) == FORMAT_VERSION:
                     found.append(path)
         except OSError:
-            continue  # a damaged file is simply not a donor
+            continue  # an unreadable file is simply not a donor
     return found
 
 
@@ -156,8 +245,12 @@ def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
 def exclusive(path: Path):
     """Hold an exclusive lock for ``path`` so two processes never extract the same file."""
     lock = path.parent / ".locks" / (path.name + ".lock")  # kept: deleting a lock file races with flock
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError as e:
+        raise _write_error(e, path.parent) from e
+    with handle:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks; single-process use only
@@ -185,8 +278,11 @@ class PartialRun:
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        _atomic_write(self.dir / "manifest.json", json.dumps(self.manifest).encode())
+        try:
+            self.dir.mkdir(parents=True)
+            _atomic_write(self.dir / "manifest.json", json.dumps(self.manifest).encode())
+        except OSError as e:
+            raise _write_error(e, self.dir) from e
         return set()
 
     def write_chunk(self, k: int, features: np.ndarray, valid: np.ndarray) -> None:
@@ -211,7 +307,7 @@ class PartialRun:
                              f"delete {self.dir} and run again") from e
 
     def finish(self, n_chunks: int, settings: dict, ids: list[str], labels: np.ndarray, groups: list[str],
-               class_names: list[str], info: dict) -> list[str]:
+               class_names: list[str], digests: list[str], info: dict) -> list[str]:
         """Assemble the chunks into the final HDF5 file; return the source ids skipped as bad."""
         tmp = self.final.with_name(f".{self.final.name}.tmp")
         h = hashlib.sha256()
@@ -234,19 +330,20 @@ class PartialRun:
                     dset[start:] = feats
                     h.update(np.ascontiguousarray(feats, dtype=np.float32).tobytes())
                 keep = np.concatenate(keep_rows) if keep_rows else np.empty(0, int)
-                kept_labels = np.asarray(labels, dtype=np.int64)[keep]
-                h.update(kept_labels.tobytes())
-                strings = h5py.string_dtype()
-                f.create_dataset("labels", data=kept_labels)
-                f.create_dataset("source_ids", data=np.array([ids[i] for i in keep], dtype=object), dtype=strings)
-                f.create_dataset("groups", data=np.array([groups[i] for i in keep], dtype=object), dtype=strings)
-                f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=strings)
+                kept = {"labels": np.asarray(labels, dtype=np.int64)[keep], "source_ids": [ids[i] for i in keep],
+                        "groups": [groups[i] for i in keep], "class_names": list(class_names),
+                        "digests": [digests[i] for i in keep]}
+                f.create_dataset("labels", data=kept["labels"])
+                for key in ("source_ids", "groups", "class_names", "digests"):
+                    f.create_dataset(key, data=np.array(kept[key], dtype=object), dtype=h5py.string_dtype())
                 f.attrs.update({
                     "format": FORMAT, "format_version": FORMAT_VERSION,
                     "settings": json.dumps(settings, sort_keys=True),
                     "fingerprint": fingerprint(settings), "feature_key": feature_key(settings),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "versions": json.dumps(_versions()), "n_samples": len(keep), "checksum": h.hexdigest(),
+                    "versions": json.dumps(_versions()), "n_samples": len(keep),
+                    "checksum": _checksum_tail(h, kept["labels"], kept["source_ids"], kept["groups"],
+                                               kept["class_names"], kept["digests"]),
                     "skipped": json.dumps(skipped), **info, "complete": True,
                 })
             with open(tmp, "rb+") as f:
@@ -269,7 +366,25 @@ def _write_error(e: OSError, where: Path) -> CacheError:
         return CacheError(f"disk full while writing {where}; the unfinished file was removed and "
                           "finished chunks are kept", "free some space (or use --cache-dir elsewhere) and run "
                           "the same command again to resume")
-    return CacheError(f"cannot write {where}: {e}", "check that the cache dir is writable, then run again")
+    return CacheError(f"cannot write {where}: {e.strerror or e}",
+                      "pass a --cache-dir you can write to (a folder; it is created if missing), then run again")
+
+
+def check_writable(cache_dir: str | Path) -> None:
+    """A clear error now, rather than a traceback later, when features cannot be written."""
+    import tempfile
+
+    cache_dir = Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError(f"--cache-dir {cache_dir} is a file, not a folder",
+                         "pass a folder for the feature files (it is created if missing)")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as e:
+        raise CacheError(f"cannot write feature files in --cache-dir {cache_dir}: {e.strerror or e}",
+                         "pass a --cache-dir you can write to (a folder; it is created if missing)") from e
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import pickle
 import shutil
 import tarfile
@@ -179,11 +180,25 @@ def test_unknown_and_missing_datasets(tmp_path):
         load_dataset(f"folder:{tmp_path / 'nope'}")
 
 
-def test_identity_changes_with_content(small_cifar):
-    before = load_dataset(f"folder:{small_cifar}").identity("train")
-    victim = sorted((small_cifar / "train" / "cat").iterdir())[0]
-    Image.new("RGB", (32, 32), "blue").save(victim, format="JPEG", quality=20)
-    assert load_dataset(f"folder:{small_cifar}").identity("train") != before
+def test_digests_follow_content_and_the_index_reads_only_changed_files(small_cifar):
+    from bottleneck.content import ContentIndex
+
+    split = load_dataset(f"folder:{small_cifar}").split("train")
+    everything = range(len(split))
+    before = split.digests(everything)
+    index = ContentIndex(small_cifar)
+    assert index.digests(split.ids) == before and index.hashed == 0  # all remembered from the first call
+    victim = small_cifar / split.ids[3]
+    other = small_cifar / split.ids[7]
+    data, stat = victim.read_bytes(), victim.stat()
+    replacement = other.read_bytes()[: len(data)].ljust(len(data), b"\0")  # same byte size
+    victim.write_bytes(replacement)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same modification time
+    after = split.digests(everything)
+    assert [i for i in everything if after[i] != before[i]] == [3]
+    index = ContentIndex(small_cifar)
+    index.digests(split.ids)
+    assert index.hashed == 0  # the changed file was hashed once, then remembered by its new stat key
 
 
 def test_list_datasets_reports_locations():

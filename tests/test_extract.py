@@ -33,7 +33,7 @@ def test_record_and_reuse_without_running_the_base(small_cifar, cache_dir, monke
     s = fs.settings
     assert (s["base"], s["weights"], s["layer"], s["image_size"], s["pooling"], s["per_class"], s["seed"]) == \
         ("tiny_cnn", "random:seed0", "conv2", 32, "avg", 3, 1)
-    assert s["preprocessing"] == "unit" and s["resize"] == "pil-bilinear" and s["split"] == "train"
+    assert s["preprocessing"] == "unit" and s["resize"] == "pil-bilinear+jpeg-draft" and s["split"] == "train"
     assert fs.class_names == ["airplane", "automobile", "bird", "cat"]
     assert len(set(fs.source_ids)) == 12 and fs.info["versions"] and fs.info["created"]
     assert fs.path.name.startswith("cifar_small_train_tiny_cnn_")
@@ -70,23 +70,53 @@ def test_file_with_other_settings_is_never_used(small_cifar, cache_dir, tmp_path
     a = extract("tiny_cnn", ds, "train", 2, seed=0, cache_dir=cache_dir, **TINY)
     b = extract("tiny_cnn", ds, "train", 2, seed=1, cache_dir=tmp_path / "other", **TINY)
     shutil.copy(a.path, cache_dir / b.path.name)  # a file that claims to be seed 1
-    with pytest.raises(CacheError, match="differs in: seed, selection"):
+    with pytest.raises(CacheError, match="differs in: content, seed, selection"):
         extract("tiny_cnn", ds, "train", 2, seed=1, cache_dir=cache_dir, **TINY)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "text", "foreign-hdf5"])
-def test_damaged_cache_files_are_detected(small_cifar, cache_dir, damage):
-    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+@pytest.mark.parametrize("damage", ["truncate", "text", "foreign-hdf5", "flipped-byte", "changed-id"])
+def test_damaged_cache_is_moved_aside_and_extracted_again(small_cifar, cache_dir, damage, caplog):
+    """A cache file that is not whole or changed after writing is never used: it is moved aside
+    (kept for inspection, said so) and the features are extracted again, equal to the originals."""
+    import logging
+
+    ds = f"folder:{small_cifar}"
+    fs = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
     if damage == "truncate":
         data = fs.path.read_bytes()
         fs.path.write_bytes(data[: len(data) // 2])
     elif damage == "text":
         fs.path.write_text("hello")
-    else:
+    elif damage == "foreign-hdf5":
         with h5py.File(fs.path, "w") as f:
             f["x"] = np.zeros(3)
-    with pytest.raises(CacheError, match=str(fs.path.name)):
-        extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+    elif damage == "flipped-byte":  # one bit of one float, as a bad disk would do it
+        with h5py.File(fs.path, "r") as f:
+            offset = f["features"].id.get_chunk_info(0).byte_offset
+        data = bytearray(fs.path.read_bytes())
+        data[offset + 5] ^= 0x01
+        fs.path.write_bytes(bytes(data))
+    else:
+        with h5py.File(fs.path, "r+") as f:
+            f["source_ids"][0] = "train/cat/some_other_image.jpg"
+    damaged = fs.path.read_bytes()
+    caplog.set_level(logging.WARNING, logger="bottleneck")
+    again = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
+    assert again.path == fs.path and again.info["extracted"] == 8
+    assert np.array_equal(again.features, fs.features) and again.source_ids == fs.source_ids
+    (aside,) = cache_dir.glob(fs.path.name + ".damaged-*")
+    assert aside.read_bytes() == damaged  # kept as it was, for inspection
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert fs.path.name in said and aside.name in said and "extracting again" in said
+
+
+def test_damaged_feature_file_given_by_the_user_is_an_error_not_a_move(small_cifar, cache_dir):
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+    with h5py.File(fs.path, "r+") as f:
+        f["features"][0, 0] += 1.0
+    with pytest.raises(CacheError, match="fails its checksum") as e:
+        read_features(fs.path)
+    assert "delete" not in str(e.value) and fs.path.exists()
 
 
 def test_verify_detects_changed_features(small_cifar, cache_dir):
@@ -107,6 +137,40 @@ def test_nested_draw_extracts_only_the_difference(small_cifar, cache_dir):
     np.testing.assert_allclose(big.features, fresh.features, rtol=1e-5, atol=1e-6)
     rows = [big.source_ids.index(s) for s in small.source_ids]
     assert np.array_equal(big.features[rows], small.features)
+
+
+def test_an_image_replaced_by_one_of_the_same_size_and_time_gives_new_features(small_cifar, cache_dir):
+    """The cache follows the images' content, not their names, sizes or times; only the
+    changed image goes through the base again."""
+    ds = f"folder:{small_cifar}"
+    first = extract("tiny_cnn", ds, "train", None, cache_dir=cache_dir, **TINY)
+    sizes = [(small_cifar / sid).stat().st_size for sid in first.source_ids]
+    v = int(np.argmax(sizes))
+    o = next(i for i, size in enumerate(sizes) if size < sizes[v])
+    victim, other = small_cifar / first.source_ids[v], small_cifar / first.source_ids[o]
+    data, stat = victim.read_bytes(), victim.stat()
+    # another image, padded (JPEG decoders ignore trailing bytes) to the victim's byte size
+    victim.write_bytes(other.read_bytes().ljust(len(data), b"\0"))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = extract("tiny_cnn", ds, "train", None, cache_dir=cache_dir, **TINY)
+    assert second.path != first.path and second.info["extracted"] == 1 and second.info["reused"] == 23
+    fresh = extract("tiny_cnn", ds, "train", None, cache_dir=cache_dir.parent / "fresh", **TINY)
+    np.testing.assert_allclose(second.features, fresh.features, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(second.features[v], first.features[v])
+    np.testing.assert_allclose(second.features[v], first.features[o], rtol=1e-5, atol=1e-6)  # it is that image now
+
+
+def test_the_same_folder_by_another_path_reuses_its_features(tmp_path, monkeypatch):
+    pets = copy_cifar_subset(tmp_path / "pets", classes=2, train=3, test=1)
+    monkeypatch.chdir(tmp_path)
+    a = extract("tiny_cnn", "folder:pets", "train", None, cache_dir=tmp_path / "c", **TINY)
+    b = extract("tiny_cnn", f"folder:{pets.resolve()}/", "train", None, cache_dir=tmp_path / "c", **TINY)
+    assert b.path == a.path and b.info["cached"] and a.settings["dataset"] == "folder:pets"
+    moved = tmp_path / "elsewhere" / "pets"
+    moved.parent.mkdir()
+    pets.rename(moved)
+    c = extract("tiny_cnn", f"folder:{moved}", "train", None, cache_dir=tmp_path / "c", **TINY)
+    assert c.path == a.path and c.info["cached"]
 
 
 def test_bad_images_error_or_skip(small_cifar, cache_dir):

@@ -14,7 +14,8 @@ from .conftest import DATA, REPO
 
 SETTINGS = {"dataset": "cifar10", "dataset_id": "abc", "split": "train", "base": "vgg16", "weights": "imagenet:x",
             "layer": "block5_pool", "pooling": "avg", "image_size": 224, "resize": "pil-bilinear",
-            "preprocessing": "caffe", "per_class": 100, "seed": 0, "selection": "def", "extractor": 2}
+            "preprocessing": "caffe", "per_class": 100, "seed": 0, "selection": "def", "content": "0123",
+            "test_fraction": None, "extractor": 2}
 
 
 def test_fingerprint_stable_across_processes_and_key_order():
@@ -27,8 +28,8 @@ def test_fingerprint_stable_across_processes_and_key_order():
 def test_fingerprint_changes_with_every_setting(key):
     changed = {**SETTINGS, key: f"{SETTINGS[key]}-other"}
     assert fingerprint(changed) != fingerprint(SETTINGS)
-    # the feature key ignores only what selects samples, so files can share rows
-    same_rows = key in ("per_class", "seed", "selection")
+    # the feature key ignores only what selects samples, so files can share rows (matched by image content)
+    same_rows = key in ("dataset_id", "split", "test_fraction", "per_class", "seed", "selection", "content")
     assert (feature_key(changed) == feature_key(SETTINGS)) == same_rows
 
 

@@ -1,0 +1,169 @@
+"""Result rows on disk, and the tables made from them.
+
+A results folder (``--out``) keeps one JSON file per finished run under ``rows/``,
+written atomically the moment the run finishes, so a grid stopped at any point (an
+error, Ctrl-C, a kill) keeps every finished run, and running it again reuses them.
+``results.csv``, ``results.json`` and ``table.md`` are remade from all rows in the
+folder after each run, under a lock, each file replaced atomically: two grids
+writing into one folder both keep their rows, and a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BottleneckError
+
+log = logging.getLogger("bottleneck")
+# Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
+VARYING = ("head", "weights", "layer", "pooling", "image_size", "head_params", "test_fraction", "eval_per_class")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ResultsDir:
+    """The rows of every run finished into one folder."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.rows_dir = self.out / "rows"
+        try:
+            if self.out.exists() and not self.out.is_dir():
+                raise OSError(f"{self.out} is a file")
+            self.rows_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BottleneckError(f"cannot write results in --out {self.out}: {getattr(e, 'strerror', None) or e}",
+                                  "pass a folder you can write to (it is created if missing)") from e
+        self._adopt_legacy()
+
+    def _adopt_legacy(self) -> None:
+        """A folder written by an older bottleneck has results.json but no rows/: keep its rows."""
+        legacy = self.out / "results.json"
+        if legacy.exists() and not any(self.rows_dir.glob("*.json")):
+            try:
+                rows = json.loads(legacy.read_text())
+            except (OSError, ValueError):
+                return
+            for i, row in enumerate(rows if isinstance(rows, list) else []):
+                _atomic_write(self.rows_dir / f"earlier-{i:04d}.json", json.dumps(row, indent=1))
+            log.warning("%s held results from an earlier version; kept them as rows/earlier-*.json", self.out)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        with open(self.out / ".lock", "a") as handle:
+            try:
+                import fcntl
+            except ImportError:  # Windows: one writer at a time is the user's to ensure
+                yield
+                return
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def get(self, key: str) -> dict | None:
+        """The finished row of the run ``key``, or None."""
+        try:
+            return json.loads((self.rows_dir / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for path in self.rows_dir.glob("*.json"):
+            try:
+                rows.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable result row %s", path)
+        return sorted(rows, key=lambda r: (str(r.get("finished", "")), str(r.get("run_key", ""))))
+
+    def add(self, key: str, row: dict) -> None:
+        """Keep a finished row and remake the tables from every row in the folder."""
+        row = {**row, "run_key": key,
+               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with self._lock():
+            _atomic_write(self.rows_dir / f"{key}.json", json.dumps(row, indent=1))
+            write_tables(self.rows(), self.out)
+
+
+def write_results(rows: list[dict], out: str | Path) -> None:
+    """Write ``rows`` as results.csv, results.json and table.md in ``out`` (each atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(rows, out)
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of different kinds: the union of columns
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(out / "results.csv", buf.getvalue())
+    _atomic_write(out / "results.json", json.dumps(rows, indent=2) + "\n")
+    _atomic_write(out / "table.md", markdown_table(rows) + "\n")
+
+
+def _setting(row: dict, key: str) -> str:
+    """A row's value of ``key`` as shown in a label; the head's seed is the run's seed, not a setting."""
+    value = row.get(key)
+    if key == "head_params":
+        params = json.loads(value or "{}") if isinstance(value, str) else (value or {})
+        return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("seed", "verbose"))
+    return f"{key}={value}"
+
+
+def _label(row: dict, varying: list[str]) -> str:
+    extra = [_setting(row, key) for key in varying if key != "head"]
+    head = f"{row.get('head')} head" if "head" in varying else ""
+    inner = "; ".join(x for x in [head, *extra] if x)
+    return f"{row['base']} ({inner})" if inner else row["base"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows: bases (and whatever else differs between runs, such as the head); columns:
+    datasets (and per-class limits when several); cells: mean ± std of accuracy over seeds.
+    Runs made differently are never averaged together."""
+    if not rows:
+        return "(no results)"
+    varying = [k for k in VARYING if len({_setting(r, k) for r in rows}) > 1]
+    labels = list(dict.fromkeys(_label(r, varying) for r in rows))
+    limits = list(dict.fromkeys(r["per_class"] for r in rows))
+    columns = [(d, n) for d in dict.fromkeys(r["dataset"] for r in rows) for n in limits]
+
+    def title(d, n):
+        return d if len(limits) == 1 else f"{d} N={n if n is not None else 'all'}"
+
+    heads = sorted({str(r["head"]) for r in rows})
+    corner = "base" if "head" in varying else f"base ({', '.join(heads)} head)"
+    lines = [f"| {corner} | " + " | ".join(title(d, n) for d, n in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for label in labels:
+        cells = []
+        for d, n in columns:
+            acc = [r["accuracy"] for r in rows if (_label(r, varying), r["dataset"], r["per_class"]) == (label, d, n)]
+            if not acc:
+                cells.append("")
+            elif len(acc) == 1:
+                cells.append(f"{acc[0]:.3f}")
+            else:
+                cells.append(f"{np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in rows})
+    lines.append("")
+    lines.append(f"accuracy on each dataset's test split; mean ± std over seeds {seeds}; "
+                 f"N = training images per class")
+    return "\n".join(lines)
