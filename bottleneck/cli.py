@@ -64,7 +64,7 @@ def _seed(text: str) -> int:
 
 
 def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     g = p.add_argument_group("data and cache")
     g.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"),
                    help="where datasets are looked for (env BOTTLENECK_DATA_DIR; default ./data)")
@@ -126,10 +126,19 @@ def _head_options(p: argparse.ArgumentParser, default: str) -> None:
     g.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in this tool's shape: ``error:`` and ``what to do:``, exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message}\n  what to do: see `{self.prog} --help` for the options",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="bottleneck", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="bottleneck", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("bases", help="the registry of bases")
     p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"))

@@ -49,11 +49,11 @@ def _check(estimator, name: str, kind, low=None, high=None, closed: str = "both"
         raise InvalidParameter(
             f"the {name!r} parameter of {type(estimator).__name__} must be {what} in the range "
             f"{left}{lo}, {hi}{right}; got {value!r}",
-            f"pass {name} in that range (the {_option(name)} option on the command line)")
+            f"pass {name} in that range" + (f" ({_OPTIONS[name]} on the command line)" if name in _OPTIONS else ""))
 
 
-def _option(name: str) -> str:
-    return "--head-batch-size" if name == "batch_size" else "--" + name.replace("_", "-")
+_OPTIONS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "batch_size": "--head-batch-size",
+            "validation_fraction": "--validation-fraction"}
 
 
 def _check_finite(X: np.ndarray, what: str = "features") -> None:
@@ -106,6 +106,7 @@ class _KerasHead(_Head):
 
     def _prepare(self, X) -> np.ndarray:
         X = self._as_2d(X)
+        _check_finite(X)
         return self.scaler_.transform(X).astype(np.float32) if self.scaler_ is not None else X
 
     def fit(self, X, y, groups=None):
@@ -117,7 +118,7 @@ class _KerasHead(_Head):
 
         self._check_params()
         X = self._as_2d(X)
-        _check_finite(X)
+        _check_finite(X)  # before the scaler, which would say it less clearly
         determinism.seed_everything(self.seed)
         y = np.asarray(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -144,11 +145,10 @@ class _KerasHead(_Head):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = self._prepare(X)
-        _check_finite(X)
-        return np.asarray(self.model_.predict(X, batch_size=1024, verbose=0))
+        return np.asarray(self.model_.predict(self._prepare(X), batch_size=1024, verbose=0))
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _faults
 from .datasets import Dataset, load_dataset
 from .errors import CacheError
 from .extraction import Plan, RunOptions, plan, run
@@ -174,4 +175,5 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
                 row = {**row, "extracted_images": 0, "reused_row": True}
             rows.append(row)
             bar.update(1)
+            _faults.checkpoint("after-run", len(rows) - 1)
     return rows

@@ -28,9 +28,14 @@ VARYING = ("head", "weights", "layer", "pooling", "image_size", "head_params", "
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a temporary file, then rename it over ``path``: readers see the old or the new file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class ResultsDir:

@@ -56,3 +56,79 @@ def test_flattens_spatial_features():
 def test_unknown_head():
     with pytest.raises(BottleneckError, match="did you mean 'mlp'"):
         make_head("mlpp")
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_get_params_set_params_and_clone(name):
+    from sklearn.base import clone
+
+    head = make_head(name, seed=2)
+    params = head.get_params(deep=True)
+    assert params["seed"] == 2 and not any(k.endswith("_") for k in params)
+    twin = clone(head)
+    assert twin is not head and twin.get_params() == params
+    key = "C" if name == "logreg" else "epochs"
+    assert head.set_params(**{key: 7}) is head and head.get_params()[key] == 7
+
+
+@pytest.mark.parametrize("name,param,value,message", [
+    ("mlp", "validation_fraction", 1.0, r"'validation_fraction' parameter of MLPHead must be a float in the range "
+                                        r"\[0, 1\); got 1.0"),
+    ("mlp", "validation_fraction", 5, r"range \[0, 1\); got 5"),
+    ("dense", "validation_fraction", -1, r"got -1"),
+    ("dense", "validation_fraction", float("nan"), r"got nan"),
+    ("dense", "epochs", 0, r"'epochs' parameter of DenseHead must be an int in the range \[1, inf\]"),
+    ("dense", "learning_rate", 0.0, r"'learning_rate' .* range \(0, inf\); got 0.0"),
+    ("mlp", "dropout", 1.5, r"'dropout' parameter of MLPHead"),
+    ("logreg", "C", -1.0, r"'C' parameter of LogRegHead must be a float in the range \(0, inf\); got -1.0"),
+    ("logreg", "max_iter", 2.5, r"'max_iter' parameter of LogRegHead must be an int"),
+])
+def test_parameters_are_validated_like_scikit_learn(name, param, value, message):
+    from bottleneck.heads import InvalidParameter
+
+    with pytest.raises(ValueError, match=message):  # a ValueError, as scikit-learn raises...
+        make_head(name, **{param: value})
+    head = HEADS[name](**{param: value})  # ...and the constructor only stores: fit checks
+    X, y = _blobs()
+    with pytest.raises(InvalidParameter, match=message):  # ...which the CLI reports as a clear error
+        head.fit(X, y)
+
+
+def test_unknown_parameter_names_the_valid_ones():
+    with pytest.raises(ValueError, match="the logreg head has no parameter 'epochs'") as e:
+        make_head("logreg", epochs=5)
+    assert "C, max_iter, seed" in e.value.todo
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_predict_before_fit_raises_not_fitted(name):
+    from sklearn.exceptions import NotFittedError
+
+    X, _ = _blobs()
+    with pytest.raises(NotFittedError):
+        make_head(name).predict(X)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_infinite_features_are_refused(name, bad):
+    X, y = _blobs()
+    X[5, 3] = bad
+    with pytest.raises(ValueError, match="1 rows of the features hold NaN or infinite values"):
+        make_head(name, **({} if name == "logreg" else {"epochs": 1})).fit(X, y)
+    clean, _ = _blobs()
+    head = make_head(name, **({} if name == "logreg" else {"epochs": 1})).fit(clean, y)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        head.predict(X)
+
+
+def test_validation_that_cannot_take_effect_says_so():
+    from bottleneck.heads import HeadWarning
+
+    X, y = _blobs(n=90)
+    with pytest.warns(HeadWarning, match="held out nothing: every class of the training draw is a single group"):
+        head = DenseHead(epochs=2, validation_fraction=0.2).fit(X, y, groups=y)  # one group per class
+    assert head.validation_size_ == 0 and "val_loss" not in head.history_
+    groups = np.where(y == 0, 0, np.arange(90))  # class 0 is one group, the others are not
+    with pytest.warns(HeadWarning, match="1 of 3 classes are a single group"):
+        DenseHead(epochs=2, validation_fraction=0.2).fit(X, y, groups=groups)
