@@ -6,13 +6,16 @@ with `features` and `labels`. `bottleneck export-lab` writes cached features in 
 form, so the original `feature_extraction.py` runs unchanged -- and a head trained on the
 pickles scores exactly what it scores on the HDF5 cache.
 
+The original read them with `pickle.load`, which calls whatever function a pickle names: a
+pickle from the web can run any code on your machine. Here they are read with
+`bottleneck.safepickle.load_file`, which accepts plain data (arrays, dicts, lists) only.
+
     .venv/bin/python -m lab.lesson5_interoperability
 """
 from __future__ import annotations
 
-import pickle
-
 import bottleneck
+from bottleneck import safepickle
 from bottleneck.labpickle import export_lab_pickles
 
 from .common import DATA, base_for, options
@@ -21,13 +24,11 @@ from .lesson1_feature_extraction import train_and_score
 
 def load_bottleneck_data(training_file: str, validation_file: str):
     """Read the lab's pickles the way its solution does."""
-    # TODO: pickle.load each file; each holds a dict with "features" and "labels".
-    #       Return X_train, y_train, X_val, y_val.
+    # TODO: read each file with safepickle.load_file (never pickle.load on a downloaded file);
+    #       each holds a dict with "features" and "labels". Return X_train, y_train, X_val, y_val.
     ### BEGIN SOLUTION load_bottleneck_data
-    with open(training_file, "rb") as f:
-        train_data = pickle.load(f)
-    with open(validation_file, "rb") as f:
-        validation_data = pickle.load(f)
+    train_data = safepickle.load_file(training_file)
+    validation_data = safepickle.load_file(validation_file)
     X_train, y_train = train_data["features"], train_data["labels"]
     X_val, y_val = validation_data["features"], validation_data["labels"]
     return X_train, y_train, X_val, y_val
