@@ -35,25 +35,22 @@ def _list_of(kind):
     return parse
 
 
-def _fraction(text: str) -> float:
-    """A number strictly between 0 and 1 (NaN, 1.0 and 5 are refused here, not later)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:  # False for NaN too
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
+def _number_in(low: float, high: float, what: str):
+    """An argparse type: a number strictly between ``low`` and ``high`` (NaN is refused too)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low < value < high:  # False for NaN
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+_fraction = _number_in(0.0, 1.0, "between 0 and 1 (exclusive)")
+_positive_float = _number_in(0.0, float("inf"), "a positive number")
 
 
 def _seed(text: str) -> int:

@@ -9,7 +9,6 @@ writing into one folder both keep their rows, and a reader never sees half a fil
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime
 import io
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BottleneckError
+from .store import file_lock
 
 log = logging.getLogger("bottleneck")
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
@@ -65,20 +65,6 @@ class ResultsDir:
                 _atomic_write(self.rows_dir / f"earlier-{i:04d}.json", json.dumps(row, indent=1))
             log.warning("%s held results from an earlier version; kept them as rows/earlier-*.json", self.out)
 
-    @contextlib.contextmanager
-    def _lock(self):
-        with open(self.out / ".lock", "a") as handle:
-            try:
-                import fcntl
-            except ImportError:  # Windows: one writer at a time is the user's to ensure
-                yield
-                return
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def get(self, key: str) -> dict | None:
         """The finished row of the run ``key``, or None."""
         try:
@@ -99,7 +85,7 @@ class ResultsDir:
         """Keep a finished row and remake the tables from every row in the folder."""
         row = {**row, "run_key": key,
                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        with self._lock():
+        with file_lock(self.out / ".lock"):  # two grids into one folder take turns
             _atomic_write(self.rows_dir / f"{key}.json", json.dumps(row, indent=1))
             write_tables(self.rows(), self.out)
 

@@ -242,15 +242,10 @@ def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path):
-    """Hold an exclusive lock for ``path`` so two processes never extract the same file."""
-    lock = path.parent / ".locks" / (path.name + ".lock")  # kept: deleting a lock file races with flock
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")
-    except OSError as e:
-        raise _write_error(e, path.parent) from e
-    with handle:
+def file_lock(lock: Path):
+    """Hold an exclusive advisory lock on the file ``lock`` (created if missing, never deleted:
+    deleting a lock file races with flock)."""
+    with open(lock, "a") as handle:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks; single-process use only
@@ -261,6 +256,19 @@ def exclusive(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an exclusive lock for ``path`` so two processes never extract the same file."""
+    lock = path.parent / ".locks" / (path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as e:
+        raise _write_error(e, path.parent) from e
+    with file_lock(lock):
+        yield
 
 
 class PartialRun:
