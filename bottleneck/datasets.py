@@ -273,15 +273,24 @@ def extract_archive(archive: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=target.parent))
     try:
         with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
+            if hasattr(tarfile, "data_filter"):  # refuses links and paths that leave the folder
                 tar.extractall(tmp, filter="data")
-            else:  # Python < 3.10.12: no extraction filters
-                tar.extractall(tmp)
+            else:  # Python < 3.10.12 has no filters: plain files and folders inside the target only
+                tar.extractall(tmp, members=_plain_members(tar, archive))
         os.replace(tmp, target)
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DatasetError(f"cannot unpack {archive}: {e}", "check that the archive is complete") from e
     return target
+
+
+def _plain_members(tar: tarfile.TarFile, archive: Path):
+    for member in tar:
+        name = Path(member.name)
+        if not (member.isfile() or member.isdir()) or name.is_absolute() or ".." in name.parts:
+            raise DatasetError(f"{archive} holds {member.name!r}, a link or a path outside the archive's folder",
+                               "unpack it yourself if you trust it, and point at the folder")
+        yield member
 
 
 def _is_image(path: Path) -> bool:

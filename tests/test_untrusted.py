@@ -216,3 +216,24 @@ def test_object_arrays_and_other_codecs_are_refused():
 
     with pytest.raises(RefusedPickle, match="rot13"):
         safepickle.load(pickle.dumps(Rot13(), protocol=2))
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_archives_cannot_write_outside_their_folder(tmp_path, monkeypatch, filtered):
+    """A tar member named ../x (or a link out) is refused, with and without tarfile's filters."""
+    import io
+    import tarfile
+
+    from bottleneck.datasets import data_home, extract_archive
+
+    if not filtered:  # the fallback for Pythons older than 3.10.12
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(BottleneckError, match="evil.tar.gz"):
+        extract_archive(archive)
+    assert not (data_home() / "archives" / "escaped.txt").exists()  # where ../ would have put it
+    assert not list(data_home().rglob("escaped.txt"))
