@@ -153,7 +153,7 @@ def open_cached(p: Plan) -> FeatureSet | None:
         return read_features(p.path, expect=p.settings)
     except DamagedCache as e:
         moved = move_aside(p.path, e.reason)
-        log.warning("%s %s; moved it to %s and extracting again", p.path, e.reason, moved.name)
+        log.error("%s %s; moved it to %s and extracting again", p.path, e.reason, moved.name)  # even with --quiet
         return None
 
 
@@ -186,7 +186,7 @@ def _donor_rows(p: Plan) -> dict[str, np.ndarray]:
         try:
             fs = read_features(donor)
         except DamagedCache as e:
-            log.warning("%s %s; moved it to %s", donor, e.reason, move_aside(donor, e.reason).name)
+            log.error("%s %s; moved it to %s", donor, e.reason, move_aside(donor, e.reason).name)
             continue
         for digest, feat in zip(fs.digests, fs.features):
             if digest in wanted and digest not in rows:

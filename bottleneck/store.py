@@ -157,8 +157,8 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                                  f"it holds {_describe(settings)}",
                                  "move it away, or ask for the settings it holds")
             n = int(attrs["n_samples"])
-            names = ("features", "labels", "source_ids", "groups", "class_names") + (("digests",) if version >= 2 else ())
-            if any(k not in f for k in names) or any(len(f[k]) != n for k in names[:4] + names[5:]):
+            per_row = ("features", "labels", "source_ids", "groups") + (("digests",) if version >= 2 else ())
+            if any(k not in f for k in per_row + ("class_names",)) or any(len(f[k]) != n for k in per_row):
                 raise DamagedCache(path, f"is damaged: its datasets do not match its record of {n} samples")
             text = lambda key: [s.decode() for s in f[key][()]] if key in f else []
             fs = FeatureSet(f["features"][()] if load else np.empty((0,)), f["labels"][()], text("source_ids"),
