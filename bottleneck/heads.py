@@ -64,15 +64,32 @@ def _check_finite(X: np.ndarray, what: str = "features") -> None:
                                "check the features: a base run in too low a precision, or a damaged file")
 
 
+def _task_kind(task) -> str:
+    return "single_label" if task is None else task.kind
+
+
 class _Head(ClassifierMixin, BaseEstimator):
-    """What every head shares: parameter checks and 2-D float features."""
+    """What every head shares: parameter checks, 2-D float features, the task's score."""
+
+    tasks = ("single_label", "multi_label")  # the kinds of target a head can learn
 
     def _check_params(self) -> None:
         raise NotImplementedError
 
+    def _check_task(self) -> None:
+        from .tasks import Task
+
+        if self.task is not None and not isinstance(self.task, Task):
+            raise InvalidParameter(f"the 'task' parameter of {type(self).__name__} must be a bottleneck Task or "
+                                   f"None; got {self.task!r}", "pass e.g. tasks.MultiLabel.declare(...)")
+        if _task_kind(self.task) not in self.tasks:
+            raise InvalidParameter(f"{type(self).__name__} cannot learn a {_task_kind(self.task)} target",
+                                   f"use a head for it: {', '.join(heads_for(_task_kind(self.task)))}")
+
     def validate(self):
         """Check the parameters now (``fit`` does too); returns self."""
         self._check_params()
+        self._check_task()
         return self
 
     @staticmethod
@@ -80,13 +97,50 @@ class _Head(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype)
         return X.reshape(len(X), -1)
 
+    def _targets(self, y) -> np.ndarray:
+        kind = _task_kind(self.task)
+        y = np.asarray(y, np.float32 if kind != "single_label" else None)
+        if kind != "single_label":
+            y = y.reshape(len(y), -1)
+            if y.shape[1] != self.task.width:
+                raise InvalidParameter(f"targets have {y.shape[1]} columns; the task has {self.task.width}",
+                                       "pass the target matrix the task describes")
+            self.task.check(y)
+        return y
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The task's main metric (accuracy for one label, mAP, R² or mean IoU): higher is better."""
+        kind = _task_kind(self.task)
+        if kind == "single_label":
+            return super().score(X, y, sample_weight)
+        y = self._targets(y)
+        return self.evaluate(X, y)[self.task.main_metric]
+
+    def evaluate(self, X, y, baseline=None) -> dict:
+        """Every metric of the task on (X, y)."""
+        from .tasks import SingleLabel
+
+        kind = _task_kind(self.task)
+        if kind == "single_label":
+            return (self.task or SingleLabel()).metrics(np.asarray(y), self.predict(X))
+        y = self._targets(y)
+        if kind == "multi_label":
+            scores = self.predict_proba(X)
+            return self.task.metrics(y, self.task.decode(scores, self._thresholds()), scores)
+        return self.task.metrics(y, self.predict(X), baseline)
+
+    def _thresholds(self):
+        return getattr(self, "thresholds_", None)
+
 
 class _KerasHead(_Head):
-    """Shared training loop of the Keras heads; subclasses define ``_layers``."""
+    """Shared training loop of the Keras heads; subclasses define the hidden layers."""
+
+    tasks = ("single_label", "multi_label", "regression")
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, learning_rate: float = 1e-3,
                  validation_fraction: float = 0.0, patience: int = 5, standardize: bool = True, seed: int = 0,
-                 verbose: int = 0):
+                 verbose: int = 0, task=None, tune_thresholds: bool = False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -95,6 +149,8 @@ class _KerasHead(_Head):
         self.standardize = standardize
         self.seed = seed
         self.verbose = verbose
+        self.task = task
+        self.tune_thresholds = tune_thresholds
 
     def _check_params(self) -> None:
         _check(self, "epochs", numbers.Integral, 1)
@@ -109,47 +165,87 @@ class _KerasHead(_Head):
         _check_finite(X)
         return self.scaler_.transform(X).astype(np.float32) if self.scaler_ is not None else X
 
+    def _hidden(self) -> list:
+        return []
+
     def fit(self, X, y, groups=None):
-        """Train on features ``X`` and labels ``y``. With ``validation_fraction``, that part of
-        each class (whole ``groups`` at a time) is held out for early stopping."""
+        """Train on features ``X`` and targets ``y`` (class labels, or the task's target
+        matrix). With ``validation_fraction``, that part of each class (whole ``groups`` at
+        a time) is held out for early stopping (and, for multi-label with
+        ``tune_thresholds``, to choose each label's threshold)."""
         import keras
 
         from . import determinism
 
         self._check_params()
+        self._check_task()
         X = self._as_2d(X)
         _check_finite(X)  # before the scaler, which would say it less clearly
+        y = self._targets(y)
         determinism.seed_everything(self.seed)
-        y = np.asarray(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        kind = _task_kind(self.task)
+        if kind == "single_label":
+            self.classes_, y_fit = np.unique(y, return_inverse=True)
+            strata = y_fit
+        elif kind == "multi_label":
+            y_fit, strata = y, np.zeros(len(y), int)
+        else:
+            self.scaling_ = self.task.fit_scaling(y)
+            y_fit, strata = self.task.encode(y, self.scaling_), np.zeros(len(y), int)
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
         X = self._prepare(X)
-        callbacks, validation = [], None
+        callbacks, validation, va = [], None, []
         self.validation_size_ = 0
         if self.validation_fraction > 0:
             groups = np.asarray(groups) if groups is not None else np.arange(len(y))
-            tr, va = validation_split(y_idx, groups, self.validation_fraction, self.seed)
-            _warn_about_validation(self.validation_fraction, y_idx, groups, len(va))
+            tr, va = validation_split(strata, groups, self.validation_fraction, self.seed)
+            _warn_about_validation(self.validation_fraction, strata, groups, len(va))
             if len(va):
-                validation = (X[va], y_idx[va])
-                X, y_idx = X[tr], y_idx[tr]
+                validation = (X[va], y_fit[va])
+                X_va, y_va = X[va], y_fit[va]
+                X, y_fit = X[tr], y_fit[tr]
                 callbacks.append(keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True))
                 self.validation_size_ = len(va)
-        self.model_ = keras.Sequential([keras.Input((X.shape[1],)), *self._layers(len(self.classes_))])
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
-                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        self.history_ = self.model_.fit(X, y_idx, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
+        if kind == "single_label":  # exactly the layers of the classic head, so numbers stay as they were
+            self.model_ = keras.Sequential([keras.Input((X.shape[1],)), *self._hidden(),
+                                            keras.layers.Dense(len(self.classes_), activation="softmax")])
+            loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+        else:
+            inputs = keras.Input((X.shape[1],))
+            x = inputs
+            for layer in self._hidden():
+                x = layer(x)
+            self.model_ = keras.Model(inputs, self.task.keras_output(x))
+            loss, metrics = self.task.keras_loss(), None
+        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss, metrics=metrics)
+        self.history_ = self.model_.fit(X, y_fit, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
                                         validation_data=validation, callbacks=callbacks, verbose=self.verbose).history
         self.epochs_run_ = len(self.history_["loss"])
+        if kind == "multi_label" and self.tune_thresholds:
+            if not len(va):
+                raise InvalidParameter("tune_thresholds needs a validation part of the training draw",
+                                       "pass validation_fraction > 0 (whole groups are held out; never test images)")
+            self.thresholds_ = self.task.tune_thresholds(y_va, self._raw(X_va))
         return self
 
+    def _raw(self, X_prepared) -> np.ndarray:
+        return np.asarray(self.model_.predict(X_prepared, batch_size=1024, verbose=0))
+
     def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (one label), or each label's score (multi-label)."""
         check_is_fitted(self)
-        return np.asarray(self.model_.predict(self._prepare(X), batch_size=1024, verbose=0))
+        if _task_kind(self.task) == "regression":
+            raise AttributeError("a regression head has no predict_proba; use predict")
+        return self._raw(self._prepare(X))
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        kind = _task_kind(self.task)
+        if kind == "single_label":
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        if kind == "multi_label":
+            return self.task.decode(self.predict_proba(X), self._thresholds())
+        return self.task.decode(self._raw(self._prepare(X)), self.scaling_)
 
 
 def _warn_about_validation(fraction: float, labels: np.ndarray, groups: np.ndarray, held: int) -> None:
@@ -165,23 +261,18 @@ def _warn_about_validation(fraction: float, labels: np.ndarray, groups: np.ndarr
 
 
 class DenseHead(_KerasHead):
-    """The classic lab's head: flatten, then one softmax layer."""
-
-    def _layers(self, n_classes):
-        from keras import layers
-
-        return [layers.Dense(n_classes, activation="softmax")]
+    """The classic lab's head: flatten, then the task's output layer (one softmax layer for a class)."""
 
 
 class MLPHead(_KerasHead):
-    """A hidden ReLU layer with dropout, then softmax."""
+    """A hidden ReLU layer with dropout, then the task's output layer."""
 
     def __init__(self, hidden: int = 256, dropout: float = 0.5, epochs: int = 30, batch_size: int = 64,
                  learning_rate: float = 1e-3, validation_fraction: float = 0.0, patience: int = 5,
-                 standardize: bool = True, seed: int = 0, verbose: int = 0):
+                 standardize: bool = True, seed: int = 0, verbose: int = 0, task=None, tune_thresholds: bool = False):
         super().__init__(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          validation_fraction=validation_fraction, patience=patience, standardize=standardize,
-                         seed=seed, verbose=verbose)
+                         seed=seed, verbose=verbose, task=task, tune_thresholds=tune_thresholds)
         self.hidden = hidden
         self.dropout = dropout
 
@@ -190,56 +281,134 @@ class MLPHead(_KerasHead):
         _check(self, "hidden", numbers.Integral, 1)
         _check(self, "dropout", numbers.Real, 0, 1, "left")
 
-    def _layers(self, n_classes):
+    def _hidden(self):
         from keras import layers
 
-        return [layers.Dense(self.hidden, activation="relu"), layers.Dropout(self.dropout, seed=self.seed),
-                layers.Dense(n_classes, activation="softmax")]
+        return [layers.Dense(self.hidden, activation="relu"), layers.Dropout(self.dropout, seed=self.seed)]
 
 
 class LogRegHead(_Head):
-    """L2-regularised multinomial logistic regression (scikit-learn) on standardized features."""
+    """L2-regularised logistic regression (scikit-learn) on standardized features: multinomial
+    for one label; for multi-label, one binary model per independent label and one
+    multinomial model per exclusive group."""
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, seed: int = 0, task=None):
         self.C = C
         self.max_iter = max_iter
         self.seed = seed
+        self.task = task
 
     def _check_params(self) -> None:
         _check(self, "C", numbers.Real, 0, None, "neither")
         _check(self, "max_iter", numbers.Integral, 1)
         _check(self, "seed", numbers.Integral)
 
-    def fit(self, X, y, groups=None):
+    def _model(self):
         from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+
+    def fit(self, X, y, groups=None):
         from sklearn.pipeline import make_pipeline
 
         self._check_params()
+        self._check_task()
         X = self._as_2d(X, np.float64)
         _check_finite(X)
-        self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter,
-                                                                            random_state=self.seed))
-        self.pipeline_.fit(X, y)
-        self.classes_ = self.pipeline_.classes_
+        y = self._targets(y)
+        if _task_kind(self.task) == "single_label":
+            self.pipeline_ = make_pipeline(StandardScaler(), self._model())
+            self.pipeline_.fit(X, y)
+            self.classes_ = self.pipeline_.classes_
+            return self
+        self.scaler_ = StandardScaler().fit(X)
+        Xs = self.scaler_.transform(X)
+        self.models_ = []  # (columns, fitted model or the constant it always says)
+        for j in range(self.task.independent):
+            column = y[:, j]
+            self.models_.append(([j], self._model().fit(Xs, column) if 0 < column.sum() < len(column)
+                                 else float(column[0])))
+        for _, sl in self.task.group_slices():
+            chosen = y[:, sl].argmax(axis=1)
+            columns = list(range(sl.start, sl.stop))
+            self.models_.append((columns, self._model().fit(Xs, chosen) if len(np.unique(chosen)) > 1
+                                 else int(chosen[0])))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = self._as_2d(X, np.float64)
         _check_finite(X)
-        return self.pipeline_.predict_proba(X)
+        if _task_kind(self.task) == "single_label":
+            return self.pipeline_.predict_proba(X)
+        Xs = self.scaler_.transform(X)
+        out = np.zeros((len(X), self.task.width))
+        for columns, model in self.models_:
+            if len(columns) == 1 and columns[0] < self.task.independent:  # an independent label
+                out[:, columns[0]] = model.predict_proba(Xs)[:, 1] if not isinstance(model, float) else model
+            elif isinstance(model, int):
+                out[:, columns[model]] = 1.0
+            else:
+                out[:, [columns[c] for c in model.classes_]] = model.predict_proba(Xs)
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        if _task_kind(self.task) == "single_label":
+            X = self._as_2d(X, np.float64)
+            _check_finite(X)
+            return self.pipeline_.predict(X)
+        return self.task.decode(self.predict_proba(X))
+
+
+class RidgeHead(_Head):
+    """Ridge regression (scikit-learn) on standardized features, for regression targets:
+    bounded outputs are fitted on [0, 1] and clipped to their range."""
+
+    tasks = ("regression",)
+
+    def __init__(self, alpha: float = 1.0, seed: int = 0, task=None):
+        self.alpha = alpha
+        self.seed = seed
+        self.task = task
+
+    def _check_params(self) -> None:
+        _check(self, "alpha", numbers.Real, 0, None, "left")
+        _check(self, "seed", numbers.Integral)
+
+    def fit(self, X, y, groups=None):
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+
+        self._check_params()
+        self._check_task()
+        X = self._as_2d(X, np.float64)
+        _check_finite(X)
+        y = self._targets(y)
+        self.scaling_ = self.task.fit_scaling(y)
+        self.pipeline_ = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
+        self.pipeline_.fit(X, self.task.encode(y, self.scaling_))
+        return self
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = self._as_2d(X, np.float64)
         _check_finite(X)
-        return self.pipeline_.predict(X)
+        out = self.pipeline_.predict(X).reshape(len(X), -1)
+        s = self.scaling_
+        out = np.where(s["bounded"], np.clip(out, 0, 1), out)
+        return self.task.decode(out, s)
 
 
-HEADS = {"dense": DenseHead, "mlp": MLPHead, "logreg": LogRegHead}
+HEADS = {"dense": DenseHead, "mlp": MLPHead, "logreg": LogRegHead, "ridge": RidgeHead}
 
 
-def make_head(name: str, seed: int = 0, **params):
+def heads_for(kind: str) -> list[str]:
+    """The heads that can learn a target of this kind."""
+    return [name for name, cls in HEADS.items() if kind in cls.tasks]
+
+
+def make_head(name: str, seed: int = 0, task=None, **params):
     """A head by name with its parameters checked, e.g. ``make_head("mlp", seed=1, epochs=50)``."""
     import inspect
 
@@ -253,4 +422,4 @@ def make_head(name: str, seed: int = 0, **params):
     if unknown:
         raise InvalidParameter(f"the {name} head has no parameter {', '.join(map(repr, unknown))}",
                                f"its parameters are: {', '.join(known)}")
-    return cls(seed=seed, **params).validate()
+    return cls(seed=seed, task=task, **params).validate()
