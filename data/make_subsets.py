@@ -1,7 +1,8 @@
 """Copy the embedded subsets out of the unpacked ../shared/datasets archives (seeded, stratified).
 
 Usage: mkdir /tmp/ds && tar -xzf ../shared/datasets/cifar10.tar.gz -C /tmp/ds &&
-       tar -xzf ../shared/datasets/gtsrb-subset.tar.gz -C /tmp/ds && python data/make_subsets.py /tmp/ds
+       tar -xzf ../shared/datasets/gtsrb-subset.tar.gz -C /tmp/ds && tar -xzf ../shared/datasets/camvid.tar.gz -C /tmp/ds &&
+       python data/make_subsets.py /tmp/ds
 """
 import csv, shutil, random, sys
 from pathlib import Path
@@ -36,3 +37,20 @@ def gtsrb_subset(csv_name: str, per_class: int) -> None:
 
 gtsrb_subset("Train.csv", 50)
 gtsrb_subset("Test.csv", 20)
+
+# GTSRB's class icons and Meta.csv (shape and colour ids per class): the attribute table is checked against them.
+shutil.copy2(SRC / "Meta.csv", g / "Meta.csv")
+shutil.copytree(SRC / "Meta", g / "Meta", dirs_exist_ok=True)
+
+# CamVid (when its archive is unpacked into SRC too): 12 train, 4 val, 8 test frames with their label maps.
+if (SRC / "codes.txt").exists():
+    crng = random.Random(2027)  # its own stream, so the subsets above stay as they were
+    c = DST / "camvid"
+    (c).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(SRC / "codes.txt", c / "codes.txt")
+    for split, n in (("train", 12), ("val", 4), ("test", 8)):
+        frames = sorted(p.stem for p in (SRC / "images" / split).iterdir())
+        for stem in sorted(crng.sample(frames, n)):
+            for kind, ext in (("images", ".jpg"), ("labels", ".png")):
+                (c / kind / split).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(SRC / kind / split / (stem + ext), c / kind / split / (stem + ext))
