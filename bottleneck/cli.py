@@ -95,31 +95,35 @@ def _extract_kwargs(a) -> dict:
                 batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet)
 
 
-_KERAS_HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate",
-                       "validation_fraction": "validation_fraction", "head_batch_size": "batch_size"}
+# command-line option -> head parameter (a head that does not take one says so, see report._head_for)
+_HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate", "validation_fraction": "validation_fraction",
+                 "head_batch_size": "batch_size", "tune_thresholds": "tune_thresholds"}
 
 
 def _head_params(a) -> dict:
-    """The head options given, as head parameters; options the head does not use are said."""
-    given = {opt: getattr(a, opt) for opt in _KERAS_HEAD_OPTIONS if getattr(a, opt) is not None}
-    if a.head == "logreg":
-        if given:
-            log.warning("%s not used by the logreg head (ignored); they apply to --head dense or mlp",
-                        ", ".join("--" + o.replace("_", "-") for o in given))
-        return {}
-    return {_KERAS_HEAD_OPTIONS[opt]: value for opt, value in given.items()}
+    """The head options given, as head parameters."""
+    return {param: getattr(a, opt) for opt, param in _HEAD_OPTIONS.items() if getattr(a, opt) not in (None, False)}
 
 
-def _head_options(p: argparse.ArgumentParser, default: str) -> None:
+def _head_options(p: argparse.ArgumentParser) -> None:
     from .heads import HEADS
 
     g = p.add_argument_group("head")
-    g.add_argument("--head", choices=list(HEADS), default=default)
+    g.add_argument("--head", choices=list(HEADS),
+                   help="default: the target's (logreg for classes and labels, ridge for regression)")
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--head-batch-size", type=_positive_int)
     g.add_argument("--validation-fraction", type=_fraction,
                    help="hold out this part of the training draw (whole groups) for early stopping")
+    g.add_argument("--tune-thresholds", action="store_true",
+                   help="multi-label, dense/mlp heads: each label's threshold chosen on the validation part")
+    g.add_argument("--loss", choices=["grouped", "bce"],
+                   help="multi-label: BCE on independent labels + cross-entropy per group (grouped, the default), "
+                        "or BCE over the whole vector")
+    g.add_argument("--holdout-classes", type=_list_of(str),
+                   help="train without these classes and score only on them (targets that describe classes, "
+                        "e.g. gtsrb's attributes)")
     g.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
 
 
@@ -148,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", default="train")
+    p.add_argument("--target", help="the target whose classes or labels --per-class draws for (default: the "
+                                    "dataset's first)")
     _draw_options(p, default=None)
 
     p = sub.add_parser("train", parents=[common], help="train a head on cached features and score it")
@@ -155,18 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="required unless --features is given (then it is checked against the file)")
     p.add_argument("--features", help="a training feature file made by `extract` (skips extraction)")
     p.add_argument("--test-features", help="the test feature file to score on (with --features)")
+    p.add_argument("--target", help="what to predict (default: the dataset's first target; `bottleneck datasets` "
+                                    "lists them)")
     _draw_options(p, default=100)
-    _head_options(p, "logreg")
-    p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md)")
+    _head_options(p)
+    p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md, pictures)")
 
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
     p.add_argument("--bases", type=_list_of(str), required=True)
     p.add_argument("--datasets", type=_list_of(str), required=True)
     p.add_argument("--per-class", type=_list_of(_limit), default=[100])
     p.add_argument("--seeds", type=_list_of(_seed), default=[0])
+    p.add_argument("--target", type=_list_of(str), default=[None],
+                   help="targets, comma-separated (default: each dataset's first); one table per target")
     p.add_argument("--out", help="folder for results.csv, results.json and table.md; each finished run is kept "
                                  "there at once, and running the same grid again reuses finished runs")
-    _head_options(p, "logreg")
+    _head_options(p)
 
     p = sub.add_parser("finetune", parents=[common],
                        help="head on frozen features, then unfreeze the top blocks with a lower learning rate")
@@ -245,7 +255,7 @@ def cmd_datasets(a) -> int:
 def cmd_extract(a) -> int:
     from .extraction import extract
 
-    fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, **_extract_kwargs(a))
+    fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, target=a.target, **_extract_kwargs(a))
     what = "cached already" if fs.info["cached"] else (
         f"extracted {fs.info['extracted']} images in {fs.info['seconds']:.1f}s"
         + (f", reused {fs.info['reused']}" if fs.info["reused"] else ""))
@@ -261,24 +271,39 @@ def cmd_train(a) -> int:
         if not (a.features and a.test_features):
             raise BottleneckError("--features needs --test-features (and the other way round)",
                                   "pass both feature files, the training one and the test one")
-        row = train_on_features(read_features(a.features), read_features(a.test_features), a.head, a.seed,
-                                head_params=_head_params(a), base=a.base, dataset=a.dataset)
+        if a.target not in (None, "class") or a.holdout_classes or a.loss:
+            raise BottleneckError("--features files are trained on the class labels they hold",
+                                  "drop --target/--holdout-classes/--loss, or train from --base and --dataset")
+        row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
+                                a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
     elif not (a.base and a.dataset):
         raise BottleneckError("train needs --base and --dataset (or --features and --test-features)",
                               "e.g. bottleneck train --base efficientnet_lite0 --dataset cifar10 --per-class 100")
     else:
-        row = train(a.base, a.dataset, a.per_class, a.seed, a.head, eval_per_class=a.eval_per_class,
-                    head_params=_head_params(a), out=a.out, **_extract_kwargs(a))
-    print(f"{row['base']} on {row['dataset']}, {row['n_train']} training images ({_per_class_text(row)}), "
-          f"{a.head} head: accuracy {row['accuracy']:.4f} on {row['n_test']} test images "
-          f"(head trained in {row['train_seconds']:.1f}s)")
+        row = train(a.base, a.dataset, a.per_class, a.seed, a.head, target=a.target, eval_per_class=a.eval_per_class,
+                    head_params=_head_params(a), holdout_classes=a.holdout_classes, loss=a.loss, out=a.out,
+                    **_extract_kwargs(a))
+    target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
+    held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
+    print(f"{row['base']} on {row['dataset']}{target}{held}, {row['n_train']} training images "
+          f"({_per_class_text(row)}), {row['head']} head: {_scores_text(row)} on {row['n_test']} test images "
+          f"(head trained in {row['train_seconds']:.1f}s)" + (f"; results in {a.out}/" if a.out else ""))
     return 0
+
+
+def _scores_text(row: dict) -> str:
+    """The main metric, then the task's other headline numbers."""
+    m = row["metrics"]
+    more = {"multi_label": ["accuracy_multi", "exact_match"] + sorted(k for k in m if k.startswith("group_accuracy/")),
+            "regression": ["r2", "mae", "baseline_mean_iou", "baseline_r2"]}.get(row["task"], [])
+    parts = [f"{row['metric']} {row['score']:.4f}"] + [f"{k} {m[k]:.4f}" for k in more if k in m and k != row["metric"]]
+    return ", ".join(parts)
 
 
 def _per_class_text(row: dict) -> str:
     """What was drawn per class, and what was asked when the classes had fewer."""
     drawn, asked = row.get("drawn_per_class"), row.get("per_class")
-    if drawn is None:
+    if not drawn:
         return f"{asked} per class" if asked else "all images"
     if asked is None:
         return f"all images: {drawn} per class"
@@ -288,8 +313,9 @@ def _per_class_text(row: dict) -> str:
 def cmd_compare(a) -> int:
     from .report import compare, markdown_table
 
-    rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, eval_per_class=a.eval_per_class,
-                   head_params=_head_params(a), **_extract_kwargs(a))
+    rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
+                   eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
+                   loss=a.loss, **_extract_kwargs(a))
     print(markdown_table(rows))
     extracted = sum(r["extracted_images"] for r in rows)
     reused = sum(bool(r.get("reused_row")) for r in rows)

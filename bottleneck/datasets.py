@@ -23,6 +23,7 @@ from PIL import Image
 from . import safepickle
 from .errors import BottleneckError, DatasetError, nearest
 from .content import ContentIndex, file_digest, pixels_digest
+from .targets import Target, attribute_target, box_target, class_target, pick, presence_target
 from .images import IMAGE_SUFFIXES, BadImage, decode, to_rgb
 
 # Names looked for under the data dir, in order, for each known dataset.
@@ -30,11 +31,14 @@ KNOWN = {
     "cifar10": ["cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar10.tar.gz",
                 "~keras:cifar-10-batches-py"],
     "gtsrb": ["gtsrb", "gtsrb-subset", "GTSRB", "traffic-signs-data", "gtsrb.tar.gz", "gtsrb-subset.tar.gz"],
+    "camvid": ["camvid", "CamVid", "camvid.tar.gz"],
 }
 CITATIONS = {
     "cifar10": "Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009",
     "gtsrb": "Stallkamp et al., The German Traffic Sign Recognition Benchmark, IJCNN 2011",
+    "camvid": "Brostow, Fauqueur and Cipolla, Semantic object classes in video, Pattern Recognition Letters 2009",
 }
+CSV_KINDS = ("multilabel", "regression")  # multilabel:PATH.csv, regression:PATH.csv
 
 
 class FileSource:
@@ -123,6 +127,15 @@ class Dataset:
     splits: dict[str, Split]
     ignored_files: list[str] = dataclasses.field(default_factory=list)
     absent: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> why it is not there
+    targets: dict = dataclasses.field(default_factory=dict)  # name -> targets.Target; the first is the default
+
+    def __post_init__(self):
+        if not self.targets and self.class_names:
+            self.targets = {"class": class_target(self.class_names)}
+
+    def target(self, name: str | None = None) -> Target:
+        """The target called ``name`` (the dataset's default when None)."""
+        return pick(self.targets, name, self.name)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -135,14 +148,36 @@ class Dataset:
         return self.splits[name]
 
     def identity(self, split: str) -> str:
-        """A short hash of which samples the split lists (class names, ids, labels): what a
-        per-class draw is made from. What the samples hold is ``Split.digests``."""
-        s = self.split(split)
-        h = hashlib.sha256()
-        h.update("\n".join(self.class_names).encode() + b"\0")
-        h.update(s.labels.astype(np.int64).tobytes())
-        h.update("\n".join(s.ids).encode())
-        return h.hexdigest()[:16]
+        """A short hash of which samples the split lists (their ids): what a draw is made
+        from. What the samples hold is ``Split.digests``; what is predicted about them, the
+        targets, is not part of the features."""
+        return hashlib.sha256("\n".join(self.split(split).ids).encode()).hexdigest()[:16]
+
+    def class_ids(self, classes) -> list[int]:
+        """Class numbers from numbers or names (an error names anything that is neither)."""
+        out = []
+        for c in classes:
+            text = str(c).strip()
+            if text.isdigit() and int(text) < len(self.class_names):
+                out.append(int(text))
+            elif text in self.class_names:
+                out.append(self.class_names.index(text))
+            else:
+                raise DatasetError(f"dataset {self.name} has no class {text!r}{nearest(text, self.class_names)}",
+                                   f"give class numbers 0..{len(self.class_names) - 1} or names")
+        return sorted(set(out))
+
+    def holding_out(self, classes) -> Dataset:
+        """This dataset with ``classes`` held out: training images of every other class, test
+        images of those classes only, to judge a target (attributes) on classes never seen."""
+        held = self.class_ids(classes)
+        if len(held) >= len(self.class_names):
+            raise DatasetError("holding out every class leaves nothing to train on", "hold out fewer classes")
+        splits = {}
+        for name, s in self.splits.items():
+            keep = np.isin(s.labels, held) if name != "train" else ~np.isin(s.labels, held)
+            splits[name] = s.subset(np.flatnonzero(keep))
+        return dataclasses.replace(self, splits=splits)
 
     def with_test_fraction(self, fraction: float, seed: int = 0) -> Dataset:
         """This dataset with ``fraction`` of its training split held out as the test split:
@@ -202,6 +237,11 @@ def _find_known(name: str, data_dir: Path) -> Path | None:
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     """Find ``name`` (cifar10, gtsrb or folder:PATH) and read its sample lists."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
+    kind = name.split(":", 1)[0]
+    if ":" in name and kind in CSV_KINDS:
+        from .csvdata import read_target_csv
+
+        return read_target_csv(Path(name.split(":", 1)[1]).expanduser(), kind, name)
     if name.startswith("folder:"):
         path = Path(name[len("folder:"):]).expanduser()
         if not path.exists():
@@ -209,7 +249,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return _open(path, name)
     if name not in KNOWN:
         raise DatasetError(f"unknown dataset {name!r}{nearest(name, list(KNOWN))}",
-                           f"use one of {', '.join(KNOWN)} or folder:PATH (see `bottleneck datasets`)")
+                           f"use one of {', '.join(KNOWN)}, folder:PATH, multilabel:CSV or regression:CSV "
+                           "(see `bottleneck datasets`)")
     path = _find_known(name, data_dir)
     if path is None and name == "cifar10" and os.environ.get("BOTTLENECK_OFFLINE", "") in ("", "0"):
         path = _download_cifar10()
@@ -447,7 +488,41 @@ def _read_gtsrb_kaggle(root: Path, name: str) -> Dataset:
         splits["test"] = _file_split(root, test_rel, test_labels)
     else:
         absent["test"] = f"{root / 'Test.csv'} has a header but lists no images"
-    return Dataset(name, root, "gtsrb-kaggle", _sign_names(root, n), splits, ignored, absent)
+    classes = _sign_names(root, n)
+    targets = {"class": class_target(classes), **_gtsrb_attributes(classes),
+               "box": box_target(lambda: _read_boxes(root))}
+    return Dataset(name, root, "gtsrb-kaggle", classes, splits, ignored, absent, targets)
+
+
+def _gtsrb_attributes(classes: list[str]) -> dict:
+    """The attributes target, for GTSRB's 43 classes (a lab pickle set with other classes has none)."""
+    return {"attributes": attribute_target()} if len(classes) == 43 else {}
+
+
+def _read_boxes(root: Path) -> dict[str, tuple]:
+    """{Path: (Width, Height, Roi.X1, Roi.Y1, Roi.X2, Roi.Y2)} from Train.csv and Test.csv."""
+    boxes: dict[str, tuple] = {}
+    columns = ("Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
+    for name in ("Train.csv", "Test.csv"):
+        path = root / name
+        if not path.exists():
+            continue
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if not set(columns) <= set(reader.fieldnames or []):
+                raise DatasetError(f"{path} has no sign boxes (columns {', '.join(columns)})",
+                                   "use GTSRB's CSVs, which give each image's box")
+            for row in reader:
+                try:
+                    w, h, x1, y1, x2, y2 = (float(row[c]) for c in columns)
+                except ValueError:
+                    raise DatasetError(f"{path}, line {reader.line_num}: a box value is not a number",
+                                       "fix that row") from None
+                if w <= 0 or h <= 0:
+                    raise DatasetError(f"{path}, line {reader.line_num}: the image size {w} x {h} is not positive",
+                                       "fix that row")
+                boxes[row["Path"]] = (w, h, x1, y1, x2, y2)
+    return boxes
 
 
 def _inside(root: Path, rel: str) -> bool:
@@ -512,10 +587,49 @@ def _read_pickles(root: Path, name: str) -> Dataset:
         labels = np.asarray(d["labels"]).astype(np.int64)
         _check_labels(root / f"{s}.p", images, labels, len(classes))
         splits[s] = _array_split([f"{s}.p#{i}" for i in range(len(images))], images, labels, str(root / f"{s}.p"))
-    return Dataset(name, root, "pickles", classes, splits)
+    targets = {"class": class_target(classes), **_gtsrb_attributes(classes)}
+    return Dataset(name, root, "pickles", classes, splits, targets=targets)
+
+
+def _is_camvid(root: Path) -> bool:
+    return (root / "codes.txt").exists() and (root / "images").is_dir() and (root / "labels").is_dir()
+
+
+def _read_camvid(root: Path, name: str) -> Dataset:
+    """CamVid as SegNet split it: images/{train,val,test}/X.jpg with labels/{split}/X.png (fastai's
+    ``X_P.png`` is understood too) and codes.txt (class names in id order; the last, Void, is
+    never a target). No class per image: its default target is ``presence``."""
+    codes = [line.strip() for line in (root / "codes.txt").read_text().splitlines() if line.strip()]
+    void = codes.index("Void") if "Void" in codes else len(codes)
+    classes = [c for i, c in enumerate(codes) if i != void]
+    if void != len(classes):
+        raise DatasetError(f"{root / 'codes.txt'}: Void must be the last code", "list Void last, as CamVid does")
+    splits, label_of = {}, {}
+    for split in ("train", "val", "test"):
+        folder = root / "images" / split
+        if not folder.is_dir():
+            continue
+        rel = []
+        for f in sorted(folder.iterdir()):
+            if not _is_image(f):
+                continue
+            candidates = [root / "labels" / split / (f.stem + ext) for ext in (".png", "_P.png")]
+            found = next((c for c in candidates if c.exists()), None)
+            if found is None:
+                raise DatasetError(f"{f} has no label map (looked for {candidates[0]} and {candidates[1].name})",
+                                   "restore the label map, or remove the image")
+            rel.append(f"images/{split}/{f.name}")
+            label_of[rel[-1]] = found
+        if rel:
+            splits[split] = Split(rel, np.full(len(rel), -1, np.int64), list(rel), FileSource(root, rel))
+    if not splits:
+        raise DatasetError(f"{root / 'images'} has no train/val/test folders of images", "use CamVid's layout")
+    targets = {"presence": presence_target(classes, void, lambda sid: label_of[sid])}
+    return Dataset(name, root, "camvid", [], splits, targets=targets)
 
 
 _LAYOUTS = [
+    (_is_camvid, _read_camvid),
     (_is_cifar_python, _read_cifar_python),
     (_is_gtsrb_kaggle, _read_gtsrb_kaggle),
     (_is_pickles, _read_pickles),

@@ -27,7 +27,6 @@ from .bases import (BaseSpec, build_feature_model, check_layer, estimate_batch_b
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError
 from .images import RESIZE_METHOD, BadImage, resize
-from .sampling import per_class_draw
 from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
                     find_donors, move_aside, read_features)
 
@@ -59,7 +58,7 @@ class Plan:
     settings: dict
     path: Path
     weights_path: Path | None
-    short: dict  # classes that had fewer images than per_class: {class: how many}
+    short: dict  # classes (or labels) that had fewer images than per_class: {name: how many}
 
     @property
     def samples(self) -> Split:
@@ -84,9 +83,11 @@ class RunOptions:
 def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
          data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
          weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
-         pooling: str = "avg", test_fraction: float | None = None) -> Plan:
+         pooling: str = "avg", test_fraction: float | None = None, target: str | None = None) -> Plan:
     """Decide what ``extract`` with these arguments makes, without running a base: every
-    check that can fail (base, size, layer, weights, dataset, split) fails here."""
+    check that can fail (base, size, layer, weights, dataset, split, target) fails here.
+    ``target`` only says how ``per_class`` draws (per class, or per label of a multi-label
+    target); the features are the images', whatever is predicted from them."""
     spec = get_base(base)
     size = resolve_image_size(spec, image_size)
     if pooling not in ("avg", "max", "none"):
@@ -96,7 +97,8 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     if test_fraction is not None:
         ds = ds.with_test_fraction(test_fraction, HOLDOUT_SEED)
     s = ds.split(split)
-    selected, short = per_class_draw(s.labels, per_class, seed)
+    drawn_for = ds.target(target)
+    selected, short = drawn_for.draw(s, per_class, seed)
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
     digests = s.digests(selected)
     ids = "\n".join(s.ids[i] for i in selected)
@@ -106,6 +108,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
         "image_size": size, "resize": RESIZE_METHOD, "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
+        "draw": drawn_for.draw_key if per_class is not None else None,
         "selection": hashlib.sha256(ids.encode()).hexdigest()[:16],
         "content": hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         "extractor": EXTRACTOR_VERSION,
@@ -116,8 +119,9 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
 def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
-            pooling: str = "avg", test_fraction: float | None = None, batch_size: int = 32,
-            skip_bad_images: bool = False, progress: bool = True, workers: int | None = None) -> FeatureSet:
+            pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
+            batch_size: int = 32, skip_bad_images: bool = False, progress: bool = True,
+            workers: int | None = None) -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
 
@@ -127,17 +131,24 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     t0 = time.perf_counter()
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
-             test_fraction=test_fraction)
+             test_fraction=test_fraction, target=target)
     return run(p, RunOptions(batch_size, skip_bad_images, progress, workers), t0)
 
 
 def _notes(p: Plan, progress: bool) -> None:
     ds, per_class = p.dataset, p.settings["per_class"]
-    if p.short and progress and (ds.name, p.split, per_class) not in _NOTED:
-        _NOTED.add((ds.name, p.split, per_class))
+    draw = p.settings["draw"]
+    if p.short and progress and (ds.name, p.split, per_class, draw) not in _NOTED:
+        _NOTED.add((ds.name, p.split, per_class, draw))
         counts = sorted(set(p.short.values()))
-        log.warning("%s/%s: %d of %d classes have fewer than %d images; kept all of theirs (%s each)",
-                    ds.name, p.split, len(p.short), len(ds.class_names), per_class, "/".join(map(str, counts)))
+        if draw == "class":
+            log.warning("%s/%s: %d of %d classes have fewer than %d images; kept all of theirs (%s each)",
+                        ds.name, p.split, len(p.short), len(ds.class_names), per_class,
+                        "/".join(map(str, counts)))
+        else:
+            names = ", ".join(f"{k} ({v})" for k, v in list(p.short.items())[:8])
+            log.warning("%s/%s: %d labels have fewer than %d positive images; kept all of theirs: %s",
+                        ds.name, p.split, len(p.short), per_class, names)
     if ds.ignored_files and progress and (ds.root, "ignored") not in _NOTED:
         _NOTED.add((ds.root, "ignored"))
         log.warning("%s: ignored %d files that are not images, e.g. %s", ds.root, len(ds.ignored_files),

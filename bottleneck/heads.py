@@ -53,7 +53,7 @@ def _check(estimator, name: str, kind, low=None, high=None, closed: str = "both"
 
 
 _OPTIONS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "batch_size": "--head-batch-size",
-            "validation_fraction": "--validation-fraction"}
+            "validation_fraction": "--validation-fraction", "tune_thresholds": "--tune-thresholds"}
 
 
 def _check_finite(X: np.ndarray, what: str = "features") -> None:

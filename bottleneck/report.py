@@ -1,13 +1,18 @@
 """Training heads on cached features: one run (``train``) and the grid (``compare``).
 
-A grid checks everything that can be checked before its first extraction (bases,
-weights, datasets, splits, heads and their parameters, the cache folder), so it
-never fails at run 5 of 8 on something it could have said at once. With ``out``,
-each finished run is kept the moment it finishes (see ``results``), and running
-the same grid again reuses the finished runs.
+A run is planned first (:func:`plan_run`: the two extractions, the target, the head and
+its parameters), so a grid checks everything that can be checked before its first
+extraction (bases, weights, datasets, splits, targets, heads and their parameters, the
+cache folder) and never fails at run 5 of 8 on something it could have said at once.
+With ``out``, each finished run is kept the moment it finishes (see ``results``), and
+running the same grid again reuses the finished runs.
+
+Targets are joined to the cached features by source id here, so the same feature files
+serve every target of their images.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,11 +22,13 @@ import numpy as np
 
 from . import _faults
 from .datasets import Dataset, load_dataset
-from .errors import CacheError
+from .errors import BottleneckError, CacheError
 from .extraction import Plan, RunOptions, plan, run
-from .heads import make_head
+from .heads import _OPTIONS, HEADS, make_head
 from .results import ResultsDir, markdown_table, write_results  # noqa: F401  (tables live in results)
 from .store import FeatureSet, canonical_dataset, check_writable, fingerprint
+from .targets import Target, class_target
+from .tasks import MultiLabel
 
 log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
@@ -37,52 +44,130 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, RunOptions]:
             RunOptions(**{k: v for k, v in kwargs.items() if k in _RUN_KEYS}))
 
 
-def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int, *, eval_per_class=None,
-             eval_split: str = "test", **plan_kwargs) -> tuple[Plan, Plan]:
-    """The training and test extractions of one run, planned (nothing runs)."""
+@dataclasses.dataclass
+class Run:
+    """One run, planned: its training and test extractions, the target, the head."""
+
+    train: Plan
+    test: Plan
+    target: Target
+    head: str
+    head_params: dict
+    seed: int
+    eval_per_class: int | None = None
+    holdout_classes: tuple[int, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        """What makes a result: both cache files' exact settings, the target and its task, the
+        head, its parameters and the seed. The same key means the same numbers."""
+        return fingerprint({"train": self.train.settings, "test": self.test.settings, "target": self.target.name,
+                            "task": _jsonable(self.target.task.describe()), "head": self.head,
+                            "params": self.head_params, "seed": self.seed})
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _head_for(head: str | None, target: Target, params: dict, seed: int) -> tuple[str, dict]:
+    """The head (the target's default when None) and the parameters it takes; options it does
+    not take are dropped with a note (the Keras heads' --epochs given to logreg, say)."""
+    import inspect
+
+    head = head or target.task.default_head
+    if head not in HEADS:
+        make_head(head)  # the unknown-head error, with the nearest name
+    known = set(inspect.signature(HEADS[head].__init__).parameters) - {"self", "task", "seed"}
+    unused = [k for k in params if k not in known]
+    if unused:
+        log.warning("%s not used by the %s head (ignored)", ", ".join(_OPTIONS.get(k, k) for k in unused), head)
+    params = {k: v for k, v in params.items() if k in known}
+    make_head(head, seed=seed, task=_task_arg(target), **params)  # checks the parameters and the task now
+    return head, params
+
+
+def _task_arg(target: Target):
+    """Heads get no task for one label, so single-label heads are exactly the classic ones."""
+    return None if target.task.kind == "single_label" else target.task
+
+
+def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int, *, target: str | None = None,
+             head: str | None = None, head_params: dict | None = None, eval_per_class: int | None = None,
+             eval_split: str = "test", holdout_classes=None, loss: str | None = None, **plan_kwargs) -> Run:
+    """One run, planned (nothing runs): every check that can fail, fails here."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
-    tr = plan(base, ds, "train", per_class, seed, **plan_kwargs)
-    te = plan(base, ds, eval_split, eval_per_class, EVAL_SEED, **plan_kwargs)
-    return tr, te
+    tgt = ds.target(target)
+    if loss is not None:
+        if not isinstance(tgt.task, MultiLabel):
+            raise BottleneckError(f"--loss is for multi-label targets; {tgt.name} is {tgt.task.kind}",
+                                  "drop --loss")
+        tgt = dataclasses.replace(tgt, task=MultiLabel(tgt.task.labels, tgt.task.groups, loss))
+    head, params = _head_for(head, tgt, dict(head_params or {}), seed)
+    held = None
+    if holdout_classes:
+        if tgt.draw_key == "class" or not ds.class_names:
+            raise BottleneckError(f"holding out classes needs a target that describes classes (e.g. gtsrb's "
+                                  f"attributes); {tgt.name} of {ds.name} is not one",
+                                  "a class never seen in training cannot be predicted as a class")
+        ds, held = ds.holding_out(holdout_classes), tuple(ds.class_ids(holdout_classes))
+    tr = plan(base, ds, "train", per_class, seed, target=tgt.name, **plan_kwargs)
+    te = plan(base, ds, eval_split, eval_per_class, EVAL_SEED, target=tgt.name, **plan_kwargs)
+    return Run(tr, te, tgt, head, params, seed, eval_per_class, held)
 
 
-def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str = "logreg", *,
-          eval_per_class: int | None = None, eval_split: str = "test", head_params: dict | None = None,
+def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
+          target: str | None = None, eval_per_class: int | None = None, eval_split: str = "test",
+          head_params: dict | None = None, holdout_classes=None, loss: str | None = None,
           out: str | Path | None = None, **extract_kwargs) -> dict:
-    """Extract what is missing, train ``head`` on the per-class draw, score it on the test
-    split. Returns one result row: every setting, accuracy and timings (kept in ``out``
-    when given)."""
+    """Extract what is missing, train ``head`` (the target's default when None) on the
+    per-class draw, score it on the test split. Returns one result row: every setting,
+    the metrics and timings (kept in ``out`` when given, with the target's pictures)."""
     plan_kwargs, options = _split_kwargs(extract_kwargs)
-    make_head(head, seed=seed, **(head_params or {}))  # a bad parameter fails before any extraction
-    tr, te = plan_run(base, dataset, per_class, seed, eval_per_class=eval_per_class, eval_split=eval_split,
-                      **plan_kwargs)
-    row = _train_planned(tr, te, head, seed, head_params, eval_per_class, options)
+    r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
+                 eval_per_class=eval_per_class, eval_split=eval_split, holdout_classes=holdout_classes, loss=loss,
+                 **plan_kwargs)
+    row = execute(r, options)
     if out:
-        ResultsDir(out).add(run_key(tr, te, head, seed, head_params), row)
+        _keep(ResultsDir(out), r, row)
     return row
 
 
-def _train_planned(tr: Plan, te: Plan, head: str, seed: int, head_params: dict | None, eval_per_class,
-                   options: RunOptions) -> dict:
-    row = train_on_features(run(tr, options), run(te, options), head, seed, head_params=head_params)
-    row["eval_per_class"] = eval_per_class
-    row["drawn_per_class"] = _drawn(tr)
+def execute(r: Run, options: RunOptions | None = None) -> dict:
+    """Extract what is missing, join the target, train the head, score it."""
+    options = options or RunOptions()
+    tr, te = run(r.train, options), run(r.test, options)
+    y_tr = r.target.join(r.train.samples, tr.source_ids)
+    y_te = r.target.join(r.test.samples, te.source_ids)
+    row = fit_and_score(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
+    row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
+               holdout_classes=list(r.holdout_classes) if r.holdout_classes else None)
+    return row
+
+
+def _keep(results: ResultsDir, r: Run, row: dict) -> dict:
+    """Keep a finished row in the results folder, with its pictures."""
+    if isinstance(r.target.task, MultiLabel):
+        from .plots import precision_recall_scatter
+
+        name = f"pr_{r.key}.png"
+        precision_recall_scatter(row, results.out / name)
+        row["plots"] = [name]
+    results.add(r.key, row)
     return row
 
 
 def _drawn(p: Plan) -> str:
-    """How many training images each class got: '100', or '34-50' when some had fewer."""
-    counts = np.bincount(p.samples.labels[p.selected])
+    """How many training images each class got: '100', or '34-50' when some had fewer
+    ('' for images without classes)."""
+    labels = p.samples.labels[p.selected]
+    labels = labels[labels >= 0]
+    if not len(labels):
+        return ""
+    counts = np.bincount(labels)
     counts = counts[counts > 0]
     lo, hi = int(counts.min()), int(counts.max())
     return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def run_key(tr: Plan, te: Plan, head: str, seed: int, head_params: dict | None) -> str:
-    """What makes a result: the two cache files' exact settings, the head and its parameters,
-    the seed. The same key means the same numbers, so a finished row can be reused."""
-    params = make_head(head, seed=seed, **(head_params or {})).get_params()
-    return fingerprint({"train": tr.settings, "test": te.settings, "head": head, "params": params, "seed": seed})
 
 
 def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, dataset: str | None = None) -> None:
@@ -117,25 +202,45 @@ def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, data
 
 def train_on_features(tr: FeatureSet, te: FeatureSet, head: str = "logreg", seed: int = 0,
                       head_params: dict | None = None, base: str | None = None, dataset: str | None = None) -> dict:
-    """Train ``head`` on cached training features and score it on test features."""
+    """Train ``head`` on cached training features and score it on test features, with the
+    class labels the files hold (``train --features``)."""
     check_features(tr, te, base, dataset)
+    return fit_and_score(tr, te, tr.labels, te.labels, class_target(tr.class_names), head, seed, head_params or {})
+
+
+def fit_and_score(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: str, seed: int,
+                  head_params: dict) -> dict:
+    """Fit the head on (features, targets) and score it with the target's metrics."""
+    check_features(tr, te)
+    task = target.task
     t = time.perf_counter()
-    model = make_head(head, seed=seed, **(head_params or {}))
-    model.fit(tr.features, tr.labels, groups=np.asarray(tr.groups))
+    model = make_head(head, seed=seed, task=_task_arg(target), **head_params)
+    model.fit(tr.features, y_tr, groups=np.asarray(tr.groups))
     train_seconds = time.perf_counter() - t
-    accuracy = model.score(te.features, te.labels)
+    baseline = np.asarray(y_tr, np.float64).mean(axis=0) if task.kind == "regression" else None
+    metrics = {k: round(float(v), 6) for k, v in model.evaluate(te.features, y_te, baseline=baseline).items()}
     s = tr.settings
-    return {
-        "base": s["base"], "dataset": s["dataset"], "per_class": s["per_class"], "seed": seed, "head": head,
+    row = {
+        "base": s["base"], "dataset": s["dataset"], "target": target.name, "task": task.kind,
+        "per_class": s["per_class"], "seed": seed, "head": head,
         "weights": s["weights"], "layer": s["layer"], "pooling": s["pooling"], "image_size": s["image_size"],
         "test_fraction": s.get("test_fraction"),
-        "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names), "accuracy": round(accuracy, 6),
+        "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names),
+        "metric": task.main_metric, "score": metrics[task.main_metric],
+    }
+    if task.kind == "single_label":
+        row["accuracy"] = metrics["accuracy"]  # the classic column, kept
+    if isinstance(task, MultiLabel) and task.loss != "grouped":
+        row["loss"] = task.loss
+    row.update({
+        "metrics": metrics,
         "extracted_images": tr.info.get("extracted", 0) + te.info.get("extracted", 0),
         "extract_seconds": round(tr.info.get("seconds", 0) + te.info.get("seconds", 0), 3),
         "images_per_second": _rate(tr, te), "train_seconds": round(train_seconds, 3),
         "train_cache": tr.path.name, "test_cache": te.path.name,
-        "head_params": json.dumps(model.get_params(), sort_keys=True),
-    }
+        "head_params": json.dumps({k: v for k, v in model.get_params().items() if k != "task"}, sort_keys=True),
+    })
+    return row
 
 
 def _rate(*sets) -> float:
@@ -145,32 +250,34 @@ def _rate(*sets) -> float:
 
 
 def compare(bases: list[str], datasets: list[str], per_class: list[int | None] = (100,), seeds: list[int] = (0,),
-            head: str = "logreg", out: str | Path | None = None, *, eval_per_class: int | None = None,
-            head_params: dict | None = None, **extract_kwargs) -> list[dict]:
-    """Every base x dataset x per-class limit x seed; returns the rows. With ``out``, each
-    finished row is kept there at once (results.csv, results.json, table.md remade from
-    all rows in the folder), and rows finished by an earlier run of the same grid are reused."""
+            head: str | None = None, out: str | Path | None = None, *, targets: list[str | None] = (None,),
+            eval_per_class: int | None = None, head_params: dict | None = None, holdout_classes=None,
+            loss: str | None = None, **extract_kwargs) -> list[dict]:
+    """Every base x dataset x target x per-class limit x seed; returns the rows. With
+    ``out``, each finished row is kept there at once (results.csv, results.json, table.md
+    remade from all rows in the folder), and rows finished by an earlier run of the same
+    grid are reused."""
     from tqdm.auto import tqdm
 
     plan_kwargs, options = _split_kwargs(extract_kwargs)
-    make_head(head, seed=0, **(head_params or {}))  # parameters first: nothing else runs if they are wrong
     loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
-    grid = [(b, d, n, s) for b in bases for d in datasets for n in per_class for s in seeds]
-    # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits.
-    planned = [plan_run(b, loaded[d], n, s, eval_per_class=eval_per_class, **plan_kwargs) for b, d, n, s in grid]
-    if any(not p.path.exists() for pair in planned for p in pair):
+    grid = [(b, d, t, n, s) for b in bases for d in datasets for t in targets for n in per_class for s in seeds]
+    # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
+    planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
+                        eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, **plan_kwargs)
+               for b, d, t, n, s in grid]
+    if any(not p.path.exists() for r in planned for p in (r.train, r.test)):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []
     with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar:
-        for (b, d, n, s), (tr, te) in zip(grid, planned):
-            bar.set_postfix_str(f"{b} {d} N={n} seed={s}")
-            key = run_key(tr, te, head, s, head_params)
-            row = results.get(key) if results else None
+        for (b, d, t, n, s), r in zip(grid, planned):
+            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}")
+            row = results.get(r.key) if results else None
             if row is None:
-                row = _train_planned(tr, te, head, s, head_params, eval_per_class, options)
+                row = execute(r, options)
                 if results:
-                    results.add(key, row)
+                    _keep(results, r, row)
             else:
                 row = {**row, "extracted_images": 0, "reused_row": True}
             rows.append(row)

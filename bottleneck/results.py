@@ -24,7 +24,8 @@ from .store import file_lock
 
 log = logging.getLogger("bottleneck")
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
-VARYING = ("head", "weights", "layer", "pooling", "image_size", "head_params", "test_fraction", "eval_per_class")
+VARYING = ("head", "weights", "layer", "pooling", "image_size", "head_params", "test_fraction", "eval_per_class",
+           "loss", "holdout_classes")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -102,7 +103,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows])
     _atomic_write(out / "results.csv", buf.getvalue())
     _atomic_write(out / "results.json", json.dumps(rows, indent=2) + "\n")
     _atomic_write(out / "table.md", markdown_table(rows) + "\n")
@@ -124,12 +125,28 @@ def _label(row: dict, varying: list[str]) -> str:
     return f"{row['base']} ({inner})" if inner else row["base"]
 
 
+def _score(row: dict) -> float:
+    return row.get("score", row.get("accuracy"))
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """Rows: bases (and whatever else differs between runs, such as the head); columns:
-    datasets (and per-class limits when several); cells: mean ± std of accuracy over seeds.
-    Runs made differently are never averaged together."""
+    """One table per target: rows are bases (and whatever else differs between runs, such as
+    the head); columns are datasets (and per-class limits when several); cells are the mean ±
+    std of the target's main metric over seeds. Runs made differently are never averaged."""
     if not rows:
         return "(no results)"
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r.get("target", "class"), r.get("task", "single_label"), r.get("metric", "accuracy")),
+                          []).append(r)
+    if len(groups) == 1:
+        (_, _, metric), = groups
+        return _table(rows, metric)
+    return "\n\n".join(f"**target {target}** ({task}): {metric}\n\n" + _table(group, metric)
+                        for (target, task, metric), group in groups.items())
+
+
+def _table(rows: list[dict], metric: str) -> str:
     varying = [k for k in VARYING if len({_setting(r, k) for r in rows}) > 1]
     labels = list(dict.fromkeys(_label(r, varying) for r in rows))
     limits = list(dict.fromkeys(r["per_class"] for r in rows))
@@ -145,16 +162,18 @@ def markdown_table(rows: list[dict]) -> str:
     for label in labels:
         cells = []
         for d, n in columns:
-            acc = [r["accuracy"] for r in rows if (_label(r, varying), r["dataset"], r["per_class"]) == (label, d, n)]
-            if not acc:
+            vals = [_score(r) for r in rows if (_label(r, varying), r["dataset"], r["per_class"]) == (label, d, n)]
+            if not vals:
                 cells.append("")
-            elif len(acc) == 1:
-                cells.append(f"{acc[0]:.3f}")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.3f}")
             else:
-                cells.append(f"{np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f}")
+                cells.append(f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows})
+    held = sorted({str(r["holdout_classes"]) for r in rows if r.get("holdout_classes")})
     lines.append("")
-    lines.append(f"accuracy on each dataset's test split; mean ± std over seeds {seeds}; "
-                 f"N = training images per class")
+    lines.append(f"{metric} on each dataset's test split" + (f" (only the held-out classes {', '.join(held)})"
+                                                            if held else "")
+                 + f"; mean ± std over seeds {seeds}; N = training images per class")
     return "\n".join(lines)
