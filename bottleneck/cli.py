@@ -248,7 +248,12 @@ def cmd_datasets(a) -> int:
 
     for row in list_datasets(a.data_dir):
         print(f"{row['name']:10s} {row['found'] or 'not found under ' + str(a.data_dir)}  ({row['citation']})")
-    print("folder:PATH  any image folder: <class>/* or train/<class>/* [test/<class>/*], or a .tar.gz of one")
+        print(f"{'':10s} targets: {', '.join(row['targets'])}")
+    print("folder:PATH        any image folder: <class>/* or train/<class>/* [test/<class>/*], or a .tar.gz of one;"
+          " target: class")
+    print("multilabel:CSV     file,labels[,is_valid] (labels space-separated; groups in CSV.task.json); "
+          "target: labels")
+    print("regression:CSV     file,value1,value2,...[,is_valid] (ranges in CSV.task.json); target: values")
     return 0
 
 
@@ -302,7 +307,9 @@ def _scores_text(row: dict) -> str:
 
 def _per_class_text(row: dict) -> str:
     """What was drawn per class, and what was asked when the classes had fewer."""
-    drawn, asked = row.get("drawn_per_class"), row.get("per_class")
+    drawn, asked, draw = row.get("drawn_per_class"), row.get("per_class"), row.get("draw") or "class"
+    if asked is not None and draw.startswith("labels:"):
+        return f"{asked} positive images per label" + (f"; {drawn} per class" if drawn else "")
     if not drawn:
         return f"{asked} per class" if asked else "all images"
     if asked is None:

@@ -39,6 +39,8 @@ CITATIONS = {
     "camvid": "Brostow, Fauqueur and Cipolla, Semantic object classes in video, Pattern Recognition Letters 2009",
 }
 CSV_KINDS = ("multilabel", "regression")  # multilabel:PATH.csv, regression:PATH.csv
+# The targets each known dataset offers in its usual layout (the first is the default).
+TARGETS = {"cifar10": ["class"], "gtsrb": ["class", "attributes", "box"], "camvid": ["presence"]}
 
 
 class FileSource:
@@ -219,7 +221,8 @@ def list_datasets(data_dir: str | Path | None = None) -> list[dict]:
     rows = []
     for name in KNOWN:
         found = _find_known(name, data_dir)
-        rows.append({"name": name, "found": str(found) if found else None, "citation": CITATIONS[name]})
+        rows.append({"name": name, "found": str(found) if found else None, "citation": CITATIONS[name],
+                     "targets": TARGETS[name]})
     return rows
 
 

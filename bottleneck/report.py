@@ -222,7 +222,7 @@ def fit_and_score(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, he
     s = tr.settings
     row = {
         "base": s["base"], "dataset": s["dataset"], "target": target.name, "task": task.kind,
-        "per_class": s["per_class"], "seed": seed, "head": head,
+        "per_class": s["per_class"], "draw": s.get("draw"), "seed": seed, "head": head,
         "weights": s["weights"], "layer": s["layer"], "pooling": s["pooling"], "image_size": s["image_size"],
         "test_fraction": s.get("test_fraction"),
         "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names),

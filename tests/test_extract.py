@@ -314,3 +314,24 @@ def test_short_classes_are_noted_once(small_cifar, cache_dir, caplog):
     notes = [r.getMessage() for r in caplog.records if "fewer than 50 images" in r.getMessage()]
     assert notes == ["folder:%s/train: 4 of 4 classes have fewer than 50 images; kept all of theirs (6 each)"
                      % small_cifar]
+
+
+def test_cache_files_of_the_first_format_are_read_and_newer_ones_refused(small_cifar, cache_dir):
+    """Files written before content hashes (format 1: no digests, a checksum of features and
+    labels only) are still read, never misread; a format this version does not know is refused."""
+    import hashlib
+
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=cache_dir, **TINY)
+    old = cache_dir / "old.h5"
+    shutil.copy(fs.path, old)
+    with h5py.File(old, "r+") as f:
+        del f["digests"]
+        h = hashlib.sha256(f["features"][()].astype(np.float32).tobytes())
+        h.update(f["labels"][()].astype(np.int64).tobytes())
+        f.attrs.update({"format_version": 1, "checksum": h.hexdigest()})
+    back = read_features(old)
+    assert np.array_equal(back.features, fs.features) and back.digests == [] and verify(old)
+    with h5py.File(old, "r+") as f:
+        f.attrs["format_version"] = 9
+    with pytest.raises(CacheError, match="made by a newer bottleneck \\(cache format 9"):
+        read_features(old)

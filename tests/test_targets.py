@@ -272,3 +272,10 @@ def test_holding_out_classes_scores_only_unseen_classes(tmp_path):
 def test_unknown_target_suggests_the_nearest(tmp_path):
     with pytest.raises(DatasetError, match="has no target 'atributes' \\(did you mean 'attributes'\\?\\)"):
         train("tiny_cnn", "gtsrb", 10, target="atributes", data_dir=DATA, cache_dir=tmp_path, **TINY)
+
+
+def test_the_listed_targets_are_the_datasets_own():
+    from bottleneck.datasets import TARGETS
+
+    for name, targets in TARGETS.items():
+        assert list(load_dataset(name, DATA).targets) == targets
