@@ -108,6 +108,15 @@ class _Head(ClassifierMixin, BaseEstimator):
             self.task.check(y)
         return y
 
+    def _checked(self, X, y, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """What every fit starts with: parameters and task checked, 2-D finite features, targets
+        of the task's shape."""
+        self._check_params()
+        self._check_task()
+        X = self._as_2d(X, dtype)
+        _check_finite(X)  # before any scaler, which would say it less clearly
+        return X, self._targets(y)
+
     def score(self, X, y, sample_weight=None) -> float:
         """The task's main metric (accuracy for one label, mAP, R² or mean IoU): higher is better."""
         kind = _task_kind(self.task)
@@ -177,11 +186,7 @@ class _KerasHead(_Head):
 
         from . import determinism
 
-        self._check_params()
-        self._check_task()
-        X = self._as_2d(X)
-        _check_finite(X)  # before the scaler, which would say it less clearly
-        y = self._targets(y)
+        X, y = self._checked(X, y)
         determinism.seed_everything(self.seed)
         kind = _task_kind(self.task)
         if kind == "single_label":
@@ -221,6 +226,9 @@ class _KerasHead(_Head):
         self.history_ = self.model_.fit(X, y_fit, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
                                         validation_data=validation, callbacks=callbacks, verbose=self.verbose).history
         self.epochs_run_ = len(self.history_["loss"])
+        if self.tune_thresholds and kind != "multi_label":
+            warnings.warn(f"tune_thresholds is for multi-label targets; this one is {kind} (ignored)", HeadWarning,
+                          stacklevel=2)
         if kind == "multi_label" and self.tune_thresholds:
             if not len(va):
                 raise InvalidParameter("tune_thresholds needs a validation part of the training draw",
@@ -311,11 +319,7 @@ class LogRegHead(_Head):
     def fit(self, X, y, groups=None):
         from sklearn.pipeline import make_pipeline
 
-        self._check_params()
-        self._check_task()
-        X = self._as_2d(X, np.float64)
-        _check_finite(X)
-        y = self._targets(y)
+        X, y = self._checked(X, y, np.float64)
         if _task_kind(self.task) == "single_label":
             self.pipeline_ = make_pipeline(StandardScaler(), self._model())
             self.pipeline_.fit(X, y)
@@ -380,11 +384,7 @@ class RidgeHead(_Head):
         from sklearn.linear_model import Ridge
         from sklearn.pipeline import make_pipeline
 
-        self._check_params()
-        self._check_task()
-        X = self._as_2d(X, np.float64)
-        _check_finite(X)
-        y = self._targets(y)
+        X, y = self._checked(X, y, np.float64)
         self.scaling_ = self.task.fit_scaling(y)
         self.pipeline_ = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
         self.pipeline_.fit(X, self.task.encode(y, self.scaling_))

@@ -104,6 +104,9 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
                                   "drop --loss")
         tgt = dataclasses.replace(tgt, task=MultiLabel(tgt.task.labels, tgt.task.groups, loss))
     head, params = _head_for(head, tgt, dict(head_params or {}), seed)
+    if loss is not None and head not in ("dense", "mlp"):
+        log.warning("--loss %s not used by the %s head, which fits one model per label and per group (ignored); it "
+                    "applies to --head dense or mlp", loss, head)
     held = None
     if holdout_classes:
         if tgt.draw_key == "class" or not ds.class_names:

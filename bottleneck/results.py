@@ -109,20 +109,47 @@ def write_tables(rows: list[dict], out: Path) -> None:
     _atomic_write(out / "table.md", markdown_table(rows) + "\n")
 
 
+def _params(row: dict) -> dict:
+    """A row's head parameters; the head's seed is the run's seed, not a setting."""
+    value = row.get("head_params")
+    params = json.loads(value or "{}") if isinstance(value, str) else dict(value or {})
+    return {k: v for k, v in params.items() if k not in ("seed", "verbose")}
+
+
 def _setting(row: dict, key: str) -> str:
-    """A row's value of ``key`` as shown in a label; the head's seed is the run's seed, not a setting."""
-    value = row.get(key)
+    """A row's value of ``key``, as compared between rows and shown in labels."""
     if key == "head_params":
-        params = json.loads(value or "{}") if isinstance(value, str) else (value or {})
-        return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("seed", "verbose"))
+        return json.dumps(_params(row), sort_keys=True)
+    value = row.get(key)
+    if key == "weights" and isinstance(value, str) and len(value) > 24:
+        value = value[:24] + "..."
     return f"{key}={value}"
 
 
-def _label(row: dict, varying: list[str]) -> str:
-    extra = [_setting(row, key) for key in varying if key != "head"]
-    head = f"{row.get('head')} head" if "head" in varying else ""
-    inner = "; ".join(x for x in [head, *extra] if x)
-    return f"{row['base']} ({inner})" if inner else row["base"]
+class _Labeller:
+    """Row labels that name only what tells runs apart: the base, then the head and any other
+    setting that differs between runs of one base (and of the head parameters, only those that
+    differ between runs of one head)."""
+
+    def __init__(self, rows: list[dict]):
+        bases = {r["base"] for r in rows}
+        self.varying = [k for k in VARYING
+                        if any(len({_setting(r, k) for r in rows if r["base"] == b}) > 1 for b in bases)]
+        self.param_keys = {}
+        for head in {r["head"] for r in rows}:
+            mine = [_params(r) for r in rows if r["head"] == head]
+            keys = set().union(*mine)
+            self.param_keys[head] = sorted(k for k in keys if len({json.dumps(p.get(k)) for p in mine}) > 1)
+
+    def __call__(self, row: dict) -> str:
+        parts = [f"{row['head']} head"] if "head" in self.varying else []
+        for key in self.varying:
+            if key == "head_params":
+                params = _params(row)
+                parts += [f"{k}={params.get(k)}" for k in self.param_keys[row["head"]]]
+            elif key != "head" and row.get(key) is not None:
+                parts.append(_setting(row, key))
+        return f"{row['base']} ({'; '.join(parts)})" if parts else row["base"]
 
 
 def _score(row: dict) -> float:
@@ -139,16 +166,15 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault((r.get("target", "class"), r.get("task", "single_label"), r.get("metric", "accuracy")),
                           []).append(r)
-    if len(groups) == 1:
-        (_, _, metric), = groups
-        return _table(rows, metric)
+    if len(groups) == 1 and next(iter(groups))[0] == "class":
+        return _table(rows, "accuracy")  # the classic table, as it always looked
     return "\n\n".join(f"**target {target}** ({task}): {metric}\n\n" + _table(group, metric)
                         for (target, task, metric), group in groups.items())
 
 
 def _table(rows: list[dict], metric: str) -> str:
-    varying = [k for k in VARYING if len({_setting(r, k) for r in rows}) > 1]
-    labels = list(dict.fromkeys(_label(r, varying) for r in rows))
+    label = _Labeller(rows)
+    labels = list(dict.fromkeys(label(r) for r in rows))
     limits = list(dict.fromkeys(r["per_class"] for r in rows))
     columns = [(d, n) for d in dict.fromkeys(r["dataset"] for r in rows) for n in limits]
 
@@ -156,24 +182,24 @@ def _table(rows: list[dict], metric: str) -> str:
         return d if len(limits) == 1 else f"{d} N={n if n is not None else 'all'}"
 
     heads = sorted({str(r["head"]) for r in rows})
-    corner = "base" if "head" in varying else f"base ({', '.join(heads)} head)"
+    corner = "base" if "head" in label.varying else f"base ({', '.join(heads)} head)"
     lines = [f"| {corner} | " + " | ".join(title(d, n) for d, n in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    for label in labels:
+    for name in labels:
         cells = []
         for d, n in columns:
-            vals = [_score(r) for r in rows if (_label(r, varying), r["dataset"], r["per_class"]) == (label, d, n)]
+            vals = [_score(r) for r in rows if (label(r), r["dataset"], r["per_class"]) == (name, d, n)]
             if not vals:
                 cells.append("")
             elif len(vals) == 1:
                 cells.append(f"{vals[0]:.3f}")
             else:
                 cells.append(f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows})
     held = sorted({str(r["holdout_classes"]) for r in rows if r.get("holdout_classes")})
     lines.append("")
-    lines.append(f"{metric} on each dataset's test split" + (f" (only the held-out classes {', '.join(held)})"
-                                                            if held else "")
+    lines.append(f"{metric} on each dataset's test split" + ("; a row with held-out classes is scored on their "
+                                                            "test images only" if held else "")
                  + f"; mean ± std over seeds {seeds}; N = training images per class")
     return "\n".join(lines)

@@ -279,3 +279,21 @@ def test_the_listed_targets_are_the_datasets_own():
 
     for name, targets in TARGETS.items():
         assert list(load_dataset(name, DATA).targets) == targets
+
+
+def test_options_a_head_does_not_use_are_said(tmp_path, caplog):
+    import logging
+    import warnings
+
+    from bottleneck.heads import HeadWarning
+
+    caplog.set_level(logging.WARNING, logger="bottleneck")
+    kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)
+    train("tiny_cnn", "gtsrb", 2, target="attributes", loss="bce", head_params={"tune_thresholds": True}, **kw)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "--tune-thresholds not used by the logreg head" in said and "--loss bce not used by the logreg head" in said
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train("tiny_cnn", "gtsrb", 2, head="dense", head_params={"epochs": 1, "tune_thresholds": True}, **kw)
+    assert any(issubclass(w.category, HeadWarning) and "tune_thresholds is for multi-label" in str(w.message)
+               for w in caught)
