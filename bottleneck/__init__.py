@@ -13,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chat
 from .bases import REGISTRY, get_base, list_bases  # noqa: E402
 from .datasets import list_datasets, load_dataset  # noqa: E402
 from .errors import BottleneckError  # noqa: E402
+from .export import export, load_model  # noqa: E402
 from .extraction import extract, plan, run  # noqa: E402
+from .predict import predict  # noqa: E402
 from .heads import DenseHead, LogRegHead, MLPHead, make_head  # noqa: E402
 from .report import compare, train  # noqa: E402
 from .results import markdown_table  # noqa: E402
@@ -21,6 +23,6 @@ from .store import read_features, verify  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["REGISTRY", "get_base", "list_bases", "list_datasets", "load_dataset", "BottleneckError", "extract", "plan",
-           "run",
+           "run", "export", "load_model", "predict",
            "DenseHead", "LogRegHead", "MLPHead", "make_head", "compare", "markdown_table", "train", "read_features",
            "verify"]

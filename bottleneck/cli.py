@@ -207,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", help="the name in the file names (default: the base's name)")
     p.add_argument("--out", default="lab_pickles", help="folder for the two .p files")
 
+    p = sub.add_parser("export", parents=[common],
+                       help="train a head and write ONE .keras file (preprocessing, frozen base, head, metadata)")
+    p.add_argument("--base", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--target", help="what to predict (default: the dataset's first target)")
+    _draw_options(p, default=100)
+    _head_options(p)
+    p.add_argument("--out", default="model.keras", help="the model file to write (default model.keras)")
+
+    p = sub.add_parser("predict", help="predict with an exported model on images, folders or globs")
+    p.add_argument("model", help="a .keras file written by `bottleneck export`")
+    p.add_argument("paths", nargs="+", help="image files, folders (walked) or glob patterns")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes shown per image (single-label)")
+    p.add_argument("--csv", help="also write the predictions to this CSV file")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed) instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no per-image lines (with --csv)")
+
     p = sub.add_parser("info", help="what a feature file holds and how it was made")
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="recompute the checksum of the feature data")
@@ -400,9 +418,77 @@ def cmd_export_lab(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .export import export
+
+    meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, target=a.target,
+                  head_params=_head_params(a), eval_per_class=a.eval_per_class, **_extract_kwargs(a))
+    print(f"{meta['path']}: {meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
+          f"({meta['task']}), input uint8 {meta['input']['size']}x{meta['input']['size']}x3; "
+          f"{meta['metric']} {meta['score']:.4f} on {meta['n_test']} test images")
+    print(f"load it anywhere with keras.saving.load_model({a.out!r}); what it predicts: unzip -p {a.out} "
+          "bottleneck.json")
+    return 0
+
+
+def _prediction_text(row: dict) -> str:
+    if "error" in row:
+        return f"skipped: {row['error']}"
+    if "top" in row:
+        return ", ".join(f"{name} ({p:.3f})" for name, p in row["top"])
+    if isinstance(row["prediction"], dict):
+        return " ".join(f"{k}={v:.4f}" for k, v in row["prediction"].items())
+    return " ".join(row["prediction"]) or "(no label)"
+
+
+def cmd_predict(a) -> int:
+    import csv
+    import time
+
+    from .export import load_model
+    from .predict import predict
+
+    model = load_model(a.model)
+    names, kind = model.meta["output_names"], model.meta["task"]
+    handle = open(a.csv, "w", newline="") if a.csv else None
+    writer = csv.writer(handle) if handle else None
+    if writer:
+        head = {"single_label": [c for k in range(1, a.top_k + 1) for c in (f"top{k}", f"p{k}")],
+                "multi_label": ["labels", *names], "regression": names}[kind]
+        writer.writerow(["path", *head, "error"])
+    t, n, skipped = time.perf_counter(), 0, 0
+    try:
+        for row in predict(model, a.paths, top_k=a.top_k, batch_size=a.batch_size,
+                           skip_bad_images=a.skip_bad_images):
+            n += 1
+            skipped += "error" in row
+            if not a.quiet:
+                print(f"{row['path']}\t{_prediction_text(row)}")
+            if writer:
+                if "error" in row:
+                    values = [""] * (len(head))
+                elif kind == "single_label":
+                    values = [v for name, p in row["top"] for v in (name, f"{p:.6f}")]
+                    values += [""] * (len(head) - len(values))
+                elif kind == "multi_label":
+                    values = [" ".join(row["prediction"]), *(f"{row['scores'][k]:.6f}" for k in names)]
+                else:
+                    values = [f"{row['prediction'][k]:.6f}" for k in names]
+                writer.writerow([row["path"], *values, row.get("error", "")])
+    finally:
+        if handle:
+            handle.close()
+    seconds = time.perf_counter() - t
+    print(f"{n - skipped} images predicted in {seconds:.1f}s ({(n - skipped) / max(seconds, 1e-9):.1f} images/s)"
+          + (f"; {skipped} unreadable, skipped" if skipped else "") + (f"; written to {a.csv}" if a.csv else ""),
+          file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
             "compare": cmd_compare, "info": cmd_info,
-            "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch}
+            "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch,
+            "export": cmd_export, "predict": cmd_predict}
 
 
 def _import_keras_quietly() -> None:

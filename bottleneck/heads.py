@@ -211,16 +211,10 @@ class _KerasHead(_Head):
                 X, y_fit = X[tr], y_fit[tr]
                 callbacks.append(keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True))
                 self.validation_size_ = len(va)
-        if kind == "single_label":  # exactly the layers of the classic head, so numbers stay as they were
-            self.model_ = keras.Sequential([keras.Input((X.shape[1],)), *self._hidden(),
-                                            keras.layers.Dense(len(self.classes_), activation="softmax")])
+        self.model_ = self._network(X.shape[1])
+        if kind == "single_label":
             loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
         else:
-            inputs = keras.Input((X.shape[1],))
-            x = inputs
-            for layer in self._hidden():
-                x = layer(x)
-            self.model_ = keras.Model(inputs, self.task.keras_output(x))
             loss, metrics = self.task.keras_loss(), None
         self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss, metrics=metrics)
         self.history_ = self.model_.fit(X, y_fit, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
@@ -235,6 +229,19 @@ class _KerasHead(_Head):
                                        "pass validation_fraction > 0 (whole groups are held out; never test images)")
             self.thresholds_ = self.task.tune_thresholds(y_va, self._raw(X_va))
         return self
+
+    def _network(self, n_features: int):
+        """The head's layers (uncompiled): hidden layers, then the task's output."""
+        import keras
+
+        if _task_kind(self.task) == "single_label":  # exactly the layers of the classic head, so numbers stay
+            return keras.Sequential([keras.Input((n_features,)), *self._hidden(),
+                                     keras.layers.Dense(len(self.classes_), activation="softmax")])
+        inputs = keras.Input((n_features,))
+        x = inputs
+        for layer in self._hidden():
+            x = layer(x)
+        return keras.Model(inputs, self.task.keras_output(x))
 
     def _raw(self, X_prepared) -> np.ndarray:
         return np.asarray(self.model_.predict(X_prepared, batch_size=1024, verbose=0))

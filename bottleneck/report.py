@@ -136,16 +136,32 @@ def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: 
     return row
 
 
+@dataclasses.dataclass
+class Fitted:
+    """A finished run: its row, the fitted head, the features it saw and the test targets."""
+
+    row: dict
+    model: object
+    train: FeatureSet
+    test: FeatureSet
+    y_test: np.ndarray
+
+
 def execute(r: Run, options: RunOptions | None = None) -> dict:
-    """Extract what is missing, join the target, train the head, score it."""
+    """Extract what is missing, join the target, train the head, score it: the result row."""
+    return execute_fitted(r, options).row
+
+
+def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
+    """``execute``, keeping the fitted head and the features (for export, predictions, pictures)."""
     options = options or RunOptions()
     tr, te = run(r.train, options), run(r.test, options)
     y_tr = r.target.join(r.train.samples, tr.source_ids)
     y_te = r.target.join(r.test.samples, te.source_ids)
-    row = fit_and_score(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
-    row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
-               holdout_classes=list(r.holdout_classes) if r.holdout_classes else None)
-    return row
+    fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
+    fitted.row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
+                      holdout_classes=list(r.holdout_classes) if r.holdout_classes else None)
+    return fitted
 
 
 def _keep(results: ResultsDir, r: Run, row: dict) -> dict:
@@ -213,7 +229,13 @@ def train_on_features(tr: FeatureSet, te: FeatureSet, head: str = "logreg", seed
 
 def fit_and_score(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: str, seed: int,
                   head_params: dict) -> dict:
-    """Fit the head on (features, targets) and score it with the target's metrics."""
+    """Fit the head on (features, targets) and score it with the target's metrics: the row."""
+    return fit_head(tr, te, y_tr, y_te, target, head, seed, head_params).row
+
+
+def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: str, seed: int,
+             head_params: dict) -> Fitted:
+    """``fit_and_score``, keeping the fitted head."""
     check_features(tr, te)
     task = target.task
     t = time.perf_counter()
@@ -243,7 +265,7 @@ def fit_and_score(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, he
         "train_cache": tr.path.name, "test_cache": te.path.name,
         "head_params": json.dumps({k: v for k, v in model.get_params().items() if k != "task"}, sort_keys=True),
     })
-    return row
+    return Fitted(row, model, tr, te, np.asarray(y_te))
 
 
 def _rate(*sets) -> float:

@@ -1,0 +1,157 @@
+"""Export and predict: one .keras file, loadable without this package, predicting what the
+pipeline predicts; `bottleneck predict` on files, folders and globs."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bottleneck.bases import REGISTRY, build_feature_model
+from bottleneck.cli import main
+from bottleneck.datasets import load_dataset
+from bottleneck.errors import BottleneckError
+from bottleneck.export import export, feature_layers, load_model
+from bottleneck.images import BadImage, resize
+from bottleneck.predict import predict
+
+from .conftest import DATA, copy_cifar_subset
+
+TINY = dict(weights="random", progress=False)
+
+
+@pytest.mark.parametrize("mode", sorted({s.preprocessing for s in REGISTRY.values()}))
+def test_built_in_preprocessing_gives_the_pipelines_features(mode):
+    """Every preprocessing, in Keras's own layers, gives the features the cache holds."""
+    import keras
+
+    spec = min((s for s in REGISTRY.values() if s.preprocessing == mode), key=lambda s: s.min_size)
+    size = max(spec.min_size, 32)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    pipeline = np.asarray(build_feature_model(spec, size, None).predict_on_batch(pixels))
+    inputs = keras.Input((size, size, 3), dtype="uint8")
+    exported = keras.Model(inputs, feature_layers(spec, size, None, None, "avg", inputs))
+    np.testing.assert_allclose(np.asarray(exported.predict_on_batch(pixels)), pipeline, rtol=1e-4, atol=1e-4)
+
+
+_FRESH = """
+import json, sys
+import numpy as np
+import keras
+model = keras.saving.load_model(sys.argv[1])
+out = np.asarray(model.predict(np.load(sys.argv[2]), verbose=0))
+np.save(sys.argv[3], out)
+print(json.dumps({"bottleneck_imported": any(m == "bottleneck" or m.startswith("bottleneck.") for m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("target,head", [("class", "logreg"), ("class", "mlp"), ("attributes", "logreg"),
+                                         ("attributes", "dense"), ("box", "ridge"), ("box", "dense")])
+def test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline(tmp_path, target, head):
+    params = {"epochs": 3} if head in ("dense", "mlp") else None
+    meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=tmp_path / "m.keras", data_dir=DATA,
+                  cache_dir=tmp_path / "c", head_params=params, **TINY)
+    fitted = meta["fitted"]
+    kind = fitted.row["task"]
+    pipeline = fitted.model.predict(fitted.test.features) if kind == "regression" \
+        else fitted.model.predict_proba(fitted.test.features)
+    split = load_dataset("gtsrb", DATA).split("test")
+    where = {sid: i for i, sid in enumerate(split.ids)}
+    pixels = np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids])
+    np.save(tmp_path / "x.npy", pixels)
+    out = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path / "m.keras"), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"bottleneck_imported": False}
+    fresh = np.load(tmp_path / "y.npy")
+    assert fresh.shape == pipeline.shape == (860, {"class": 43, "attributes": 20, "box": 4}[target])
+    np.testing.assert_allclose(fresh, pipeline, atol=1e-5)
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        stored = json.loads(z.read("bottleneck.json"))
+    assert stored["target"] == target and stored["head"] == head and stored["metrics"] == fitted.row["metrics"]
+    assert stored["train_cache"]["settings"] == fitted.train.settings and stored["input"]["size"] == 32
+    if target == "attributes":
+        assert stored["groups"]["shape"][0] == "circle" and stored["output_names"][0] == "shows_number"
+
+
+@pytest.fixture(scope="module")
+def cifar_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    export("tiny_cnn", "cifar10", 10, 0, "logreg", out=d / "m.keras", data_dir=DATA, cache_dir=d / "c", **TINY)
+    return d / "m.keras"
+
+
+def test_predict_on_a_folder_scores_what_the_table_says(cifar_model, tmp_path, capsys):
+    folder = copy_cifar_subset(tmp_path / "imgs", classes=10, train=1, test=50) / "test"
+    code = main(["predict", str(cifar_model), str(folder), "--csv", str(tmp_path / "p.csv"), "--quiet"])
+    assert code == 0 and "500 images predicted" in capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    accuracy = np.mean([r["top1"] == r["path"].split("/")[-2] for r in rows])
+    assert len(rows) == 500 and accuracy == pytest.approx(load_model(cifar_model).meta["score"])
+
+
+def test_predict_files_globs_modes_and_bad_images(cifar_model, tmp_path, capsys):
+    src = sorted((DATA / "cifar10" / "test" / "cat").iterdir())[:3]
+    gray = tmp_path / "gray.png"
+    Image.open(src[0]).convert("L").resize((300, 200)).save(gray)  # another size and mode
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    rows = list(predict(cifar_model, [src[1], str(DATA / "cifar10" / "test" / "dog" / "00[0-2]*.jpg"), gray, bad],
+                        skip_bad_images=True, top_k=2))
+    assert rows[0]["path"] == str(src[1]) and len(rows[0]["top"]) == 2
+    assert rows[-2]["path"] == str(gray) and "prediction" in rows[-2]
+    assert rows[-1] == {"path": str(bad), "error": rows[-1]["error"]} and "bad.jpg" in rows[-1]["error"]
+    with pytest.raises(BadImage, match="bad.jpg"):
+        list(predict(cifar_model, [bad]))
+    with pytest.raises(BottleneckError, match="does not exist"):
+        list(predict(cifar_model, [tmp_path / "nope.jpg"]))
+    code = main(["predict", str(cifar_model), str(bad)])
+    assert code == 2 and "bad.jpg" in capsys.readouterr().err
+
+
+def test_predict_streams_in_flat_memory(cifar_model, tmp_path):
+    """Decoded images are not kept: 10x the images must not mean 10x the memory."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+
+    def folder(n):
+        d = tmp_path / f"f{n}"
+        d.mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        return d
+
+    model = load_model(cifar_model)
+    list(predict(model, [folder(8)]))  # warm up
+    peaks = {}
+    for n in (40, 400):
+        d = folder(n)
+        tracemalloc.start()
+        count = sum(1 for _ in predict(model, [d], batch_size=8))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == n
+    assert peaks[400] < 2 * peaks[40], peaks
+
+
+def test_load_model_refuses_other_files(tmp_path):
+    (tmp_path / "x.keras").write_text("not a zip")
+    with pytest.raises(BottleneckError, match="is not a model exported by bottleneck"):
+        load_model(tmp_path / "x.keras")
+    with pytest.raises(BottleneckError, match="does not exist"):
+        load_model(tmp_path / "nope.keras")
+
+
+def test_export_command(capsys, tmp_path):
+    code = main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", f"folder:{DATA / 'cifar10'}",
+                 "--per-class", "5", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "m.keras"),
+                 "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "keras.saving.load_model" in out and (tmp_path / "m.keras").exists()
+    assert not list(tmp_path.glob(".*.tmp*"))
