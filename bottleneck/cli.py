@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _draw_options(p, default=100)
     _head_options(p)
     p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md, pictures)")
+    p.add_argument("--plots", action="store_true", help="draw the run's pictures and write report.html in --out")
 
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
     p.add_argument("--bases", type=_list_of(str), required=True)
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="targets, comma-separated (default: each dataset's first); one table per target")
     p.add_argument("--out", help="folder for results.csv, results.json and table.md; each finished run is kept "
                                  "there at once, and running the same grid again reuses finished runs")
+    p.add_argument("--plots", action="store_true", help="draw every run's pictures and write report.html in --out")
     _head_options(p)
 
     p = sub.add_parser("finetune", parents=[common],
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no per-image lines (with --csv)")
+
+    p = sub.add_parser("report", help="draw the pictures of a results folder and write its report.html")
+    p.add_argument("results", help="a folder written by train/compare --out")
 
     p = sub.add_parser("info", help="what a feature file holds and how it was made")
     p.add_argument("file")
@@ -305,7 +310,7 @@ def cmd_train(a) -> int:
     else:
         row = train(a.base, a.dataset, a.per_class, a.seed, a.head, target=a.target, eval_per_class=a.eval_per_class,
                     head_params=_head_params(a), holdout_classes=a.holdout_classes, loss=a.loss, out=a.out,
-                    **_extract_kwargs(a))
+                    plots=a.plots, **_extract_kwargs(a))
     target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
     held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
     print(f"{row['base']} on {row['dataset']}{target}{held}, {row['n_train']} training images "
@@ -340,7 +345,7 @@ def cmd_compare(a) -> int:
 
     rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
-                   loss=a.loss, **_extract_kwargs(a))
+                   loss=a.loss, plots=a.plots, **_extract_kwargs(a))
     print(markdown_table(rows))
     extracted = sum(r["extracted_images"] for r in rows)
     reused = sum(bool(r.get("reused_row")) for r in rows)
@@ -485,10 +490,18 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from .pages import write_report
+
+    path = write_report(a.results)
+    print(f"{path} (pictures in {path.parent / 'plots'}/)")
+    return 0
+
+
 COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
             "compare": cmd_compare, "info": cmd_info,
             "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch,
-            "export": cmd_export, "predict": cmd_predict}
+            "export": cmd_export, "predict": cmd_predict, "report": cmd_report}
 
 
 def _import_keras_quietly() -> None:

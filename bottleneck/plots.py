@@ -1,7 +1,13 @@
-"""Pictures of results, drawn with matplotlib's headless backend."""
+"""Pictures of results, drawn with matplotlib's headless backend.
+
+Every picture is made from what a results folder keeps (the rows, and each run's
+predictions in ``rows/<run>.npz``), so ``bottleneck report`` can draw them again later.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 
 def _pyplot():
@@ -11,6 +17,145 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _short(name: str, n: int = 28) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _save(fig, path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def _title(row: dict) -> str:
+    return (f"{row['base']} on {row['dataset']}, target {row.get('target', 'class')}, {row['head']} head, "
+            f"N={row['per_class']}, seed {row['seed']}: {row.get('metric', 'accuracy')} "
+            f"{row.get('score', row.get('accuracy')):.3f}")
+
+
+def confusion_matrix(row: dict, y_true, y_pred, class_names: list[str], path) -> Path:
+    """Rows: true classes; columns: predicted; each row normalized to 1. Readable up to ~50 classes."""
+    plt = _pyplot()
+    n = len(class_names)
+    counts = np.zeros((n, n))
+    np.add.at(counts, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(6.0, 0.3 * n + 3)
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    names = [_short(c) for c in class_names]
+    font = 9 if n <= 12 else 6
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if share[i, j] >= 0.01:
+                    ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(_title(row) + "\nconfusion matrix, each row normalized", fontsize=9)
+    return _save(fig, path)
+
+
+def per_class_accuracy(row: dict, y_true, y_pred, class_names: list[str], path) -> Path:
+    """Each class's accuracy (recall), sorted, with its number of test images."""
+    plt = _pyplot()
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    present = [c for c in range(len(class_names)) if (y_true == c).any()]
+    acc = {c: float(np.mean(y_pred[y_true == c] == c)) for c in present}
+    order = sorted(present, key=lambda c: acc[c])
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * len(order) + 1.5)), dpi=100)
+    ax.barh([f"{_short(class_names[c])} ({int((y_true == c).sum())})" for c in order], [acc[c] for c in order],
+            color="tab:blue", alpha=0.75)
+    ax.axvline(float(np.mean(y_pred == y_true)), color="tab:red", lw=1, label="overall")
+    ax.set_xlim(0, 1)
+    ax.tick_params(axis="y", labelsize=7 if len(order) > 15 else 9)
+    ax.set_xlabel("accuracy (test images of the class)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_title(row), fontsize=9)
+    return _save(fig, path)
+
+
+def image_grid(row: dict, thumbs: np.ndarray, true_text: list[str], pred_text: list[str], path,
+               boxes_true=None, boxes_pred=None) -> Path:
+    """Test images with their true and predicted label (errors first, titled in red), or with
+    the true (green) and predicted (red) boxes."""
+    plt = _pyplot()
+    n = len(thumbs)
+    cols = 8
+    rows_ = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows_, cols, figsize=(cols * 1.6, rows_ * 1.9), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(thumbs[k])
+        if boxes_true is not None:
+            size = thumbs[k].shape[0]
+            for box, colour in ((boxes_true[k], "lime"), (boxes_pred[k], "red")):
+                x1, y1, x2, y2 = np.asarray(box) * size
+                ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
+            ax.set_title(pred_text[k], fontsize=6)
+        else:
+            wrong = true_text[k] != pred_text[k]
+            ax.set_title(f"{_short(true_text[k], 18)}\n→ {_short(pred_text[k], 18)}", fontsize=6,
+                         color="tab:red" if wrong else "black")
+    legend = "green: true box, red: predicted" if boxes_true is not None else "true → predicted; errors first, in red"
+    fig.suptitle(_title(row) + f"\n{legend}", fontsize=9)
+    return _save(fig, path)
+
+
+def training_curves(row: dict, history: dict, path) -> Path:
+    """Loss (and accuracy) per epoch of a Keras head, training and validation."""
+    plt = _pyplot()
+    keys = [k for k in ("loss", "accuracy") if k in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), dpi=100, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot(range(1, len(history[key]) + 1), history[key], label="training")
+        if f"val_{key}" in history:
+            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(row), fontsize=9)
+    return _save(fig, path)
+
+
+def score_vs_limit(rows: list[dict], path) -> Path:
+    """The main metric against training images per class, one line per base (and head,
+    dataset, target), with error bars over seeds."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    lines: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("per_class") is None:
+            continue
+        key = (r["base"], r["head"], r["dataset"], r.get("target", "class"))
+        lines.setdefault(key, {}).setdefault(int(r["per_class"]), []).append(r.get("score", r.get("accuracy")))
+    metrics = sorted({r.get("metric", "accuracy") for r in rows})
+    for (base, head, dataset, target), by_n in sorted(lines.items()):
+        ns = sorted(by_n)
+        means = [np.mean(by_n[n]) for n in ns]
+        errs = [np.std(by_n[n], ddof=1) if len(by_n[n]) > 1 else 0.0 for n in ns]
+        ax.errorbar(ns, means, yerr=errs, marker="o", capsize=3, label=f"{base}, {head}, {dataset} {target}")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    limits = sorted({int(r["per_class"]) for r in rows if r.get("per_class") is not None})
+    ax.set_xticks(limits, [str(n) for n in limits])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training images per class (N)")
+    ax.set_ylabel(" / ".join(metrics))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("mean ± std over seeds", fontsize=9)
+    return _save(fig, path)
 
 
 def precision_recall_scatter(row: dict, path: str | Path) -> Path:
@@ -44,9 +189,21 @@ def precision_recall_scatter(row: dict, path: str | Path) -> Path:
     bars.tick_params(axis="y", labelsize=7)
     bars.set_xlabel("F1 (positive test images)")
     bars.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{row['base']} on {row['dataset']}, target {row['target']}: mAP {metrics.get('mAP', float('nan')):.3f}; "
-                 f"{row['n_train']} training images, {row['head']} head", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    fig.suptitle(_title(row), fontsize=10)
+    return _save(fig, path)
+
+
+def predicted_vs_true(row: dict, y_true, y_pred, names: list[str], path) -> Path:
+    """Regression: each output's predictions against the truth, with the diagonal."""
+    plt = _pyplot()
+    k = len(names)
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.4), dpi=100, squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        ax.scatter(y_true[:, j], y_pred[:, j], s=4, alpha=0.4)
+        lo, hi = float(min(y_true[:, j].min(), y_pred[:, j].min())), float(max(y_true[:, j].max(), y_pred[:, j].max()))
+        ax.plot([lo, hi], [lo, hi], color="tab:red", lw=1)
+        ax.set_xlabel(f"true {names[j]}")
+        ax.set_ylabel(f"predicted {names[j]}")
+        ax.grid(alpha=0.3)
+    fig.suptitle(_title(row), fontsize=9)
+    return _save(fig, path)

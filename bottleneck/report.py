@@ -122,7 +122,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
 def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
           target: str | None = None, eval_per_class: int | None = None, eval_split: str = "test",
           head_params: dict | None = None, holdout_classes=None, loss: str | None = None,
-          out: str | Path | None = None, **extract_kwargs) -> dict:
+          out: str | Path | None = None, plots: bool = False, **extract_kwargs) -> dict:
     """Extract what is missing, train ``head`` (the target's default when None) on the
     per-class draw, score it on the test split. Returns one result row: every setting,
     the metrics and timings (kept in ``out`` when given, with the target's pictures)."""
@@ -130,10 +130,16 @@ def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: 
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, eval_split=eval_split, holdout_classes=holdout_classes, loss=loss,
                  **plan_kwargs)
-    row = execute(r, options)
+    fitted = execute_fitted(r, options)
     if out:
-        _keep(ResultsDir(out), r, row)
-    return row
+        _keep(ResultsDir(out), r, fitted, plots)
+        if plots:
+            from .pages import write_report
+
+            write_report(out, draw=False)
+    elif plots:
+        raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
+    return fitted.row
 
 
 @dataclasses.dataclass
@@ -164,15 +170,24 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
     return fitted
 
 
-def _keep(results: ResultsDir, r: Run, row: dict) -> dict:
-    """Keep a finished row in the results folder, with its pictures."""
-    if isinstance(r.target.task, MultiLabel):
-        from .plots import precision_recall_scatter
+def _keep(results: ResultsDir, r: Run, fitted: Fitted, plots: bool = False) -> dict:
+    """Keep a finished row in the results folder with its predictions on the test images, and
+    its pictures: all of them with ``plots``; a multi-label run's precision/recall picture always."""
+    from . import pages
+    from .plots import precision_recall_scatter
 
-        name = f"pr_{r.key}.png"
-        precision_recall_scatter(row, results.out / name)
-        row["plots"] = [name]
-    results.add(r.key, row)
+    pages.save_predictions(results, r.key, fitted, r.test)
+    row = results.add(r.key, fitted.row)
+    if plots:
+        row["plots"] = pages.draw_run(results, row)
+    elif isinstance(r.target.task, MultiLabel):
+        folder = results.out / "plots" / r.key
+        folder.mkdir(parents=True, exist_ok=True)
+        precision_recall_scatter(row, folder / "precision_recall.png")
+        row["plots"] = [f"plots/{r.key}/precision_recall.png"]
+    if row.get("plots"):
+        row = results.add(r.key, row)
+    fitted.row.update(plots=row.get("plots"))
     return row
 
 
@@ -277,7 +292,7 @@ def _rate(*sets) -> float:
 def compare(bases: list[str], datasets: list[str], per_class: list[int | None] = (100,), seeds: list[int] = (0,),
             head: str | None = None, out: str | Path | None = None, *, targets: list[str | None] = (None,),
             eval_per_class: int | None = None, head_params: dict | None = None, holdout_classes=None,
-            loss: str | None = None, **extract_kwargs) -> list[dict]:
+            loss: str | None = None, plots: bool = False, **extract_kwargs) -> list[dict]:
     """Every base x dataset x target x per-class limit x seed; returns the rows. With
     ``out``, each finished row is kept there at once (results.csv, results.json, table.md
     remade from all rows in the folder), and rows finished by an earlier run of the same
@@ -285,6 +300,8 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     from tqdm.auto import tqdm
 
     plan_kwargs, options = _split_kwargs(extract_kwargs)
+    if plots and not out:
+        raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
     loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
     grid = [(b, d, t, n, s) for b in bases for d in datasets for t in targets for n in per_class for s in seeds]
     # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
@@ -300,12 +317,22 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
             bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}")
             row = results.get(r.key) if results else None
             if row is None:
-                row = execute(r, options)
+                fitted = execute_fitted(r, options)
+                row = fitted.row
                 if results:
-                    _keep(results, r, row)
+                    _keep(results, r, fitted, plots)
             else:
+                if plots and not (results.out / "plots" / r.key).is_dir():
+                    from .pages import draw_run
+
+                    draw_run(results, row)  # a run finished earlier without --plots
                 row = {**row, "extracted_images": 0, "reused_row": True}
             rows.append(row)
             bar.update(1)
             _faults.checkpoint("after-run", len(rows) - 1)
+    if plots:
+        from .pages import draw_grid, write_report
+
+        draw_grid(results, results.rows())
+        write_report(out, draw=False)
     return rows

@@ -82,13 +82,15 @@ class ResultsDir:
                 log.warning("ignoring unreadable result row %s", path)
         return sorted(rows, key=lambda r: (str(r.get("finished", "")), str(r.get("run_key", ""))))
 
-    def add(self, key: str, row: dict) -> None:
-        """Keep a finished row and remake the tables from every row in the folder."""
+    def add(self, key: str, row: dict) -> dict:
+        """Keep a finished row and remake the tables from every row in the folder; returns the row kept."""
         row = {**row, "run_key": key,
-               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+               "finished": row.get("finished")
+               or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         with file_lock(self.out / ".lock"):  # two grids into one folder take turns
             _atomic_write(self.rows_dir / f"{key}.json", json.dumps(row, indent=1))
             write_tables(self.rows(), self.out)
+        return row
 
 
 def write_results(rows: list[dict], out: str | Path) -> None:

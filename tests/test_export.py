@@ -155,3 +155,60 @@ def test_export_command(capsys, tmp_path):
     out = capsys.readouterr().out
     assert code == 0 and "keras.saving.load_model" in out and (tmp_path / "m.keras").exists()
     assert not list(tmp_path.glob(".*.tmp*"))
+
+
+# ---------------------------------------------------------------- pictures and the report
+
+
+def test_compare_plots_and_report_page(tmp_path, capsys):
+    import re
+
+    out = tmp_path / "R"
+    code = main(["compare", "--bases", "tiny_cnn", "--weights", "random", "--datasets", "gtsrb", "--data-dir",
+                 str(DATA), "--cache-dir", str(tmp_path / "c"), "--per-class", "3,6", "--seeds", "0,1", "--head",
+                 "dense", "--epochs", "2", "--out", str(out), "--plots", "--quiet"])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    for r in rows:
+        names = {p.split("/")[-1] for p in r["plots"]}
+        assert names == {"confusion.png", "per_class.png", "images.png", "curves.png"}, names
+        for p in r["plots"]:
+            assert Image.open(out / p).size[0] > 300
+    assert (out / "plots" / "score_vs_limit.png").exists()
+    page = (out / "report.html").read_text()
+    assert page.count("<details class='run'") == 4 and "<table>" in page and "dense" in page
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 4 * 4 + 1  # self-contained
+    assert "src=\"http" not in page and "href=\"http" not in page
+    # `report` draws again from what the folder keeps (no dataset needed)
+    for p in (out / "plots").rglob("*.png"):
+        p.unlink()
+    assert main(["report", str(out)]) == 0
+    assert len(list((out / "plots").rglob("*.png"))) == 4 * 4 + 1
+
+
+def test_pictures_of_the_other_tasks(tmp_path):
+    from bottleneck.pages import write_report
+    from bottleneck.report import train
+
+    kw = dict(data_dir=DATA, cache_dir=tmp_path / "c", image_size=32, out=tmp_path / "R", plots=True, **TINY)
+    multi = train("tiny_cnn", "gtsrb", 5, target="attributes", **kw)
+    box = train("tiny_cnn", "gtsrb", 5, target="box", **kw)
+    assert {p.split("/")[-1] for p in multi["plots"]} == {"precision_recall.png"}
+    assert {p.split("/")[-1] for p in box["plots"]} == {"boxes.png", "predicted_vs_true.png"}
+    page = write_report(tmp_path / "R").read_text()
+    assert "target attributes" in page and "mean_iou" in page
+
+
+def test_plots_need_an_out_folder(capsys):
+    code = main(["train", "--base", "tiny_cnn", "--weights", "random", "--dataset", "cifar10", "--data-dir", str(DATA),
+                 "--plots"])
+    assert code == 2 and "--plots needs --out" in capsys.readouterr().err
+
+
+def test_saved_predictions_are_plain_arrays(tmp_path):
+    from bottleneck.report import train
+
+    train("tiny_cnn", "cifar10", 3, data_dir=DATA, cache_dir=tmp_path / "c", out=tmp_path / "R", **TINY)
+    (saved,) = (tmp_path / "R" / "rows").glob("*.npz")
+    with np.load(saved, allow_pickle=False) as z:  # nothing in it needs pickle
+        assert z["y_true"].shape == (500,) and z["outputs"].shape == (500, 10) and len(z["thumbs"]) == 48
