@@ -13,7 +13,7 @@ import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
@@ -68,8 +68,9 @@ def _task_kind(task) -> str:
     return "single_label" if task is None else task.kind
 
 
-class _Head(ClassifierMixin, BaseEstimator):
-    """What every head shares: parameter checks, 2-D float features, the task's score."""
+class _Common:
+    """What every head shares: parameter checks, 2-D float features, targets, metrics.
+    (A plain mixin: each head puts scikit-learn's classifier or regressor mixin first.)"""
 
     tasks = ("single_label", "multi_label")  # the kinds of target a head can learn
 
@@ -92,14 +93,31 @@ class _Head(ClassifierMixin, BaseEstimator):
         self._check_task()
         return self
 
-    @staticmethod
-    def _as_2d(X, dtype=np.float32) -> np.ndarray:
-        X = np.asarray(X, dtype)
-        return X.reshape(len(X), -1)
+    def _features(self, X, dtype=np.float32, reset: bool = False) -> np.ndarray:
+        """Features as a 2-D finite array: scikit-learn's own validation (sparse refused, the
+        number of features remembered at fit and checked after), any further axes flattened
+        (spatial features), NaN and infinity refused with our message."""
+        from sklearn.utils.validation import validate_data
+
+        X = validate_data(self, X, reset=reset, dtype=dtype, ensure_all_finite=False, allow_nd=True)
+        X = X.reshape(len(X), -1)
+        _check_finite(X)
+        return X
 
     def _targets(self, y) -> np.ndarray:
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import assert_all_finite, column_or_1d
+
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         kind = _task_kind(self.task)
-        y = np.asarray(y, np.float32 if kind != "single_label" else None)
+        if kind == "single_label":  # scikit-learn's checks: a class per sample, never NaN or a float target
+            y = column_or_1d(y, warn=True)
+            if y.dtype.kind == "f":
+                assert_all_finite(y, input_name="y")
+            check_classification_targets(y)
+            return y
+        y = np.asarray(y, np.float32)
         if kind != "single_label":
             y = y.reshape(len(y), -1)
             if y.shape[1] != self.task.width:
@@ -113,17 +131,7 @@ class _Head(ClassifierMixin, BaseEstimator):
         of the task's shape."""
         self._check_params()
         self._check_task()
-        X = self._as_2d(X, dtype)
-        _check_finite(X)  # before any scaler, which would say it less clearly
-        return X, self._targets(y)
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """The task's main metric (accuracy for one label, mAP, R² or mean IoU): higher is better."""
-        kind = _task_kind(self.task)
-        if kind == "single_label":
-            return super().score(X, y, sample_weight)
-        y = self._targets(y)
-        return self.evaluate(X, y)[self.task.main_metric]
+        return self._features(X, dtype, reset=True), self._targets(y)
 
     def evaluate(self, X, y, baseline=None) -> dict:
         """Every metric of the task on (X, y)."""
@@ -140,6 +148,18 @@ class _Head(ClassifierMixin, BaseEstimator):
 
     def _thresholds(self):
         return getattr(self, "thresholds_", None)
+
+
+class _Head(ClassifierMixin, _Common, BaseEstimator):
+    """A head that scikit-learn sees as a classifier (its score: the task's main metric)."""
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The task's main metric (accuracy for one label, mAP, R² or mean IoU): higher is better."""
+        kind = _task_kind(self.task)
+        if kind == "single_label":
+            return super().score(X, y, sample_weight)
+        y = self._targets(y)
+        return self.evaluate(X, y)[self.task.main_metric]
 
 
 class _KerasHead(_Head):
@@ -169,9 +189,9 @@ class _KerasHead(_Head):
         _check(self, "patience", numbers.Integral, 0)
         _check(self, "seed", numbers.Integral)
 
-    def _prepare(self, X) -> np.ndarray:
-        X = self._as_2d(X)
-        _check_finite(X)
+    def _prepare(self, X, fitting: bool = False) -> np.ndarray:
+        if not fitting:
+            X = self._features(X)
         return self.scaler_.transform(X).astype(np.float32) if self.scaler_ is not None else X
 
     def _hidden(self) -> list:
@@ -198,7 +218,7 @@ class _KerasHead(_Head):
             self.scaling_ = self.task.fit_scaling(y)
             y_fit, strata = self.task.encode(y, self.scaling_), np.zeros(len(y), int)
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
-        X = self._prepare(X)
+        X = self._prepare(X, fitting=True)
         callbacks, validation, va = [], None, []
         self.validation_size_ = 0
         if self.validation_fraction > 0:
@@ -219,7 +239,7 @@ class _KerasHead(_Head):
         self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss, metrics=metrics)
         self.history_ = self.model_.fit(X, y_fit, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
                                         validation_data=validation, callbacks=callbacks, verbose=self.verbose).history
-        self.epochs_run_ = len(self.history_["loss"])
+        self.epochs_run_ = self.n_iter_ = len(self.history_["loss"])
         if self.tune_thresholds and kind != "multi_label":
             warnings.warn(f"tune_thresholds is for multi-label targets; this one is {kind} (ignored)", HeadWarning,
                           stacklevel=2)
@@ -331,6 +351,7 @@ class LogRegHead(_Head):
             self.pipeline_ = make_pipeline(StandardScaler(), self._model())
             self.pipeline_.fit(X, y)
             self.classes_ = self.pipeline_.classes_
+            self.n_iter_ = self.pipeline_[-1].n_iter_
             return self
         self.scaler_ = StandardScaler().fit(X)
         Xs = self.scaler_.transform(X)
@@ -344,12 +365,13 @@ class LogRegHead(_Head):
             columns = list(range(sl.start, sl.stop))
             self.models_.append((columns, self._model().fit(Xs, chosen) if len(np.unique(chosen)) > 1
                                  else int(chosen[0])))
+        self.n_iter_ = np.array([max([int(np.max(m.n_iter_)) for _, m in self.models_ if hasattr(m, "n_iter_")]
+                                     or [0])])
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = self._as_2d(X, np.float64)
-        _check_finite(X)
+        X = self._features(X, np.float64)
         if _task_kind(self.task) == "single_label":
             return self.pipeline_.predict_proba(X)
         Xs = self.scaler_.transform(X)
@@ -366,15 +388,14 @@ class LogRegHead(_Head):
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
         if _task_kind(self.task) == "single_label":
-            X = self._as_2d(X, np.float64)
-            _check_finite(X)
-            return self.pipeline_.predict(X)
+            return self.pipeline_.predict(self._features(X, np.float64))
         return self.task.decode(self.predict_proba(X))
 
 
-class RidgeHead(_Head):
+class RidgeHead(RegressorMixin, _Common, BaseEstimator):
     """Ridge regression (scikit-learn) on standardized features, for regression targets:
-    bounded outputs are fitted on [0, 1] and clipped to their range."""
+    bounded outputs are fitted on [0, 1] and clipped to their range. Without a task it is a
+    plain (multi-output) regressor, as scikit-learn's Ridge."""
 
     tasks = ("regression",)
 
@@ -387,24 +408,58 @@ class RidgeHead(_Head):
         _check(self, "alpha", numbers.Real, 0, None, "left")
         _check(self, "seed", numbers.Integral)
 
+    def _check_task(self) -> None:
+        if self.task is not None:
+            super()._check_task()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y of several columns is a vector target, as for Ridge
+        return tags
+
     def fit(self, X, y, groups=None):
         from sklearn.linear_model import Ridge
         from sklearn.pipeline import make_pipeline
+        from sklearn.utils.validation import assert_all_finite
 
-        X, y = self._checked(X, y, np.float64)
-        self.scaling_ = self.task.fit_scaling(y)
+        from .tasks import Regression
+
+        self._check_params()
+        self._check_task()
+        X = self._features(X, np.float64, reset=True)
+        if self.task is None:  # a plain regressor: as many unbounded outputs as y has columns
+            if y is None:
+                raise ValueError("RidgeHead requires y to be passed, but the target y is None")
+            y = np.asarray(y, np.float64)
+            assert_all_finite(y, input_name="y")
+            self.one_output_ = y.ndim == 1
+            y = y.reshape(len(y), -1)
+            self.task_ = Regression(tuple(f"y{j}" for j in range(y.shape[1])))
+        else:
+            y, self.one_output_, self.task_ = self._targets(y), False, self.task
+        self.scaling_ = self.task_.fit_scaling(y)
         self.pipeline_ = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
-        self.pipeline_.fit(X, self.task.encode(y, self.scaling_))
+        self.pipeline_.fit(X, self.task_.encode(y, self.scaling_))
         return self
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = self._as_2d(X, np.float64)
-        _check_finite(X)
+        X = self._features(X, np.float64)
         out = self.pipeline_.predict(X).reshape(len(X), -1)
         s = self.scaling_
-        out = np.where(s["bounded"], np.clip(out, 0, 1), out)
-        return self.task.decode(out, s)
+        out = self.task_.decode(np.where(s["bounded"], np.clip(out, 0, 1), out), s)
+        return out[:, 0] if self.one_output_ else out
+
+    def evaluate(self, X, y, baseline=None) -> dict:
+        """Every metric of the task on (X, y)."""
+        Y = np.asarray(y, np.float64).reshape(len(y), -1)
+        return self.task_.metrics(Y, self.predict(X).reshape(len(Y), -1), baseline)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R² (scikit-learn's), or with a task its main metric (mean IoU for boxes)."""
+        if self.task is None:
+            return super().score(X, y, sample_weight)
+        return self.evaluate(X, self._targets(y))[self.task.main_metric]
 
 
 HEADS = {"dense": DenseHead, "mlp": MLPHead, "logreg": LogRegHead, "ridge": RidgeHead}

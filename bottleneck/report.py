@@ -78,6 +78,11 @@ def _head_for(head: str | None, target: Target, params: dict, seed: int) -> tupl
     head = head or target.task.default_head
     if head not in HEADS:
         make_head(head)  # the unknown-head error, with the nearest name
+    if target.task.kind not in HEADS[head].tasks:
+        from .heads import heads_for
+
+        raise BottleneckError(f"the {head} head cannot learn target {target.name} ({target.task.kind})",
+                              f"use --head {' or '.join(heads_for(target.task.kind))}")
     known = set(inspect.signature(HEADS[head].__init__).parameters) - {"self", "task", "seed"}
     unused = [k for k in params if k not in known]
     if unused:

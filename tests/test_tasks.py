@@ -179,12 +179,25 @@ def test_regression_heads_learn_bounded_outputs(name):
     assert head.score(X[150:], Y[150:]) == m["mean_iou"]
 
 
-def test_heads_refuse_tasks_they_cannot_learn():
+def test_heads_refuse_tasks_they_cannot_learn(tmp_path):
+    from bottleneck.errors import BottleneckError
+    from bottleneck.report import train
+
+    from .conftest import DATA
+
     task = Regression(("x",))
     with pytest.raises(ValueError, match="LogRegHead cannot learn a regression target"):
         make_head("logreg", task=task)
-    with pytest.raises(ValueError, match="RidgeHead cannot learn a single_label target"):
-        make_head("ridge")
+    with pytest.raises(BottleneckError, match="the ridge head cannot learn target class \\(single_label\\)"):
+        train("tiny_cnn", "cifar10", 2, head="ridge", data_dir=DATA, cache_dir=tmp_path, weights="random")
+
+
+def test_ridge_without_a_task_is_a_plain_regressor():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 5))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 0.01 * rng.normal(size=80)
+    head = make_head("ridge").fit(X, y)
+    assert head.predict(X).shape == (80,) and head.score(X, y) > 0.99
 
 
 def test_a_mixed_range_regression_head():
