@@ -8,7 +8,26 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _warn_if_pypi_bottleneck() -> None:
+    """PyPI's Bottleneck shares this import name; in one environment their files mix."""
+    import warnings
+
+    from bottleneck_launcher import clash
+
+    found = clash()
+    if found:
+        warnings.warn(f"{found}: it shares the import name 'bottleneck' with this project (bottleneck-transfer), "
+                      "and their files overwrite each other. Use a separate virtual environment.", RuntimeWarning,
+                      stacklevel=3)
+
+
+try:
+    _warn_if_pypi_bottleneck()
+except ImportError:  # the launcher module is not installed (running from a source tree): nothing to check
+    pass  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
 
 from .bases import REGISTRY, get_base, list_bases  # noqa: E402
 from .datasets import list_datasets, load_dataset  # noqa: E402

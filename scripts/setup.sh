@@ -12,5 +12,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 echo "setting up .venv (first run: downloads TensorFlow, a few minutes)..." >&2
 .venv/bin/python -m pip install -q --upgrade pip >&2
 .venv/bin/python -m pip install -q -r requirements.txt >&2
+# this project was once installed as "bottleneck", PyPI's name for another package: drop that old record
+if .venv/bin/python -m pip show bottleneck 2>/dev/null | grep "^Summary: Cheap, correct" >/dev/null; then
+  .venv/bin/python -m pip uninstall -q -y bottleneck >&2
+fi
 .venv/bin/python -m pip install -q --no-deps -e . >&2
 echo "$want" > "$stamp"

@@ -170,3 +170,31 @@ def test_compare_lists_each_dataset_once(tmp_path, small_cifar, monkeypatch):
                           cache_dir=tmp_path, progress=False)
     assert len(rows) == 4 and calls == [f"folder:{small_cifar}"]
     assert {r["dataset"] for r in rows} == {"folder:cifar_small"}  # recorded by name; content is in the cache
+
+
+def test_the_command_names_a_clash_with_pypis_bottleneck(monkeypatch, capsys):
+    """PyPI's Bottleneck installs the same import name; the command says so instead of failing obscurely."""
+    from importlib import metadata
+
+    import bottleneck_launcher
+
+    class Dist:
+        version = "1.6.0"
+
+        def __init__(self, summary):
+            self.metadata = {"Summary": summary}
+
+        def locate_file(self, path):
+            return "/somewhere/site-packages"
+
+    real = metadata.distribution
+    for summary, clash in (("Fast NumPy array functions written in C", True),
+                           ("Cheap, correct, reproducible transfer-learning experiments on images", False)):
+        monkeypatch.setattr(metadata, "distribution",
+                            lambda name, s=summary: Dist(s) if name == "Bottleneck" else real(name))
+        if clash:
+            assert bottleneck_launcher.main() == 2
+            err = capsys.readouterr().err
+            assert "PyPI's 'Bottleneck' 1.6.0" in err and "separate virtual environment" in err
+        else:
+            assert bottleneck_launcher.clash() is None  # this project's own old install is no clash
