@@ -43,7 +43,7 @@ def confusion_matrix(row: dict, y_true, y_pred, class_names: list[str], path) ->
     counts = np.zeros((n, n))
     np.add.at(counts, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    side = max(6.0, 0.3 * n + 3)
+    side = max(8.0, 0.3 * n + 3)
     fig, ax = plt.subplots(figsize=(side, side), dpi=100)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     names = [_short(c) for c in class_names]
