@@ -46,6 +46,32 @@ class Interrupted(BottleneckError):
                          "run the same command again: it resumes from the chunks already written")
 
 
+class PooledRecipe:
+    """The classic recipe: each image resized to a square and run through the base, which
+    gives one pooled feature vector per image (``features``, float32)."""
+
+    views = ("",)  # one view of each image: itself
+    dtypes = {"features": "float32"}
+    per_row_chunks = False
+
+    def __init__(self, size: int):
+        self.size = size
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self.size, self.size
+
+    def pixels(self, split: Split, index: int, digest: str, view: str) -> np.ndarray:
+        return resize(split.load(index, self.size, digest), self.size)
+
+    def build(self, p: Plan):
+        s = p.settings
+        return build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"])
+
+    def outputs(self, out) -> dict[str, np.ndarray]:
+        return {"features": np.asarray(out, np.float32)}
+
+
 @dataclasses.dataclass
 class Plan:
     """What one extraction makes: the samples, the settings that shape their features, the file."""
@@ -54,20 +80,26 @@ class Plan:
     dataset: Dataset
     split: str
     selected: np.ndarray  # indices into the split, sorted
-    digests: list[str]  # content hash of each selected sample
+    digests: list[str]  # content hash of each row (image, or image and view)
     settings: dict
     path: Path
     weights_path: Path | None
     short: dict  # classes (or labels) that had fewer images than per_class: {name: how many}
+    recipe: object = None  # PooledRecipe, or segmentation's MapRecipe
 
     @property
     def samples(self) -> Split:
         return self.dataset.split(self.split)
 
     @property
+    def rows(self) -> list[tuple[int, str]]:
+        """(split index, view) of each row the file holds: every selected image in every view."""
+        return [(int(i), v) for i in self.selected for v in self.recipe.views]
+
+    @property
     def ids(self) -> list[str]:
         s = self.samples
-        return [s.ids[i] for i in self.selected]
+        return [s.ids[i] + (f"#{v}" if v else "") for i, v in self.rows]
 
 
 @dataclasses.dataclass
@@ -113,7 +145,8 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         "content": hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         "extractor": EXTRACTOR_VERSION,
     }
-    return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short)
+    return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
+                PooledRecipe(size))
 
 
 def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
@@ -189,19 +222,26 @@ def run(p: Plan, options: RunOptions | None = None, t0: float | None = None) -> 
         return _compute(p, options, t0)
 
 
-def _donor_rows(p: Plan) -> dict[str, np.ndarray]:
-    """Feature rows, by image content hash, for the plan's images found in other cache files
-    made the same way (another draw of the same dataset, say): copied, not recomputed."""
+def _donor_rows(p: Plan) -> dict[str, dict[str, np.ndarray]]:
+    """Rows ({array name: values}), by content hash of the image (and view), for the plan's
+    rows found in other cache files made the same way (another draw of the same dataset,
+    say): copied, not recomputed."""
+    import h5py
+
     wanted, rows = set(p.digests), {}
     for donor in find_donors(p.path.parent, p.settings, exclude=p.path):
         try:
-            fs = read_features(donor)
+            fs = read_features(donor)  # verified
         except DamagedCache as e:
             log.error("%s %s; moved it to %s", donor, e.reason, move_aside(donor, e.reason).name)
             continue
-        for digest, feat in zip(fs.digests, fs.features):
-            if digest in wanted and digest not in rows:
-                rows[digest] = feat
+        hits = [(j, d) for j, d in enumerate(fs.digests) if d in wanted and d not in rows]
+        if hits and fs.arrays == ["features"]:  # pooled features are in memory already
+            rows.update({d: {"features": fs.features[j]} for j, d in hits})
+        elif hits:
+            with h5py.File(donor, "r") as f:
+                for j, digest in hits:
+                    rows[digest] = {name: f[name][j] for name in fs.arrays}
         if len(rows) == len(wanted):
             break
     return rows
@@ -209,9 +249,9 @@ def _donor_rows(p: Plan) -> dict[str, np.ndarray]:
 
 def _model(p: Plan):
     s = p.settings
-    key = (p.spec.name, s["image_size"], s["weights"], s["layer"], s["pooling"])
+    key = (p.spec.name, s["image_size"], s["weights"], s["layer"], s["pooling"], s.get("levels"), s.get("geometry"))
     if key not in _MODELS:
-        _MODELS[key] = build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"])
+        _MODELS[key] = p.recipe.build(p)
         while len(_MODELS) > 2:
             _MODELS.popitem(last=False)
     _MODELS.move_to_end(key)
@@ -221,7 +261,9 @@ def _model(p: Plan):
 def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     from tqdm.auto import tqdm
 
-    s, size, ids, n = p.samples, p.settings["image_size"], p.ids, len(p.selected)
+    s, recipe, ids, rows_of = p.samples, p.recipe, p.ids, p.rows
+    n = len(rows_of)
+    height, width = recipe.input_shape
     # Never pad a batch beyond the images there are (a huge --batch-size on a small split).
     batch_size = max(1, min(options.batch_size, n))
     n_chunks = max(1, -(-n // batch_size))
@@ -237,12 +279,13 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     workers = options.workers or min(32, (os.cpu_count() or 2) + 4)
 
     def load(r: int):
+        index, view = rows_of[r]
         try:
-            return resize(s.load(int(p.selected[r]), size, p.digests[r]), size), True
+            return recipe.pixels(s, index, p.digests[r], view), True
         except BadImage:
             if not options.skip_bad_images:
                 raise
-            return np.zeros((size, size, 3), np.uint8), False
+            return np.zeros((height, width, 3), np.uint8), False
 
     def submit(pool, k):
         rows = range(k * batch_size, min(n, (k + 1) * batch_size))
@@ -272,28 +315,29 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                 need = [j for j, fut in enumerate(futures) if fut is not None]
                 loaded = [futures[j].result() for j in need]
                 valid = np.ones(len(futures), bool)
-                feats = None
+                chunk: dict[str, np.ndarray] = {}
                 if need:
                     if model is None:
                         model = _model(p)
-                        _check_batch_memory(model, batch_size, size)
-                    batch = np.zeros((batch_size, size, size, 3), np.uint8)  # one shape: compiled once
+                        _check_batch_memory(model, batch_size, f"{height} x {width}")
+                    batch = np.zeros((batch_size, height, width, 3), np.uint8)  # one shape: compiled once
                     batch[:len(need)] = [im for im, _ in loaded]
                     t = time.perf_counter()
-                    out = np.asarray(model.predict_on_batch(batch))[:len(need)]
+                    out = recipe.outputs(model.predict_on_batch(batch))
                     compute_seconds += time.perf_counter() - t
-                    feats = np.empty((len(futures),) + out.shape[1:], np.float32)
-                    feats[need] = out
+                    for name, values in out.items():
+                        chunk[name] = np.empty((len(futures),) + values.shape[1:], values.dtype)
+                        chunk[name][need] = values[:len(need)]
                     valid[need] = [ok for _, ok in loaded]
                     computed += len(need)
                 for j, r in enumerate(rows):
                     if futures[j] is None:
-                        row = donors[p.digests[r]]
-                        if feats is None:
-                            feats = np.empty((len(futures),) + row.shape, np.float32)
-                        feats[j] = row
+                        for name, value in donors[p.digests[r]].items():
+                            if name not in chunk:
+                                chunk[name] = np.empty((len(futures),) + value.shape, value.dtype)
+                            chunk[name][j] = value
                         reused += 1
-                writes.append(writer.submit(partial.write_chunk, k, feats, valid))
+                writes.append(writer.submit(partial.write_chunk, k, chunk, valid))
                 drain(keep=2)
                 while writes and writes[0].done():
                     writes.popleft().result()  # surfaces write errors promptly
@@ -312,8 +356,9 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
             "images_per_second": round(computed / seconds, 2) if computed else 0.0,
             "model_images_per_second": round(computed / compute_seconds, 2) if computed else 0.0,
             "batch_size": batch_size}
-    skipped = partial.finish(n_chunks, p.settings, ids, s.labels[p.selected], [s.groups[i] for i in p.selected],
-                             p.dataset.class_names, p.digests, info)
+    index = [i for i, _ in rows_of]
+    skipped = partial.finish(n_chunks, p.settings, ids, s.labels[index], [s.groups[i] for i in index],
+                             p.dataset.class_names, p.digests, info, recipe.dtypes, recipe.per_row_chunks)
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
     fs = read_features(p.path, expect=p.settings)
@@ -321,7 +366,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     return fs
 
 
-def _check_batch_memory(model, batch_size: int, size: int) -> None:
+def _check_batch_memory(model, batch_size: int, size) -> None:
     """Refuse a batch whose activations would not fit in this machine's memory, before
     the first forward pass tries (and the kernel kills the process)."""
     need = estimate_batch_bytes(model, batch_size)

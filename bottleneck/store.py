@@ -77,6 +77,7 @@ class FeatureSet:
     path: Path
     info: dict  # everything else in the file's attributes
     digests: list[str] = dataclasses.field(default_factory=list)  # each row's image content hash
+    arrays: list[str] = dataclasses.field(default_factory=lambda: ["features"])  # what the file stores per row
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -112,8 +113,13 @@ def _strings_digest(h, strings: list[str]) -> None:
     h.update(("\0".join(strings) + "\1").encode())
 
 
-def _checksum_tail(h, labels, source_ids, groups, class_names, digests) -> str:
-    """Everything after the features (format 2): labels, then each string list."""
+def _combined(array_digests: dict[str, str], labels, source_ids, groups, class_names, digests) -> str:
+    """Format 2's checksum: each stored array's SHA-256 (by name), then the labels and every
+    string list. Arrays are hashed one by one, so a file of feature maps is verified in
+    bounded memory, reading one array at a time."""
+    h = hashlib.sha256()
+    for name in sorted(array_digests):
+        h.update(f"{name}:{array_digests[name]}\n".encode())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     for strings in (source_ids, groups, class_names, digests):
         _strings_digest(h, strings)
@@ -121,9 +127,17 @@ def _checksum_tail(h, labels, source_ids, groups, class_names, digests) -> str:
 
 
 def checksum(fs: FeatureSet) -> str:
-    """The SHA-256 a file of this content carries (format 2)."""
-    h = hashlib.sha256(np.ascontiguousarray(fs.features, dtype=np.float32).tobytes())
-    return _checksum_tail(h, fs.labels, fs.source_ids, fs.groups, fs.class_names, fs.digests)
+    """The SHA-256 a file of this (in-memory, pooled) content carries (format 2)."""
+    arrays = {"features": hashlib.sha256(np.ascontiguousarray(fs.features, np.float32).tobytes()).hexdigest()}
+    return _combined(arrays, fs.labels, fs.source_ids, fs.groups, fs.class_names, fs.digests)
+
+
+def _array_digest(dataset, rows_at_once: int = 64) -> str:
+    """SHA-256 of an HDF5 dataset's bytes, read a block of rows at a time."""
+    h = hashlib.sha256()
+    for start in range(0, dataset.shape[0], rows_at_once):
+        h.update(np.ascontiguousarray(dataset[start:start + rows_at_once]).tobytes())
+    return h.hexdigest()
 
 
 def read_features(path: str | Path, expect: dict | None = None, load: bool = True) -> FeatureSet:
@@ -157,13 +171,17 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                                  f"it holds {_describe(settings)}",
                                  "move it away, or ask for the settings it holds")
             n = int(attrs["n_samples"])
-            per_row = ("features", "labels", "source_ids", "groups") + (("digests",) if version >= 2 else ())
+            arrays = json.loads(attrs.get("arrays", '["features"]'))
+            per_row = tuple(arrays) + ("labels", "source_ids", "groups") + (("digests",) if version >= 2 else ())
             if any(k not in f for k in per_row + ("class_names",)) or any(len(f[k]) != n for k in per_row):
                 raise DamagedCache(path, f"is damaged: its datasets do not match its record of {n} samples")
             text = lambda key: [s.decode() for s in f[key][()]] if key in f else []
-            fs = FeatureSet(f["features"][()] if load else np.empty((0,)), f["labels"][()], text("source_ids"),
-                            text("groups"), text("class_names"), settings, path,
-                            {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"))
+            pooled = arrays == ["features"]
+            fs = FeatureSet(f["features"][()] if load and pooled else np.empty((0,)), f["labels"][()],
+                            text("source_ids"), text("groups"), text("class_names"), settings, path,
+                            {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"), arrays)
+            if load and not pooled:  # feature maps: verified array by array, never all in memory
+                fs.info["array_digests"] = {name: _array_digest(f[name]) for name in arrays}
     except CacheError:
         raise
     except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
@@ -178,6 +196,9 @@ def _checksum_ok(fs: FeatureSet) -> bool:
     stored = fs.info.get("checksum")
     if int(fs.info.get("format_version", 1)) < 2:
         return _checksum_v1(fs.features, fs.labels) == stored
+    if "array_digests" in fs.info:
+        arrays = fs.info.pop("array_digests")
+        return _combined(arrays, fs.labels, fs.source_ids, fs.groups, fs.class_names, fs.digests) == stored
     return checksum(fs) == stored
 
 
@@ -293,11 +314,12 @@ class PartialRun:
             raise _write_error(e, self.dir) from e
         return set()
 
-    def write_chunk(self, k: int, features: np.ndarray, valid: np.ndarray) -> None:
+    def write_chunk(self, k: int, arrays: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        """Keep chunk ``k``: each named array's rows, and which rows are valid (not bad images)."""
         tmp = self.dir / f".chunk-{k:06d}.npz.tmp"
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, features=features, valid=valid)
+                np.savez(f, valid=valid, **{f"array__{name.replace('/', '__')}": a for name, a in arrays.items()})
                 f.flush()
                 _faults.checkpoint("mid-chunk", k)  # the chunk's bytes are out, its name is not yet
                 os.fsync(f.fileno())
@@ -306,37 +328,47 @@ class PartialRun:
             tmp.unlink(missing_ok=True)
             raise _write_error(e, self.dir) from e
 
-    def read_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_chunk(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         try:
-            with np.load(self.dir / f"chunk-{k:06d}.npz") as z:
-                return z["features"], z["valid"]
+            with np.load(self.dir / f"chunk-{k:06d}.npz", allow_pickle=False) as z:
+                arrays = {key[len("array__"):].replace("__", "/"): z[key] for key in z.files if key != "valid"}
+                return arrays, z["valid"]
         except Exception as e:
             raise CacheError(f"partial chunk {k} in {self.dir} is unreadable: {e}",
                              f"delete {self.dir} and run again") from e
 
     def finish(self, n_chunks: int, settings: dict, ids: list[str], labels: np.ndarray, groups: list[str],
-               class_names: list[str], digests: list[str], info: dict) -> list[str]:
-        """Assemble the chunks into the final HDF5 file; return the source ids skipped as bad."""
+               class_names: list[str], digests: list[str], info: dict, dtypes: dict[str, str] | None = None,
+               per_row_chunks: bool = False) -> list[str]:
+        """Assemble the chunks into the final HDF5 file; return the source ids skipped as bad.
+        ``dtypes``: how each array is stored (float32 pooled features by default); with
+        ``per_row_chunks`` each row is its own HDF5 chunk, so one image's maps read alone."""
+        dtypes = dtypes or {"features": "float32"}
         tmp = self.final.with_name(f".{self.final.name}.tmp")
-        h = hashlib.sha256()
+        hashes = {name: hashlib.sha256() for name in dtypes}
         skipped: list[str] = []
         try:
             with h5py.File(tmp, "w") as f:
-                dset, row, keep_rows = None, 0, []
+                dsets: dict = {}
+                row, keep_rows = 0, []
                 for k in range(n_chunks):
-                    feats, valid = self.read_chunk(k)
+                    arrays, valid = self.read_chunk(k)
                     rows = np.arange(row, row + len(valid))
                     skipped += [ids[i] for i in rows[~valid]]
-                    feats = feats[valid]
                     keep_rows.append(rows[valid])
                     row += len(valid)
-                    if dset is None:
-                        dset = f.create_dataset("features", shape=(0,) + feats.shape[1:], maxshape=(None,) + feats.shape[1:],
-                                                dtype="float32", chunks=(max(1, min(256, len(ids))),) + feats.shape[1:])
-                    start = dset.shape[0]
-                    dset.resize(start + len(feats), axis=0)
-                    dset[start:] = feats
-                    h.update(np.ascontiguousarray(feats, dtype=np.float32).tobytes())
+                    for name, dtype in dtypes.items():
+                        block = np.ascontiguousarray(arrays[name][valid], dtype=dtype)
+                        if name not in dsets:
+                            shape = block.shape[1:]
+                            rows_per_chunk = 1 if per_row_chunks else max(1, min(256, len(ids)))
+                            dsets[name] = f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape,
+                                                           dtype=dtype, chunks=(rows_per_chunk,) + shape)
+                        dset = dsets[name]
+                        start = dset.shape[0]
+                        dset.resize(start + len(block), axis=0)
+                        dset[start:] = block
+                        hashes[name].update(block.tobytes())
                 keep = np.concatenate(keep_rows) if keep_rows else np.empty(0, int)
                 kept = {"labels": np.asarray(labels, dtype=np.int64)[keep], "source_ids": [ids[i] for i in keep],
                         "groups": [groups[i] for i in keep], "class_names": list(class_names),
@@ -346,12 +378,12 @@ class PartialRun:
                     f.create_dataset(key, data=np.array(kept[key], dtype=object), dtype=h5py.string_dtype())
                 f.attrs.update({
                     "format": FORMAT, "format_version": FORMAT_VERSION,
-                    "settings": json.dumps(settings, sort_keys=True),
+                    "settings": json.dumps(settings, sort_keys=True), "arrays": json.dumps(sorted(dtypes)),
                     "fingerprint": fingerprint(settings), "feature_key": feature_key(settings),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "versions": json.dumps(_versions()), "n_samples": len(keep),
-                    "checksum": _checksum_tail(h, kept["labels"], kept["source_ids"], kept["groups"],
-                                               kept["class_names"], kept["digests"]),
+                    "checksum": _combined({n: h.hexdigest() for n, h in hashes.items()}, kept["labels"],
+                                          kept["source_ids"], kept["groups"], kept["class_names"], kept["digests"]),
                     "skipped": json.dumps(skipped), **info, "complete": True,
                 })
             with open(tmp, "rb+") as f:

@@ -117,3 +117,20 @@ def test_an_older_results_folder_is_kept(tmp_path):
     store = ResultsDir(out)
     store.add("new", {**old[0], "base": "resnet50"})
     assert {r["base"] for r in _rows(out)} == {"vgg16", "resnet50"}
+
+
+def test_rows_of_different_kinds_share_one_csv(tmp_path):
+    """A train row and a finetune row have different columns; the CSV holds both."""
+    import csv
+
+    from bottleneck.results import write_results
+
+    train_row = {"base": "b", "dataset": "d", "per_class": 1, "seed": 0, "head": "logreg", "accuracy": 0.5,
+                 "metrics": {"accuracy": 0.5}, "train_cache": "x.h5"}
+    finetune_row = {"base": "b", "dataset": "d", "per_class": 1, "seed": 0, "head": "finetune(top 1)",
+                    "accuracy": 0.6, "unfrozen_base_parameters": 1234, "epochs": 3}
+    write_results([train_row, finetune_row], tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert rows[0]["train_cache"] == "x.h5" and rows[0]["unfrozen_base_parameters"] == ""
+    assert rows[1]["unfrozen_base_parameters"] == "1234" and json.loads(rows[0]["metrics"]) == {"accuracy": 0.5}
+    assert "finetune(top 1)" in (tmp_path / "table.md").read_text()
