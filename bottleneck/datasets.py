@@ -23,7 +23,8 @@ from PIL import Image
 from . import safepickle
 from .errors import BottleneckError, DatasetError, nearest
 from .content import ContentIndex, file_digest, pixels_digest
-from .targets import Target, attribute_target, box_target, class_target, pick, presence_target
+from .targets import (Target, attribute_target, box_target, class_target, pick, presence_target,
+                      segmentation_target)
 from .images import IMAGE_SUFFIXES, BadImage, decode, to_rgb
 
 # Names looked for under the data dir, in order, for each known dataset.
@@ -40,7 +41,7 @@ CITATIONS = {
 }
 CSV_KINDS = ("multilabel", "regression")  # multilabel:PATH.csv, regression:PATH.csv
 # The targets each known dataset offers in its usual layout (the first is the default).
-TARGETS = {"cifar10": ["class"], "gtsrb": ["class", "attributes", "box"], "camvid": ["presence"]}
+TARGETS = {"cifar10": ["class"], "gtsrb": ["class", "attributes", "box"], "camvid": ["segmentation", "presence"]}
 
 
 class FileSource:
@@ -200,7 +201,7 @@ class Dataset:
             raise DatasetError(f"--test-fraction {fraction} leaves no test images for {len(missing)} classes "
                                f"(e.g. {names}): each class needs at least two images or groups",
                                "add images to those classes, or use a dataset with a test split")
-        splits = {"train": tr.subset(keep), "test": tr.subset(held)}
+        splits = {**self.splits, "train": tr.subset(keep), "test": tr.subset(held)}  # others (val) kept
         return dataclasses.replace(self, splits=splits, absent={})
 
 
@@ -245,6 +246,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         from .csvdata import read_target_csv
 
         return read_target_csv(Path(name.split(":", 1)[1]).expanduser(), kind, name)
+    if name.startswith("segfolder:"):
+        path = Path(name[len("segfolder:"):]).expanduser()
+        if not (path / "codes.txt").exists() or not (path / "images").is_dir() or not (path / "labels").is_dir():
+            raise DatasetError(f"{path} is not a segmentation folder",
+                               "segfolder:PATH needs PATH/images/, PATH/labels/ and PATH/codes.txt")
+        return _read_camvid(path, name)
     if name.startswith("folder:"):
         path = Path(name[len("folder:"):]).expanduser()
         if not path.exists():
@@ -600,34 +607,42 @@ def _is_camvid(root: Path) -> bool:
 
 def _read_camvid(root: Path, name: str) -> Dataset:
     """CamVid as SegNet split it: images/{train,val,test}/X.jpg with labels/{split}/X.png (fastai's
-    ``X_P.png`` is understood too) and codes.txt (class names in id order; the last, Void, is
-    never a target). No class per image: its default target is ``presence``."""
+    ``X_P.png`` is understood too) and codes.txt (class names in id order; Void, last, is never
+    a target); or fastai's flat layout, images/ and labels/ with valid.txt naming the
+    validation images (no test split: --test-fraction). Its default target is ``segmentation``."""
     codes = [line.strip() for line in (root / "codes.txt").read_text().splitlines() if line.strip()]
     void = codes.index("Void") if "Void" in codes else len(codes)
-    classes = [c for i, c in enumerate(codes) if i != void]
-    if void != len(classes):
-        raise DatasetError(f"{root / 'codes.txt'}: Void must be the last code", "list Void last, as CamVid does")
+    # Void last (CamVid's 11-class codes): the classes are the others; Void elsewhere (fastai's 32-class
+    # codes): every code keeps its id, and Void is a class that is never a target and never scored.
+    classes = codes[:void] if void == len(codes) - 1 or void == len(codes) else codes
     splits, label_of = {}, {}
-    for split in ("train", "val", "test"):
-        folder = root / "images" / split
-        if not folder.is_dir():
-            continue
-        rel = []
+    layout = {split: (root / "images" / split, root / "labels" / split) for split in ("train", "val", "test")
+              if (root / "images" / split).is_dir()}
+    valid: set[str] = set()
+    if not layout:  # fastai's flat layout: images/X.jpg, labels/X_P.png, valid.txt naming the validation images
+        layout = {"train": (root / "images", root / "labels")}
+        if (root / "valid.txt").exists():
+            valid = {Path(line.strip()).name for line in (root / "valid.txt").read_text().splitlines() if line.strip()}
+    for split, (folder, labels) in layout.items():
+        rel, rel_val = [], []
         for f in sorted(folder.iterdir()):
             if not _is_image(f):
                 continue
-            candidates = [root / "labels" / split / (f.stem + ext) for ext in (".png", "_P.png")]
+            candidates = [labels / (f.stem + ext) for ext in (".png", "_P.png")]
             found = next((c for c in candidates if c.exists()), None)
             if found is None:
                 raise DatasetError(f"{f} has no label map (looked for {candidates[0]} and {candidates[1].name})",
                                    "restore the label map, or remove the image")
-            rel.append(f"images/{split}/{f.name}")
-            label_of[rel[-1]] = found
-        if rel:
-            splits[split] = Split(rel, np.full(len(rel), -1, np.int64), list(rel), FileSource(root, rel))
+            sid = str(f.relative_to(root))
+            (rel_val if f.name in valid else rel).append(sid)
+            label_of[sid] = found
+        for split_name, ids in ((split, rel), ("val", rel_val)):
+            if ids:
+                splits[split_name] = Split(ids, np.full(len(ids), -1, np.int64), list(ids), FileSource(root, ids))
     if not splits:
         raise DatasetError(f"{root / 'images'} has no train/val/test folders of images", "use CamVid's layout")
-    targets = {"presence": presence_target(classes, void, lambda sid: label_of[sid])}
+    targets = {"segmentation": segmentation_target(classes, void, lambda sid: label_of[sid]),
+               "presence": presence_target(classes, void, lambda sid: label_of[sid])}
     return Dataset(name, root, "camvid", [], splits, targets=targets)
 
 

@@ -102,6 +102,13 @@ def cut_points(variant: str) -> tuple[tuple[str, str], ...]:
     return tuple(cuts) + (("top", "top_relu"),)
 
 
+def pyramid(variant: str) -> tuple[tuple[str, str], ...]:
+    """Levels for dense prediction: the ends of stages 3 and 5 (strides 8 and 16) and the
+    1280-channel head (stride 32)."""
+    cuts = dict(cut_points(variant))
+    return (("s8", cuts["stage3"]), ("s16", cuts["stage5"]), ("s32", cuts["top"]))
+
+
 def _torch_names(variant: str) -> dict[str, str]:
     """Keras layer name -> PyTorch parameter prefix."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",

@@ -14,6 +14,7 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -249,7 +250,8 @@ def _donor_rows(p: Plan) -> dict[str, dict[str, np.ndarray]]:
 
 def _model(p: Plan):
     s = p.settings
-    key = (p.spec.name, s["image_size"], s["weights"], s["layer"], s["pooling"], s.get("levels"), s.get("geometry"))
+    key = json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels", "geometry")},
+                     sort_keys=True)
     if key not in _MODELS:
         _MODELS[key] = p.recipe.build(p)
         while len(_MODELS) > 2:

@@ -62,6 +62,21 @@ def save_predictions(results: ResultsDir, key: str, fitted, test_plan) -> Path:
     return path
 
 
+def save_segmentation(results: ResultsDir, key: str, fitted, task) -> Path:
+    """Keep what a segmentation run's pictures need: the confusion matrix, a few test frames
+    with their true and predicted maps, the training curves."""
+    frames = list(fitted.frames())
+    path = results.rows_dir / f"{key}.npz"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, confusion=np.asarray(fitted.y_test), names=np.array(task.class_names, dtype=str),
+                        images=np.stack([f[0] for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8),
+                        truth=np.stack([f[1] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                        pred=np.stack([f[2] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                        void=np.int64(task.void), history=json.dumps(fitted.history or {}))
+    os.replace(tmp, path)
+    return path
+
+
 def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``rows`` reordered to take one of each class in turn, so a grid shows many classes."""
     by_class: dict = {}
@@ -93,7 +108,13 @@ def draw_run(results: ResultsDir, row: dict) -> list[str]:
     kind = row.get("task", "single_label")
     if kind == "multi_label":
         made.append(plots.precision_recall_scatter(row, folder / "precision_recall.png"))
-    if saved is not None:
+    if saved is not None and kind == "segmentation":
+        names = [str(n) for n in saved["names"]]
+        if len(saved["images"]):
+            made.append(plots.segmentation_grid(row, saved["images"], saved["truth"], saved["pred"], names,
+                                                int(saved["void"]), folder / "frames.png"))
+        made.append(plots.iou_bars(row, names, folder / "iou.png"))
+    elif saved is not None:
         names = [str(n) for n in saved["names"]]
         y_true, y_pred = saved["y_true"], saved["y_pred"]
         if kind == "single_label":
@@ -112,6 +133,7 @@ def draw_run(results: ResultsDir, row: dict) -> list[str]:
                 made.append(plots.image_grid(row, saved["thumbs"], [""] * len(rows_), [f"IoU {v:.2f}" for v in iou],
                                              folder / "boxes.png", y_true[rows_], y_pred[rows_]))
             made.append(plots.predicted_vs_true(row, y_true, y_pred, names, folder / "predicted_vs_true.png"))
+    if saved is not None:
         history = json.loads(str(saved["history"]))
         if history.get("loss"):
             made.append(plots.training_curves(row, history, folder / "curves.png"))

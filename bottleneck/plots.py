@@ -31,9 +31,9 @@ def _save(fig, path) -> Path:
 
 
 def _title(row: dict) -> str:
-    return (f"{row['base']} on {row['dataset']}, target {row.get('target', 'class')}, {row['head']} head, "
-            f"N={row['per_class']}, seed {row['seed']}: {row.get('metric', 'accuracy')} "
-            f"{row.get('score', row.get('accuracy')):.3f}")
+    n = row["per_class"] if row.get("per_class") is not None else "all"
+    return (f"{row['base']} on {row['dataset']}, target {row.get('target', 'class')}, {row['head']} head,\n"
+            f"N={n}, seed {row['seed']}: {row.get('metric', 'accuracy')} {row.get('score', row.get('accuracy')):.3f}")
 
 
 def confusion_matrix(row: dict, y_true, y_pred, class_names: list[str], path) -> Path:
@@ -114,7 +114,7 @@ def training_curves(row: dict, history: dict, path) -> Path:
     """Loss (and accuracy) per epoch of a Keras head, training and validation."""
     plt = _pyplot()
     keys = [k for k in ("loss", "accuracy") if k in history]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(7, 5 * len(keys)), 3.8), dpi=100, squeeze=False)
     for ax, key in zip(axes[0], keys):
         ax.plot(range(1, len(history[key]) + 1), history[key], label="training")
         if f"val_{key}" in history:
@@ -206,4 +206,66 @@ def predicted_vs_true(row: dict, y_true, y_pred, names: list[str], path) -> Path
         ax.set_ylabel(f"predicted {names[j]}")
         ax.grid(alpha=0.3)
     fig.suptitle(_title(row), fontsize=9)
+    return _save(fig, path)
+
+
+def _palette(n: int) -> np.ndarray:
+    from .segmentation import CAMVID_COLOURS
+
+    if n <= len(CAMVID_COLOURS):
+        return np.array(CAMVID_COLOURS[:n], np.uint8)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return np.array([[int(255 * c) for c in cmap(i % 20)[:3]] for i in range(n)], np.uint8)
+
+
+def colour_map(labels: np.ndarray, n_classes: int, void: int) -> np.ndarray:
+    """Class ids as colours (CamVid's own palette for up to 11 classes); Void black."""
+    palette = np.vstack([_palette(n_classes), np.zeros((256 - n_classes, 3), np.uint8)])
+    out = palette[np.minimum(labels, 255)]
+    out[labels == void] = 0
+    return out
+
+
+def segmentation_grid(row: dict, images, truth, pred, class_names: list[str], void: int, path) -> Path:
+    """Test frames, their true maps and the predicted ones, in CamVid's colours, with a legend."""
+    plt = _pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(11, 2.6 * n + 1), dpi=90, squeeze=False)
+    for k in range(n):
+        for ax, picture, title in zip(axes[k], (images[k], colour_map(truth[k], len(class_names), void),
+                                                colour_map(pred[k], len(class_names), void)),
+                                      ("frame", "true classes", "predicted")):
+            ax.imshow(picture)
+            ax.axis("off")
+            if k == 0:
+                ax.set_title(title, fontsize=9)
+    from matplotlib.patches import Patch
+
+    palette = _palette(len(class_names)) / 255.0
+    fig.legend(handles=[Patch(color=palette[i], label=c) for i, c in enumerate(class_names)], loc="lower center",
+               ncol=min(6, len(class_names)), fontsize=8)
+    fig.suptitle(_title(row), fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def iou_bars(row: dict, class_names: list[str], path) -> Path:
+    """Each class's IoU on the test frames, sorted, with the mean."""
+    plt = _pyplot()
+    metrics = row["metrics"]
+    values = [(c, metrics.get(f"iou/{c}")) for c in class_names]
+    values = sorted(((c, v) for c, v in values if v is not None and v == v), key=lambda cv: cv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(values) + 1.5), dpi=100)
+    palette = _palette(len(class_names)) / 255.0
+    ax.barh([c for c, _ in values], [v for _, v in values],
+            color=[palette[class_names.index(c)] for c, _ in values], edgecolor="black", lw=0.3)
+    ax.axvline(metrics["miou"], color="tab:red", lw=1, label=f"mean IoU {metrics['miou']:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("IoU on the test frames")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_title(row), fontsize=9)
     return _save(fig, path)

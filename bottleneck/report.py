@@ -32,7 +32,10 @@ from .tasks import MultiLabel
 
 log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
-_PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction")
+AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmentation
+_PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
+              "precision", "flips")
+_SEGMENTATION_ONLY = ("precision", "flips")
 _RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers")
 
 
@@ -103,6 +106,19 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     """One run, planned (nothing runs): every check that can fail, fails here."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
     tgt = ds.target(target)
+    if per_class == AUTO:  # the command line's default: 100 per class, every frame for segmentation
+        per_class = None if tgt.task.kind == "segmentation" else 100
+    if tgt.task.kind == "segmentation":
+        from .segmentation import plan_segmentation
+
+        if holdout_classes or loss or eval_per_class:
+            raise BottleneckError("--holdout-classes, --loss and --eval-per-class are not for segmentation",
+                                  "drop them: the decoder trains on every pixel and scores every test frame")
+        return plan_segmentation(base, ds, per_class, seed, tgt, head, dict(head_params or {}), **plan_kwargs)
+    given = [k for k in _SEGMENTATION_ONLY if k in plan_kwargs]
+    if given:
+        raise BottleneckError(f"{', '.join(given)} only apply to segmentation; {tgt.name} is {tgt.task.kind}",
+                              "drop --precision / --no-flips")
     if loss is not None:
         if not isinstance(tgt.task, MultiLabel):
             raise BottleneckError(f"--loss is for multi-label targets; {tgt.name} is {tgt.task.kind}",
@@ -155,7 +171,9 @@ class Fitted:
     model: object
     train: FeatureSet
     test: FeatureSet
-    y_test: np.ndarray
+    y_test: np.ndarray  # the test targets (for segmentation: the confusion matrix)
+    frames: object = None  # segmentation: () -> (image, truth, prediction) of a few test frames
+    history: dict | None = None
 
 
 def execute(r: Run, options: RunOptions | None = None) -> dict:
@@ -165,6 +183,12 @@ def execute(r: Run, options: RunOptions | None = None) -> dict:
 
 def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
     """``execute``, keeping the fitted head and the features (for export, predictions, pictures)."""
+    from .segmentation import SegRun, execute_segmentation
+
+    if isinstance(r, SegRun):
+        fitted, frames, history = execute_segmentation(r, options)
+        fitted.frames, fitted.history = frames, history
+        return fitted
     options = options or RunOptions()
     tr, te = run(r.train, options), run(r.test, options)
     y_tr = r.target.join(r.train.samples, tr.source_ids)
@@ -181,7 +205,10 @@ def _keep(results: ResultsDir, r: Run, fitted: Fitted, plots: bool = False) -> d
     from . import pages
     from .plots import precision_recall_scatter
 
-    pages.save_predictions(results, r.key, fitted, r.test)
+    if fitted.row["task"] == "segmentation":
+        pages.save_segmentation(results, r.key, fitted, r.target.task)
+    else:
+        pages.save_predictions(results, r.key, fitted, r.test)
     row = results.add(r.key, fitted.row)
     if plots:
         row["plots"] = pages.draw_run(results, row)
@@ -313,7 +340,7 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
                         eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, **plan_kwargs)
                for b, d, t, n, s in grid]
-    if any(not p.path.exists() for r in planned for p in (r.train, r.test)):
+    if any(p is not None and not p.path.exists() for r in planned for p in (r.train, getattr(r, "val", None), r.test)):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []

@@ -9,7 +9,8 @@ its targets (``bottleneck datasets`` shows them); ``--target NAME`` picks one:
 | any with classes | ``class`` (default) | single label | the class |
 | gtsrb | ``attributes`` | multi-label | shape, category, colour (exclusive groups) and five independent labels, from ``data/gtsrb_attributes.json`` |
 | gtsrb (Kaggle layout) | ``box`` | regression | the sign's box from Train.csv/Test.csv, divided by the image's width and height |
-| camvid | ``presence`` (default) | multi-label | which of the 11 classes cover at least 0.5% of the labelled pixels of a frame |
+| camvid, ``segfolder:`` | ``segmentation`` (default) | segmentation | the class of every pixel (Void never scored) |
+| camvid, ``segfolder:`` | ``presence`` | multi-label | which of the 11 classes cover at least 0.5% of the labelled pixels of a frame |
 | ``multilabel:CSV`` | ``labels`` | multi-label | a CSV of ``file,labels`` (space-separated) |
 | ``regression:CSV`` | ``values`` | regression | a CSV of ``file,target1,target2,...`` |
 """
@@ -121,6 +122,14 @@ def box_target(read_boxes: Callable[[], dict[str, tuple]]) -> Target:
 
 
 # ---------------------------------------------------------------- CamVid
+
+
+def segmentation_target(class_names: list[str], void: int, maps: Callable[[str], Path]) -> Target:
+    """One class per pixel, from each frame's label map (Void never a target, never scored)."""
+    from .segmentation import Segmentation
+
+    return Target("segmentation", Segmentation(tuple(class_names), void), "the class of every pixel",
+                  lambda s: np.array([str(maps(sid)) for sid in s.ids], dtype=object), draw_key="frames")
 
 
 def presence_target(class_names: list[str], void: int, maps: Callable[[str], Path]) -> Target:

@@ -75,3 +75,22 @@ def test_image_size_limits_and_unknown_base():
         resolve_image_size(spec, 32)
     with pytest.raises(BaseError, match="did you mean 'vgg16'"):
         get_base("vgg_16")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_pyramid_levels_of_every_base(name):
+    """Each base's pyramid: finest first, each level coarser than the one before, about
+    input / stride (inception's "valid" padding makes its maps a little smaller)."""
+    from bottleneck.bases import build_pyramid_model
+
+    spec = get_base(name)
+    shape = (96, 128) if name == "tiny_cnn" else (max(spec.min_size, 96) + 64, max(spec.min_size, 96) + 96)
+    model = build_pyramid_model(spec, shape, None)
+    x = np.zeros((1, *shape, 3), np.uint8)
+    maps = {k: np.asarray(v) for k, v in model.predict_on_batch(x).items()}
+    assert list(maps) == [lv for lv, _ in spec.pyramid] and len(maps) >= 2
+    sizes = [maps[lv].shape[1:3] for lv, _ in spec.pyramid]
+    for (lv, _), (h, w) in zip(spec.pyramid, sizes):
+        stride = int(lv[1:])
+        assert shape[0] / stride - 3 <= h <= -(-shape[0] // stride) and shape[1] / stride - 3 <= w <= -(-shape[1] // stride)
+    assert all(a[0] > b[0] for a, b in zip(sizes, sizes[1:]))

@@ -137,10 +137,11 @@ def test_train_and_compare_write_metrics_pictures_and_one_table_per_target(capsy
 
 def test_camvid_presence(tmp_path):
     ds = load_dataset("camvid", DATA)
-    assert set(ds.splits) == {"train", "val", "test"} and ds.target().name == "presence"
-    Y = ds.target().values(ds.split("train"))
+    assert set(ds.splits) == {"train", "val", "test"} and ds.target().name == "segmentation"
+    Y = ds.target("presence").values(ds.split("train"))
     assert Y.shape == (12, 11) and Y[:, 0].all()  # every frame shows sky
-    row = train("tiny_cnn", "camvid", None, data_dir=DATA, cache_dir=tmp_path / "c", image_size=32, **TINY)
+    row = train("tiny_cnn", "camvid", None, target="presence", data_dir=DATA, cache_dir=tmp_path / "c",
+                image_size=32, **TINY)
     assert row["task"] == "multi_label" and row["metric"] == "mAP" and row["n_test"] == 8
 
 
