@@ -1,32 +1,46 @@
-"""Extraction speed: the project's pipeline against the plain loops, and head training time.
+"""Extraction speed: the project's pipeline as a ratio to the model's own ceiling, in one run.
 
-Prints images/s for one base at its native size (random weights are fine for speed):
+For one base at its native size (random weights are fine for speed) over image files:
 
-1. pipeline  - ``bottleneck.extract`` from image files: threaded decode + resize, batched
-               ``predict_on_batch``, chunks written to the cache (end to end, model already built);
-2. ceiling   - the same model's ``predict_on_batch`` alone on preloaded, pre-resized tensors;
-3. lab loop  - the classic lab's way: batches of 16, decode, resize each batch, ``model.predict``.
+- pipeline     ``bottleneck`` from files to a finished cache file (model built and compiled
+               beforehand): the feed (read, decode, resize) in workers, the model, the writer;
+- ceiling      the same model's ``predict_on_batch`` alone on preloaded, resized uint8 tensors;
+- *_device     the same two with ``--resize device`` (the model resizes; the feed ships the
+               images' own pixels), when every image has one size (CIFAR-10);
+- feed_per_core  the feed alone, one worker, no model: images/s one core gives (so a GPU's
+               ceiling divided by it says how many cores that GPU needs);
+- lab_loop     the classic lab's way: batches of 16, decode, resize per batch, ``model.predict``;
+- the model's GFLOP/s at its ceiling next to this machine's matmul rate through the same
+  backend; on TensorFlow, the ceiling with XLA (``jit_compile``); with ``--bf16``, the
+  ceiling under Keras's mixed_bfloat16 policy and the largest feature difference from float32.
 
-Then the seconds to train each head on the features the pipeline cached.
+    .venv/bin/python bench/extract_speed.py --base efficientnet_lite0 --images 512          # a table
+    .venv/bin/python bench/extract_speed.py --images 2000 --json                           # one JSON object
 
-    .venv/bin/python bench/extract_speed.py --base efficientnet_lite0 --images 512
+``--images`` beyond the dataset's size repeats its files (said in the output): the OS keeps
+them in memory either way after the first pass, as it would on any re-run.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import bottleneck
-from bottleneck import extraction
-from bottleneck.bases import build_feature_model, get_base
+from bottleneck import extraction, feed
+from bottleneck.bases import build_feature_model, compute_dtype, get_base
 from bottleneck.datasets import load_dataset
-from bottleneck.heads import make_head
 from bottleneck.images import resize
 from bottleneck.sampling import per_class_draw
+
+LAB_BATCH = 16  # the classic lab's batch
+CEILING_IMAGES = 8192  # the ceiling, the feed alone and the lab loop run on at most this many images
 
 
 def main() -> None:
@@ -37,60 +51,191 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
     p.add_argument("--images", type=int, default=512, help="images to run (drawn evenly over classes)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--feed", default="auto", choices=feed.KINDS)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--bf16", action="store_true", help="also measure the ceiling under mixed_bfloat16")
+    p.add_argument("--no-lab", action="store_true", help="skip the lab loop (slow on a CPU)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     a = p.parse_args()
+    r = measure(a)
+    print(json.dumps(r, indent=1) if a.json else tables(r))
+
+
+def _dataset(a):
+    """The dataset with its train split cut to ``--images`` files (repeated when it has fewer)."""
+    ds = load_dataset(a.dataset, a.data_dir)
+    split = ds.split("train")
+    per_class = max(1, -(-a.images // len(ds.class_names)))
+    idx, _ = per_class_draw(split.labels, per_class, seed=0)
+    repeats = -(-a.images // len(idx))
+    idx = np.tile(idx, repeats)[:a.images]
+    ds = dataclasses.replace(ds, splits={"train": split.subset(idx)})
+    return ds, repeats
+
+
+def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarray]:
+    """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
+    options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
+    plan = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
+    model = extraction._model(plan)
+    h, w = plan.recipe.input_shape
+    model.predict_on_batch(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8))  # compile
+    t = time.perf_counter()
+    fs = extraction.run(plan, options)
+    rate = len(fs) / (time.perf_counter() - t)
+    return rate, {"feed": fs.info["feed"], **json.loads(fs.info["stages"])}, fs.features
+
+
+def _ceiling(model, x: np.ndarray, batch: int) -> float:
+    full = len(x) - len(x) % batch  # whole batches only: the shape the pipeline compiles
+    model.predict_on_batch(x[:batch])
+    t = time.perf_counter()
+    for s in range(0, full, batch):
+        np.asarray(model.predict_on_batch(x[s:s + batch]))
+    return full / (time.perf_counter() - t)
+
+
+def _feed_alone(ds, recipe) -> float:
+    """images/s of one feed worker (this thread), no model."""
+    split = ds.split("train")
+    m = min(len(split), CEILING_IMAGES // 2)
+    digests = split.digests(range(m))
+    rows = [(i, "", digests[i]) for i in range(m)]
+    t = time.perf_counter()
+    for s in range(0, len(rows), 64):
+        feed.make_chunk(split, recipe, rows[s:s + 64], False)
+    return len(rows) / (time.perf_counter() - t)
+
+
+def model_flops(model) -> float:
+    """Multiply-adds x 2 of one image through the convolutions and dense layers."""
+    total = 0.0
+    for layer in _layers(model):
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            continue
+        out = layer.output.shape
+        if kind == "Dense":
+            total += 2.0 * layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif kind == "DepthwiseConv2D":
+            kh, kw, cin, mult = layer.kernel.shape
+            total += 2.0 * out[1] * out[2] * kh * kw * cin * mult
+        else:
+            kh, kw, cin, cout = layer.kernel.shape
+            total += 2.0 * out[1] * out[2] * kh * kw * cin * cout
+    return total
+
+
+def _layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def _matmul_rate(n: int = 2048, repeat: int = 10) -> float:
+    """GFLOP/s of a float32 n x n matrix product through Keras's backend, on its device."""
+    from keras import ops
+
+    x = ops.convert_to_tensor(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    ops.convert_to_numpy(ops.matmul(x, x))
+    t = time.perf_counter()
+    for _ in range(repeat):
+        y = ops.matmul(x, x)
+    ops.convert_to_numpy(y)  # waits for the device
+    return 2.0 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def measure(a) -> dict:
+    import keras
 
     spec = get_base(a.base)
     size = spec.native_size
-    ds = load_dataset(a.dataset, a.data_dir)
+    ds, repeats = _dataset(a)
     split = ds.split("train")
-    per_class = max(1, a.images // len(ds.class_names))
-    idx, _ = per_class_draw(split.labels, per_class, seed=0)
-    n = len(idx)
-    print(f"{a.base} at {size}px, {n} images of {ds.name} ({ds.root}), keras backend "
-          f"{__import__('keras').backend.backend()}")
+    n = len(split)
+    r = {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+         "backend": keras.backend.backend(), "base": a.base, "image_size": size, "dataset": ds.name, "images": n,
+         "files_repeated": repeats, "batch_size": a.batch_size, "weights": a.weights}
+    with tempfile.TemporaryDirectory() as cache:
+        r["pipeline"], r["stages"], features = _timed_run(ds, a, cache, "host")
+        model = next(reversed(extraction._MODELS.values()))
+        m = min(n, CEILING_IMAGES)
+        x = np.stack([resize(split.load(i, size), size) for i in range(m)])  # as the pipeline feeds it
+        r["ceiling"] = _ceiling(model, x, a.batch_size)
+        sizes = {split.load(i).size for i in range(min(n, 200))}
+        if len(sizes) == 1:
+            r["pipeline_device_resize"], r["stages_device_resize"], dev_features = _timed_run(ds, a, cache, "device")
+            small = np.stack([np.asarray(split.load(i), np.uint8) for i in range(m)])
+            r["ceiling_device_resize"] = _ceiling(next(reversed(extraction._MODELS.values())), small, a.batch_size)
+            r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
+            r["feed_per_core_device_resize"] = _feed_alone(ds, extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]))
+    r["ratio"] = r["pipeline"] / r["ceiling"]
+    if "ceiling_device_resize" in r:
+        r["ratio_device_resize"] = r["pipeline_device_resize"] / r["ceiling_device_resize"]
+    r["feed_per_core"] = _feed_alone(ds, extraction.PooledRecipe(size))
+    r["model_gflop_per_image"] = model_flops(model) / 1e9
+    r["model_gflop_per_s_at_ceiling"] = r["model_gflop_per_image"] * r["ceiling"]
+    r["matmul_gflop_per_s_float32"] = _matmul_rate()
+    if keras.backend.backend() == "tensorflow":
+        xla = build_feature_model(spec, size, None)
+        xla.set_weights(model.get_weights())
+        xla.jit_compile = True
+        r["ceiling_xla"] = _ceiling(xla, x[:4 * a.batch_size], a.batch_size)  # 4 batches: it is slow on CPUs
+        r["xla_max_feature_difference"] = float(np.abs(np.asarray(xla.predict_on_batch(x[:a.batch_size]))
+                                                       - np.asarray(model.predict_on_batch(x[:a.batch_size]))).max())
+    if a.bf16:
+        with compute_dtype("bfloat16"):  # what --compute bfloat16 builds
+            half = build_feature_model(spec, size, None)
+        half.set_weights(model.get_weights())
+        r["ceiling_bf16"] = _ceiling(half, x, a.batch_size)
+        ref = np.asarray(model.predict_on_batch(x[:a.batch_size]), np.float32)
+        got = np.asarray(half.predict_on_batch(x[:a.batch_size]), np.float32)
+        r["bf16_max_feature_difference"] = float(np.abs(got - ref).max())
+        r["bf16_feature_scale"] = float(np.abs(ref).max())
+    if not a.no_lab:
+        r["lab_loop"] = _lab_loop(spec, size, split, x, min(n, CEILING_IMAGES // 2))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
 
-    # 1. the pipeline, with its model built and warmed up beforehand
-    with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as cache:
-        bottleneck.extract(a.base, ds, "train", 1, seed=99, cache_dir=warm, weights=a.weights,
-                           batch_size=a.batch_size, progress=False)
-        t = time.perf_counter()
-        fs = bottleneck.extract(a.base, ds, "train", per_class, seed=0, cache_dir=cache, weights=a.weights,
-                                batch_size=a.batch_size, progress=False)
-        pipeline = n / (time.perf_counter() - t)
-        features, labels = fs.features, fs.labels
-    model = next(reversed(extraction._MODELS.values()))
 
-    # 2. the ceiling: predict alone on tensors already decoded and resized
-    x = np.stack([resize(split.load(int(i)), size) for i in idx])  # uint8, as the pipeline feeds it
-    full = n - n % a.batch_size  # whole batches only: one input shape, as the pipeline pads to
-    model.predict_on_batch(x[: a.batch_size])
-    t = time.perf_counter()
-    for s in range(0, full, a.batch_size):
-        model.predict_on_batch(x[s:s + a.batch_size])
-    ceiling = full / (time.perf_counter() - t)
-
-    # 3. the lab's loop: batches of 16, decode, resize per batch, model.predict
+def _lab_loop(spec, size, split, x, n) -> float:
     import keras
 
     lab_model = build_feature_model(spec, size, None, input_dtype="float32")
-    lab_model.predict(x[:16].astype(np.float32), verbose=0)
+    lab_model.predict(x[:LAB_BATCH].astype(np.float32), verbose=0)
     t = time.perf_counter()
-    for s in range(0, n, 16):
-        raw = np.stack([np.asarray(split.load(int(i)).resize((32, 32))) for i in idx[s:s + 16]]).astype(np.float32)
-        batch = keras.ops.image.resize(raw, (size, size), interpolation="bilinear")
+    for s in range(0, n, LAB_BATCH):
+        raw = np.stack([np.asarray(split.load(i).resize((32, 32))) for i in range(s, min(n, s + LAB_BATCH))])
+        batch = keras.ops.image.resize(raw.astype(np.float32), (size, size), interpolation="bilinear")
         lab_model.predict(batch, verbose=0)
-    lab = n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t)
 
-    print("\n| path | images/s |\n|---|---|")
-    print(f"| bottleneck pipeline (files -> cache) | {pipeline:.1f} |")
-    print(f"| predict_on_batch on preloaded tensors (ceiling) | {ceiling:.1f} |")
-    print(f"| lab loop (batch 16, resize per batch, model.predict) | {lab:.1f} |")
 
-    print(f"\n| head | seconds to train on {len(labels)} cached feature rows |\n|---|---|")
-    for name in ("logreg", "dense", "mlp"):
-        t = time.perf_counter()
-        make_head(name, seed=0).fit(features, labels)
-        print(f"| {name} | {time.perf_counter() - t:.2f} |")
+def tables(r: dict) -> str:
+    rows = [("bottleneck pipeline (files -> cache)", "pipeline"), ("model ceiling (predict_on_batch, preloaded)",
+                                                                  "ceiling"),
+            ("pipeline, --resize device", "pipeline_device_resize"),
+            ("ceiling, --resize device (model takes the source size)", "ceiling_device_resize"),
+            ("ceiling with XLA (jit_compile)", "ceiling_xla"), ("ceiling, mixed_bfloat16", "ceiling_bf16"),
+            ("feed alone, one core (decode + resize)", "feed_per_core"),
+            ("feed alone, one core, --resize device (decode)", "feed_per_core_device_resize"),
+            ("lab loop (batch 16, resize per batch, model.predict)", "lab_loop")]
+    out = [f"{r['base']} at {r['image_size']}px, {r['images']} images of {r['dataset']}"
+           + (f" (files repeated x{r['files_repeated']})" if r["files_repeated"] > 1 else "")
+           + f", batch {r['batch_size']}, keras backend {r['backend']}, {r['machine']}", "",
+           "| path | images/s |", "|---|---|"]
+    out += [f"| {label} | {r[key]:.1f} |" for label, key in rows if key in r]
+    out += ["", f"pipeline / ceiling: {r['ratio']:.3f}"
+            + (f"; with --resize device: {r['ratio_device_resize']:.3f}" if "ratio_device_resize" in r else ""),
+            f"where time went (s): {r['stages']}",
+            f"model: {r['model_gflop_per_image']:.2f} GFLOP/image, {r['model_gflop_per_s_at_ceiling']:.0f} GFLOP/s at "
+            f"its ceiling; this machine's float32 matmul through the backend: {r['matmul_gflop_per_s_float32']:.0f} "
+            "GFLOP/s"]
+    for key in ("device_resize_max_feature_difference", "xla_max_feature_difference", "bf16_max_feature_difference"):
+        if key in r:
+            out.append(f"{key}: {r[key]:.3g}")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -29,19 +29,27 @@ try:
 except ImportError:  # the launcher module is not installed (running from a source tree): nothing to check
     pass  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
 
-from .bases import REGISTRY, get_base, list_bases  # noqa: E402
-from .datasets import list_datasets, load_dataset  # noqa: E402
-from .errors import BottleneckError  # noqa: E402
-from .export import export, load_model  # noqa: E402
-from .extraction import extract, plan, run  # noqa: E402
-from .predict import predict  # noqa: E402
-from .heads import DenseHead, LogRegHead, MLPHead, make_head  # noqa: E402
-from .report import compare, train  # noqa: E402
-from .results import markdown_table  # noqa: E402
-from .store import read_features, verify  # noqa: E402
-
+# The public names, imported when first used (PEP 562): `import bottleneck.feed` in a feed
+# worker process then costs what that module needs, not scikit-learn and the rest.
+_EXPORTS = {"REGISTRY": "bases", "get_base": "bases", "list_bases": "bases", "list_datasets": "datasets",
+            "load_dataset": "datasets", "BottleneckError": "errors", "export": "export", "load_model": "export",
+            "extract": "extraction", "plan": "extraction", "run": "extraction", "predict": "predict",
+            "DenseHead": "heads", "LogRegHead": "heads", "MLPHead": "heads", "make_head": "heads",
+            "compare": "report", "train": "report", "markdown_table": "results", "read_features": "store",
+            "verify": "store"}
 __version__ = "0.1.0"
-__all__ = ["REGISTRY", "get_base", "list_bases", "list_datasets", "load_dataset", "BottleneckError", "extract", "plan",
-           "run", "export", "load_model", "predict",
-           "DenseHead", "LogRegHead", "MLPHead", "make_head", "compare", "markdown_table", "train", "read_features",
-           "verify"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bottleneck' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

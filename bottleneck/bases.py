@@ -7,6 +7,8 @@ code path serves offline users (a weights dir), Keras's cache and downloads.
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import hashlib
 import importlib.util
@@ -429,11 +431,33 @@ def build_pyramid_model(spec: BaseSpec, shape: tuple[int, int], weights_path: Pa
     return keras.Model(inputs, dict(zip(levels, outputs)), name=f"{spec.name}_pyramid")
 
 
-def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
-                        layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8"):
-    """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode."""
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@contextlib.contextmanager
+def compute_dtype(name: str):
+    """Layers built inside compute in ``name`` (bfloat16: Keras's mixed_bfloat16 policy, weights
+    kept in float32); the global policy is restored after."""
     import keras
-    from keras import layers
+
+    if name not in COMPUTE_DTYPES:
+        raise BaseError(f"unknown compute dtype {name!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
+                        layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8",
+                        source_size: tuple[int, int] | None = None):
+    """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode.
+    With ``source_size`` (height, width) the model takes images of that size and resizes them
+    to S x S itself (bilinear, half-pixel centres, in float32), on the device."""
+    import keras
+    from keras import layers, ops
 
     trunk = build_trunk(spec, image_size, weights_path)
     layer = resolve_layer(spec, layer)
@@ -441,8 +465,12 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
         _check_layer_in(spec, layer, layer_names(trunk))
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
     trunk.trainable = False
-    inputs = keras.Input(shape=(image_size, image_size, 3), dtype=input_dtype, name="pixels")
-    x = trunk(_preprocess_layer(spec.preprocessing)(inputs), training=False)
+    inputs = keras.Input(shape=(*(source_size or (image_size, image_size)), 3), dtype=input_dtype, name="pixels")
+    x = inputs
+    if source_size is not None:
+        x = layers.Resizing(image_size, image_size, interpolation="bilinear", antialias=False,
+                            name="resize_on_device")(ops.cast(x, "float32"))
+    x = trunk(_preprocess_layer(spec.preprocessing)(x), training=False)
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":

@@ -75,6 +75,18 @@ def _common() -> argparse.ArgumentParser:
                    help="folder holding weights files under Keras's names (env BOTTLENECK_WEIGHTS_DIR)")
     g.add_argument("--image-size", type=_positive_int, help="input size (default: the base's native size)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
+    g.add_argument("--resize", choices=["host", "device"], default="host",
+                   help="resize on the host (PIL, default) or inside the model on the device (images of one "
+                        "size only, e.g. CIFAR-10: ships 32x32 pixels, not 224x224; a recorded setting)")
+    g.add_argument("--compute", choices=["float32", "bfloat16"], default="float32",
+                   help="the base's compute dtype (bfloat16: mixed precision, for GPUs; a recorded setting)")
+    g.add_argument("--feed", choices=["auto", "threads", "processes"], default="auto",
+                   help="who decodes and resizes: threads, processes, or auto (processes for 2,000 or more "
+                        "image files on more than 2 cores)")
+    g.add_argument("--workers", type=_positive_int, help="feed workers (default: one process per core, or "
+                                                         "cores + 4 threads)")
+    g.add_argument("--profile", action="store_true",
+                   help="print where extraction time went: decode, resize, waiting for the feed, model, write")
     g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")
     g.add_argument("--pooling", choices=["avg", "max", "none"], default="avg")
     g.add_argument("--test-fraction", type=_fraction,
@@ -95,7 +107,12 @@ def _draw_options(p: argparse.ArgumentParser, default: int | None) -> None:
 def _extract_kwargs(a) -> dict:
     kw = dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
               image_size=a.image_size, layer=a.layer, pooling=a.pooling, test_fraction=a.test_fraction,
-              batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet)
+              batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet,
+              feed=a.feed, workers=a.workers)
+    if a.resize != "host":
+        kw["resize"] = a.resize
+    if a.compute != "float32":
+        kw["compute"] = a.compute
     if getattr(a, "precision", None):
         kw["precision"] = a.precision
     if getattr(a, "no_flips", False):
@@ -304,7 +321,36 @@ def cmd_extract(a) -> int:
         f"extracted {fs.info['extracted']} images in {fs.info['seconds']:.1f}s"
         + (f", reused {fs.info['reused']}" if fs.info["reused"] else ""))
     print(f"{fs.path}: {len(fs)} samples x {fs.features.shape[1:]} ({what})")
+    if a.profile:
+        from .extraction import stages_of
+
+        print(profile_text(stages_of([fs]), fs.info.get("extracted", 0), fs.info.get("feed")))
     return 0
+
+
+def _print_profile(a, rows: list[dict]) -> None:
+    """--profile on train/compare: the stages of the extractions these rows made, summed."""
+    if not getattr(a, "profile", False):
+        return
+    made = [r["extract_stages"] for r in rows if r.get("extract_stages")]
+    total = {k: sum(m.get(k, 0.0) for m in made) for k in made[0]} if made else None
+    print(profile_text(total, sum(r.get("extracted_images", 0) for r in rows)))
+
+
+def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:
+    """Where extraction time went, one line per stage (``--profile``)."""
+    if not stages:
+        return "profile: nothing was extracted (all features came from the cache)"
+    lines = [f"profile: {images} images extracted" + (f", feed {feed}" if feed else "")]
+    per = lambda v: f"{1000 * v / max(1, images):8.2f} ms/image"
+    notes = {"decode": "read + decode, summed over feed workers", "resize": "resize, summed over feed workers",
+             "start": "resume, donor rows, pool start", "build": "building the model (first use in this process)",
+             "wait": "model waiting for the feed (workers starting too)",
+             "model": "model forward passes, transfers included", "write": "waiting for the cache writer",
+             "finish": "assembling, checksumming, verifying the file"}
+    for key, what in notes.items():
+        lines.append(f"  {key:7s} {stages.get(key, 0.0):9.2f} s {per(stages.get(key, 0.0))}  ({what})")
+    return "\n".join(lines)
 
 
 def cmd_train(a) -> int:
@@ -327,6 +373,7 @@ def cmd_train(a) -> int:
         row = train(a.base, a.dataset, a.per_class, a.seed, a.head, target=a.target, eval_per_class=a.eval_per_class,
                     head_params=_head_params(a), holdout_classes=a.holdout_classes, loss=a.loss, out=a.out,
                     plots=a.plots, **_extract_kwargs(a))
+    _print_profile(a, [row])
     target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
     held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
     if row["task"] == "segmentation":
@@ -373,6 +420,7 @@ def cmd_compare(a) -> int:
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
                    loss=a.loss, plots=a.plots, **_extract_kwargs(a))
     print(markdown_table(rows))
+    _print_profile(a, rows)
     extracted = sum(r["extracted_images"] for r in rows)
     reused = sum(bool(r.get("reused_row")) for r in rows)
     print(f"\n{len(rows)} runs; extracted {extracted} images this time"
@@ -395,7 +443,8 @@ def cmd_info(a) -> int:
     for key, value in sorted(fs.settings.items()):
         print(f"  {key:16s} {value}")
     print(f"  {'samples':16s} {fs.info['n_samples']} in {len(fs.class_names)} classes")
-    for key in ("created", "extract_seconds", "images_per_second", "batch_size", "versions", "skipped"):
+    for key in ("created", "extract_seconds", "images_per_second", "model_images_per_second", "batch_size", "feed",
+                "stages", "versions", "skipped"):
         if key in fs.info:
             print(f"  {key:16s} {fs.info[key]}")
     if a.verify:

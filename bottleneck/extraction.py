@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import concurrent.futures.process
 import dataclasses
 import hashlib
 import json
@@ -23,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults
-from .bases import (BaseSpec, build_feature_model, check_layer, estimate_batch_bytes, get_base, resolve_image_size,
-                    resolve_layer, weights_identity)
+from .bases import (COMPUTE_DTYPES, BaseSpec, build_feature_model, check_layer, compute_dtype, estimate_batch_bytes,
+                    get_base, resolve_image_size, resolve_layer, weights_identity)
 from .datasets import Dataset, Split, load_dataset
-from .errors import BottleneckError
-from .images import RESIZE_METHOD, BadImage, resize
+from . import feed
+from .errors import BottleneckError, DatasetError
+from .images import DEVICE_RESIZE, RESIZE_METHOD, resize
 from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
                     find_donors, move_aside, read_features)
 
@@ -49,25 +51,44 @@ class Interrupted(BottleneckError):
 
 class PooledRecipe:
     """The classic recipe: each image resized to a square and run through the base, which
-    gives one pooled feature vector per image (``features``, float32)."""
+    gives one pooled feature vector per image (``features``, float32).
+
+    ``source`` (height, width): every image has this size and is resized inside the model,
+    on the device, rather than on the host (``--resize device``): the feed then ships the
+    images' own pixels (32 x 32 for CIFAR-10, 49 times fewer bytes than 224 x 224)."""
 
     views = ("",)  # one view of each image: itself
     dtypes = {"features": "float32"}
     per_row_chunks = False
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, source: tuple[int, int] | None = None):
+        self.size, self.source = size, source
 
     @property
     def input_shape(self) -> tuple[int, int]:
-        return self.size, self.size
+        return self.source or (self.size, self.size)
 
-    def pixels(self, split: Split, index: int, digest: str, view: str) -> np.ndarray:
-        return resize(split.load(index, self.size, digest), self.size)
+    def decode(self, split: Split, index: int, digest: str):
+        if self.source is None:
+            return split.load(index, self.size, digest)  # large JPEGs decoded at a reduced scale
+        image = split.load(index, None, digest)
+        if image.size[::-1] != tuple(self.source):
+            raise DatasetError(f"{split.source.name(index)} is {image.size[0]} x {image.size[1]} pixels, but "
+                               f"--resize device needs every image at one size ({self.source[1]} x "
+                               f"{self.source[0]}, the first image's)", "drop --resize device: resize on the host")
+        return image
+
+    def fit(self, image, view: str) -> np.ndarray:
+        return np.asarray(image, np.uint8) if self.source else resize(image, self.size)
+
+    def pixels(self, split: Split, index: int, digest: str, view: str = "") -> np.ndarray:
+        return self.fit(self.decode(split, index, digest), view)
 
     def build(self, p: Plan):
         s = p.settings
-        return build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"])
+        with compute_dtype(s.get("compute", "float32")):
+            return build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"],
+                                       source_size=self.source)
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {"features": np.asarray(out, np.float32)}
@@ -111,12 +132,14 @@ class RunOptions:
     skip_bad_images: bool = False
     progress: bool = True
     workers: int | None = None
+    feed: str = "auto"  # threads, processes, or auto: processes for many image files on more than 2 cores
 
 
 def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
          data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
          weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
-         pooling: str = "avg", test_fraction: float | None = None, target: str | None = None) -> Plan:
+         pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
+         resize: str = "host", compute: str = "float32") -> Plan:
     """Decide what ``extract`` with these arguments makes, without running a base: every
     check that can fail (base, size, layer, weights, dataset, split, target) fails here.
     ``target`` only says how ``per_class`` draws (per class, or per label of a multi-label
@@ -133,29 +156,40 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     drawn_for = ds.target(target)
     selected, short = drawn_for.draw(s, per_class, seed)
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
+    if resize not in ("host", "device"):
+        raise BottleneckError(f"unknown --resize {resize!r}", "use host (PIL, the default) or device (in the model)")
+    # On the device, every image must have the first one's size (checked as each is decoded).
+    source = None if resize == "host" or not len(selected) else s.load(int(selected[0])).size[::-1]
     digests = s.digests(selected)
     ids = "\n".join(s.ids[i] for i in selected)
     settings = {
         "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
         "test_fraction": test_fraction,
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
-        "image_size": size, "resize": RESIZE_METHOD, "preprocessing": spec.preprocessing,
+        "image_size": size, "resize": RESIZE_METHOD if source is None else DEVICE_RESIZE,
+        "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
         "draw": drawn_for.draw_key if per_class is not None else None,
         "selection": hashlib.sha256(ids.encode()).hexdigest()[:16],
         "content": hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         "extractor": EXTRACTOR_VERSION,
     }
+    if source is not None:
+        settings["source_size"] = list(source)
+    if compute not in COMPUTE_DTYPES:
+        raise BottleneckError(f"unknown --compute {compute!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
+    if compute != "float32":  # recorded only when not the default, so earlier files keep their names
+        settings["compute"] = compute
     return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
-                PooledRecipe(size))
+                PooledRecipe(size, source))
 
 
 def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
             pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-            batch_size: int = 32, skip_bad_images: bool = False, progress: bool = True,
-            workers: int | None = None) -> FeatureSet:
+            resize: str = "host", compute: str = "float32", batch_size: int = 32, skip_bad_images: bool = False,
+            progress: bool = True, workers: int | None = None, feed: str = "auto") -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
 
@@ -165,8 +199,9 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     t0 = time.perf_counter()
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
-             test_fraction=test_fraction, target=target)
-    return run(p, RunOptions(batch_size, skip_bad_images, progress, workers), t0)
+             test_fraction=test_fraction, target=target, resize=resize,
+             compute=compute)
+    return run(p, RunOptions(batch_size, skip_bad_images, progress, workers, feed), t0)
 
 
 def _notes(p: Plan, progress: bool) -> None:
@@ -250,7 +285,8 @@ def _donor_rows(p: Plan) -> dict[str, dict[str, np.ndarray]]:
 
 def _model(p: Plan):
     s = p.settings
-    key = json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels", "geometry")},
+    key = json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels", "geometry",
+                                           "source_size", "compute")},
                      sort_keys=True)
     if key not in _MODELS:
         _MODELS[key] = p.recipe.build(p)
@@ -263,7 +299,8 @@ def _model(p: Plan):
 def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     from tqdm.auto import tqdm
 
-    s, recipe, ids, rows_of = p.samples, p.recipe, p.ids, p.rows
+    t_start = time.perf_counter()
+    s, recipe, rows_of = p.samples, p.recipe, p.rows
     n = len(rows_of)
     height, width = recipe.input_shape
     # Never pad a batch beyond the images there are (a huge --batch-size on a small split).
@@ -277,21 +314,15 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     donors = _donor_rows(p) if todo else {}
     model = None
     computed = reused = 0
-    compute_seconds = 0.0
-    workers = options.workers or min(32, (os.cpu_count() or 2) + 4)
+    stages = feed.Stages()
+    to_make = sum(1 for k in todo for r in _chunk_rows(k, batch_size, n) if p.digests[r] not in donors)
+    kind, workers = feed.choose(options.feed, s.source, to_make, options.workers)
 
-    def load(r: int):
-        index, view = rows_of[r]
-        try:
-            return recipe.pixels(s, index, p.digests[r], view), True
-        except BadImage:
-            if not options.skip_bad_images:
-                raise
-            return np.zeros((height, width, 3), np.uint8), False
-
-    def submit(pool, k):
-        rows = range(k * batch_size, min(n, (k + 1) * batch_size))
-        return k, [None if p.digests[r] in donors else pool.submit(load, r) for r in rows]
+    def submit(pool: feed.Feed, k: int):
+        rows = _chunk_rows(k, batch_size, n)
+        need = [j for j, r in enumerate(rows) if p.digests[r] not in donors]
+        work = [(rows_of[rows[j]][0], rows_of[rows[j]][1], p.digests[rows[j]]) for j in need]
+        return k, rows, need, pool.submit(work) if need else None
 
     rows_done = sum(min(batch_size, n - k * batch_size) for k in done)
     bar = tqdm(total=n, initial=rows_done, unit="img", desc=f"{p.spec.name} {p.dataset.name}/{p.split}",
@@ -300,72 +331,108 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
 
     def drain(keep: int = 0) -> None:
         """Wait for queued chunk writes (all but ``keep``), surfacing their errors (disk full)."""
+        t = time.perf_counter()
         while len(writes) > keep:
             writes.popleft().result()
+        stages.write += time.perf_counter() - t
 
     try:
-        # Chunks are written by one background thread, in order, so the model never waits on disk.
-        with cf.ThreadPoolExecutor(workers) as pool, cf.ThreadPoolExecutor(1) as writer:
-            pending = collections.deque(submit(pool, k) for k in todo[:3])
-            nxt = 3
+        # Every worker has a chunk in hand and one waiting; chunks are written by one background
+        # thread, in order, so the model never waits on disk (unless the disk is slower than it).
+        ahead = workers + 2
+        with feed.Feed(s, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool, \
+                cf.ThreadPoolExecutor(1) as writer:
+            pending = collections.deque(submit(pool, k) for k in todo[:ahead])
+            nxt = len(pending)
+            stages.start = time.perf_counter() - t_start
             while pending:
-                k, futures = pending.popleft()
-                if nxt < len(todo):
-                    pending.append(submit(pool, todo[nxt]))
-                    nxt += 1
-                rows = range(k * batch_size, k * batch_size + len(futures))
-                need = [j for j, fut in enumerate(futures) if fut is not None]
-                loaded = [futures[j].result() for j in need]
-                valid = np.ones(len(futures), bool)
+                k, rows, need, future = pending.popleft()
+                valid = np.ones(len(rows), bool)
                 chunk: dict[str, np.ndarray] = {}
-                if need:
+                if future is not None:
+                    t = time.perf_counter()
+                    made = future.result()
+                    stages.wait += time.perf_counter() - t
+                    stages.decode += made.decode
+                    stages.resize += made.resize
+                    if nxt < len(todo):  # the worker is free again: give it the next chunk
+                        pending.append(submit(pool, todo[nxt]))
+                        nxt += 1
                     if model is None:
+                        t = time.perf_counter()
                         model = _model(p)
                         _check_batch_memory(model, batch_size, f"{height} x {width}")
-                    batch = np.zeros((batch_size, height, width, 3), np.uint8)  # one shape: compiled once
-                    batch[:len(need)] = [im for im, _ in loaded]
+                        stages.build = time.perf_counter() - t
                     t = time.perf_counter()
-                    out = recipe.outputs(model.predict_on_batch(batch))
-                    compute_seconds += time.perf_counter() - t
+                    # a whole batch, zeros after the chunk's rows: one shape, compiled once
+                    out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
+                    stages.model += time.perf_counter() - t
+                    pool.release(made)
                     for name, values in out.items():
-                        chunk[name] = np.empty((len(futures),) + values.shape[1:], values.dtype)
+                        chunk[name] = np.empty((len(rows),) + values.shape[1:], values.dtype)
                         chunk[name][need] = values[:len(need)]
-                    valid[need] = [ok for _, ok in loaded]
+                    valid[need] = made.valid
                     computed += len(need)
+                elif nxt < len(todo):
+                    pending.append(submit(pool, todo[nxt]))
+                    nxt += 1
+                computed_here = set(need)
                 for j, r in enumerate(rows):
-                    if futures[j] is None:
+                    if j not in computed_here:
                         for name, value in donors[p.digests[r]].items():
                             if name not in chunk:
-                                chunk[name] = np.empty((len(futures),) + value.shape, value.dtype)
+                                chunk[name] = np.empty((len(rows),) + value.shape, value.dtype)
                             chunk[name][j] = value
                         reused += 1
                 writes.append(writer.submit(partial.write_chunk, k, chunk, valid))
                 drain(keep=2)
                 while writes and writes[0].done():
                     writes.popleft().result()  # surfaces write errors promptly
-                rows_done += len(futures)
-                bar.update(len(futures))
+                rows_done += len(rows)
+                bar.update(len(rows))
                 if os.environ.get("BOTTLENECK_FAULT"):
                     drain()  # so the injected fault strikes after chunk k is durable
                     _faults.checkpoint("after-chunk", k)
             drain()
     except KeyboardInterrupt:
         raise Interrupted(rows_done, n, p.path) from None
+    except cf.process.BrokenProcessPool:
+        raise BottleneckError(f"a feed worker process died after {rows_done} of {n} images of {p.path.name} "
+                              "(killed, out of memory, or it failed to start)",
+                              "run the same command again (it resumes), with fewer --workers or --feed threads; "
+                              "from a Python script, put the calls under `if __name__ == \"__main__\":` (worker "
+                              "processes import the script, as with any multiprocessing)") from None
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
+    t_finish = time.perf_counter()
+    seconds = t_finish - t0
     info = {"extract_seconds": round(seconds, 3), "images_computed": computed,
             "images_per_second": round(computed / seconds, 2) if computed else 0.0,
-            "model_images_per_second": round(computed / compute_seconds, 2) if computed else 0.0,
-            "batch_size": batch_size}
+            "model_images_per_second": round(computed / stages.model, 2) if computed else 0.0,
+            "batch_size": batch_size, "feed": f"{kind} x {workers}", "stages": json.dumps(stages.as_dict())}
     index = [i for i, _ in rows_of]
-    skipped = partial.finish(n_chunks, p.settings, ids, s.labels[index], [s.groups[i] for i in index],
+    skipped = partial.finish(n_chunks, p.settings, p.ids, s.labels[index], [s.groups[i] for i in index],
                              p.dataset.class_names, p.digests, info, recipe.dtypes, recipe.per_row_chunks)
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
-    fs = read_features(p.path, expect=p.settings)
-    fs.info.update(extracted=computed, reused=reused, seconds=seconds, cached=False)
+    # Not hashed again: ``finish`` hashed these bytes as it wrote them (every later open verifies).
+    fs = read_features(p.path, expect=p.settings, verify=False)
+    stages.finish = time.perf_counter() - t_finish
+    seconds = time.perf_counter() - t0
+    fs.info.update(extracted=computed, reused=reused, seconds=seconds, cached=False,
+                   stages=json.dumps(stages.as_dict()))  # the file's record has all but the finish
     return fs
+
+
+def stages_of(sets: list[FeatureSet]) -> dict | None:
+    """Seconds per stage (``feed.Stages``) summed over the feature sets extracted by this
+    call; None when nothing was extracted (all read from the cache)."""
+    made = [json.loads(fs.info["stages"]) for fs in sets if fs.info.get("extracted") and "stages" in fs.info]
+    return {k: round(sum(m.get(k, 0.0) for m in made), 3) for k in made[0]} if made else None
+
+
+def _chunk_rows(k: int, batch_size: int, n: int) -> list[int]:
+    return list(range(k * batch_size, min(n, (k + 1) * batch_size)))
 
 
 def _check_batch_memory(model, batch_size: int, size) -> None:

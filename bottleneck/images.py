@@ -23,6 +23,8 @@ from .errors import DatasetError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 # Recorded in every cache file: bilinear resize to a square, large JPEGs decoded at a reduced scale first.
 RESIZE_METHOD = "pil-bilinear+jpeg-draft"
+# --resize device: the images' own pixels to the model, which resizes them (bilinear, half-pixel centres, in float).
+DEVICE_RESIZE = "keras-bilinear-in-model"
 BYTES_PER_PIXEL = 8  # what decoding one pixel may hold at once (the decoded image and its RGB conversion)
 
 
@@ -54,9 +56,12 @@ class BadImage(DatasetError):
     """An image that cannot be decoded; ``path`` names it."""
 
     def __init__(self, path, reason: str):
-        self.path = str(path)
+        self.path, self.reason = str(path), reason
         super().__init__(f"cannot read image {path}: {reason}",
                          "remove or replace the file, or pass --skip-bad-images to skip such files and list them")
+
+    def __reduce__(self):  # travels back from a feed worker process intact
+        return BadImage, (self.path, self.reason)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -23,7 +23,7 @@ import numpy as np
 from . import _faults
 from .datasets import Dataset, load_dataset
 from .errors import BottleneckError, CacheError
-from .extraction import Plan, RunOptions, plan, run
+from .extraction import Plan, RunOptions, plan, run, stages_of
 from .heads import _OPTIONS, HEADS, make_head
 from .results import ResultsDir, markdown_table, write_results  # noqa: F401  (tables live in results)
 from .store import FeatureSet, canonical_dataset, check_writable, fingerprint
@@ -34,9 +34,9 @@ log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
 AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmentation
 _PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
-              "precision", "flips")
+              "precision", "flips", "resize", "compute")
 _SEGMENTATION_ONLY = ("precision", "flips")
-_RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers")
+_RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed")
 
 
 def _split_kwargs(kwargs: dict) -> tuple[dict, RunOptions]:
@@ -111,6 +111,9 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     if tgt.task.kind == "segmentation":
         from .segmentation import plan_segmentation
 
+        if plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32":
+            raise BottleneckError("--resize device and --compute are for pooled features, not segmentation's maps",
+                                  "drop them")
         if holdout_classes or loss or eval_per_class:
             raise BottleneckError("--holdout-classes, --loss and --eval-per-class are not for segmentation",
                                   "drop them: the decoder trains on every pixel and scores every test frame")
@@ -248,7 +251,7 @@ def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, data
                              "pass the file extracted from the dataset you asked for, or drop --dataset")
     a, b = tr.settings, te.settings
     differ = [k for k in ("dataset", "base", "weights", "layer", "pooling", "image_size", "preprocessing",
-                          "extractor", "test_fraction") if a.get(k) != b.get(k)]
+                          "extractor", "test_fraction", "resize", "compute") if a.get(k) != b.get(k)]
     if differ:
         raise CacheError(f"{tr.path.name} and {te.path.name} were made differently ({', '.join(differ)}): "
                          f"{a.get('base')}/{a.get('dataset')} vs {b.get('base')}/{b.get('dataset')}",
@@ -308,7 +311,8 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
         "metrics": metrics,
         "extracted_images": tr.info.get("extracted", 0) + te.info.get("extracted", 0),
         "extract_seconds": round(tr.info.get("seconds", 0) + te.info.get("seconds", 0), 3),
-        "images_per_second": _rate(tr, te), "train_seconds": round(train_seconds, 3),
+        "images_per_second": _rate(tr, te), "extract_stages": stages_of([tr, te]),
+        "train_seconds": round(train_seconds, 3),
         "train_cache": tr.path.name, "test_cache": te.path.name,
         "head_params": json.dumps({k: v for k, v in model.get_params().items() if k != "task"}, sort_keys=True),
     })

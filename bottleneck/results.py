@@ -203,5 +203,7 @@ def _table(rows: list[dict], metric: str) -> str:
     lines.append("")
     lines.append(f"{metric} on each dataset's test split" + ("; a row with held-out classes is scored on their "
                                                             "test images only" if held else "")
-                 + f"; mean ± std over seeds {seeds}; N = training images per class")
+                 + f"; mean ± std over seeds {seeds}"
+                 + ("; every training frame" if all(r.get("task") == "segmentation" for r in rows)
+                    else "; N = training images per class"))
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from PIL import Image
 from .bases import build_pyramid_model, get_base, weights_identity
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError
-from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, run
+from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, run, stages_of
 from .store import cache_path, canonical_dataset
 from .tasks import Task
 
@@ -171,8 +171,11 @@ class MapRecipe:
     def input_shape(self) -> tuple[int, int]:
         return self.canvas
 
-    def pixels(self, split: Split, index: int, digest: str, view: str) -> np.ndarray:
-        out = letterbox(split.load(index, None, digest.split(":")[0]), self.long_side, self.canvas)
+    def decode(self, split: Split, index: int, digest: str):
+        return split.load(index, None, digest.split(":")[0])
+
+    def fit(self, image, view: str) -> np.ndarray:
+        out = letterbox(image, self.long_side, self.canvas)
         return out[:, ::-1] if view == "hflip" else out  # the padding moves to the left: labels follow
 
     def build(self, p: Plan):
@@ -480,7 +483,8 @@ def execute_segmentation(r: SegRun, options: RunOptions | None = None):
         "n_train": len(tr), "n_val": len(sets["val"]) if "val" in sets else 0, "n_test": len(sets["test"]),
         "n_classes": task.width, "metric": "miou", "score": metrics["miou"], "metrics": metrics,
         "extracted_images": sum(fs.info.get("extracted", 0) for fs in sets.values()),
-        "extract_seconds": round(extract_seconds, 3), "train_seconds": round(train_seconds, 3),
+        "extract_seconds": round(extract_seconds, 3), "extract_stages": stages_of(list(sets.values())),
+        "train_seconds": round(train_seconds, 3),
         "epochs_run": len(history["loss"]), "cache_bytes": size,
         "train_cache": tr.path.name, "test_cache": sets["test"].path.name,
         "head_params": json.dumps(p, sort_keys=True),

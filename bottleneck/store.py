@@ -140,9 +140,11 @@ def _array_digest(dataset, rows_at_once: int = 64) -> str:
     return h.hexdigest()
 
 
-def read_features(path: str | Path, expect: dict | None = None, load: bool = True) -> FeatureSet:
-    """Open a cache file, check that it is whole, that its checksum matches (when ``load``)
-    and (with ``expect``) that it was made with those settings.
+def read_features(path: str | Path, expect: dict | None = None, load: bool = True,
+                  verify: bool = True) -> FeatureSet:
+    """Open a cache file, check that it is whole, that its checksum matches (when ``load``
+    and ``verify``: only the run that has just written and hashed the file skips that) and
+    (with ``expect``) that it was made with those settings.
 
     Raises DamagedCache for a file that is not a usable cache, CacheError for one made
     with other settings."""
@@ -180,13 +182,13 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
             fs = FeatureSet(f["features"][()] if load and pooled else np.empty((0,)), f["labels"][()],
                             text("source_ids"), text("groups"), text("class_names"), settings, path,
                             {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"), arrays)
-            if load and not pooled:  # feature maps: verified array by array, never all in memory
+            if load and verify and not pooled:  # feature maps: verified array by array, never all in memory
                 fs.info["array_digests"] = {name: _array_digest(f[name]) for name in arrays}
     except CacheError:
         raise
     except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise DamagedCache(path, f"is not a readable feature cache (truncated, corrupt or not HDF5): {e}") from e
-    if load and not _checksum_ok(fs):
+    if load and verify and not _checksum_ok(fs):
         raise DamagedCache(path, "fails its checksum: its data changed after it was written (a bad disk, a copy "
                                  "cut short, or an edit)")
     return fs

@@ -21,10 +21,33 @@ from .conftest import REPO, copy_cifar_subset
 TINY = dict(weights="random", progress=False)
 
 
-def _cli(*args, fault=None, cwd=REPO):
+def _cli(*args, fault=None, cwd=REPO, mark=None):
     env = {**os.environ, "BOTTLENECK_FAULT": fault} if fault else dict(os.environ)
+    if mark:
+        env["BOTTLENECK_TEST_MARK"] = mark  # inherited by every process the run starts
     return subprocess.run([sys.executable, "-m", "bottleneck", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=300)
+
+
+def _marked_processes(mark: str, wait: float = 5.0) -> list[int]:
+    """Processes still alive whose environment holds ``mark`` (after up to ``wait`` seconds)."""
+    import time
+
+    needle = f"BOTTLENECK_TEST_MARK={mark}".encode()
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if needle in f.read().split(b"\0"):
+                            alive.append(int(entry))
+                except OSError:
+                    pass  # gone meanwhile, or not ours to read
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def test_record_and_reuse_without_running_the_base(small_cifar, cache_dir, monkeypatch):
@@ -188,18 +211,27 @@ def kill_dataset(tmp_path):
     return copy_cifar_subset(tmp_path / "kd", classes=4, train=10, test=1)
 
 
-def _extract_args(dataset, cache):
+def _extract_args(dataset, cache, feed="threads"):
     return ["extract", "--base", "tiny_cnn", "--weights", "random", "--dataset", f"folder:{dataset}",
-            "--cache-dir", str(cache), "--batch-size", "4", "--quiet"]
+            "--cache-dir", str(cache), "--batch-size", "4", "--quiet", "--feed", feed, "--workers", "2"]
 
 
+FEEDS = ["threads", "processes"]  # every fault test runs with both pools
+
+
+@pytest.mark.parametrize("feed", FEEDS)
 @pytest.mark.parametrize("fault", ["start", "after-chunk:0", "mid-chunk:3", "after-chunk:4", "before-rename"])
-def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
+def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, feed):
+    import uuid
+
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    run = _cli(*_extract_args(kill_dataset, killed), fault=fault)
+    mark = uuid.uuid4().hex
+    run = _cli(*_extract_args(kill_dataset, killed, feed), fault=fault, mark=mark)
     assert run.returncode == -9, run.stderr  # a real SIGKILL of a real process
+    assert not _marked_processes(mark), "a feed worker outlived the killed run"
     assert not list(killed.glob("*.h5")), "a killed run must leave no cache file"
-    again = _cli(*_extract_args(kill_dataset, killed))
+    again = _cli(*_extract_args(kill_dataset, killed, feed), mark=mark)
+    assert not _marked_processes(mark), "a feed worker outlived the run"
     assert again.returncode == 0, again.stderr
     done = {"start": 0, "after-chunk:0": 4, "mid-chunk:3": 12, "after-chunk:4": 20, "before-rename": 40}[fault]
     assert f"extracted {40 - done} images" in again.stdout or (done == 40 and "extracted 0 images" in again.stdout)
@@ -211,21 +243,28 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault):
     assert not list(killed.glob("*.partial")) and not list(killed.glob(".*.tmp"))
 
 
-def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path):
-    run = _cli(*_extract_args(kill_dataset, tmp_path / "c"), fault="after-chunk:2:INT")
+@pytest.mark.parametrize("feed", FEEDS)
+def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path, feed):
+    import uuid
+
+    mark = uuid.uuid4().hex
+    run = _cli(*_extract_args(kill_dataset, tmp_path / "c", feed), fault="after-chunk:2:INT", mark=mark)
     assert run.returncode == 130
     assert "interrupted after 12 of 40 images" in run.stderr and "run the same command again" in run.stderr
     assert "Traceback" not in run.stderr
-    again = _cli(*_extract_args(kill_dataset, tmp_path / "c"))
+    assert not _marked_processes(mark)
+    again = _cli(*_extract_args(kill_dataset, tmp_path / "c", feed))
     assert again.returncode == 0 and "extracted 28 images" in again.stdout
 
 
-def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache_dir, monkeypatch):
+@pytest.mark.parametrize("feed", FEEDS)
+def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache_dir, monkeypatch, feed):
     import errno
 
     from bottleneck import store
 
     ds = f"folder:{small_cifar}"
+    TINY = dict(weights="random", progress=False, feed=feed, workers=2)
     done = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
     before = done.path.read_bytes()
     real_savez = np.savez
@@ -244,10 +283,11 @@ def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache
     assert len(extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, **TINY)) == 12
 
 
-def test_two_processes_same_features_extract_once(kill_dataset, tmp_path):
+@pytest.mark.parametrize("feed", FEEDS)
+def test_two_processes_same_features_extract_once(kill_dataset, tmp_path, feed):
     import subprocess as sp
 
-    args = [sys.executable, "-m", "bottleneck", *_extract_args(kill_dataset, tmp_path / "c")]
+    args = [sys.executable, "-m", "bottleneck", *_extract_args(kill_dataset, tmp_path / "c", feed)]
     procs = [sp.Popen(args, stdout=sp.PIPE, stderr=sp.PIPE, text=True, cwd=REPO) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

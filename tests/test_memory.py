@@ -101,7 +101,7 @@ extract("tiny_cnn", "folder:" + sys.argv[1] + "/warm", "train", None, cache_dir=
         progress=False, image_size=32)  # TensorFlow and the model are loaded before the peak is compared
 before = peak_kb()
 extract("tiny_cnn", "folder:" + sys.argv[1] + "/big", "train", None, cache_dir=sys.argv[2] + "/c", weights="random",
-        progress=False, image_size=32, workers=6, batch_size=4)
+        progress=False, image_size=32, workers=6, batch_size=1, feed="threads")
 print(json.dumps({"before_kb": before, "peak_kb": peak_kb()}))
 """
 

@@ -130,23 +130,36 @@ def test_fastais_flat_layout_and_test_fraction(tmp_path):
     assert row["task"] == "segmentation" and row["n_test"] == 2
 
 
+_LAZY = """
+import sys, tracemalloc
+from pathlib import Path
+from tests.test_segmentation import _segfolder, TINY
+from bottleneck.report import train
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+name = _segfolder(root / f"d{n}", n, size=(128, 96), seed=n)
+kw = dict(cache_dir=root / f"c{n}", head_params={"epochs": 1, "batch_size": 4}, test_fraction=0.2, flips=False, **TINY)
+train("tiny_cnn", name, None, **kw)  # extracts; the measured run below reads from the cache
+tracemalloc.start()
+train("tiny_cnn", name, None, **kw)
+print(tracemalloc.get_traced_memory()[1])
+"""
+
+
 def test_training_reads_maps_lazily(tmp_path):
     """The decoder's batches come from the cache file a few frames at a time: 4x the frames
-    must not mean 4x the memory."""
-    import tracemalloc
+    must not mean 4x the memory. Each size runs in a fresh process, so what earlier tests
+    left in this one (TensorFlow's traced functions) is not measured."""
+    import subprocess
+    import sys
 
-    from bottleneck.report import train
+    from .conftest import REPO
 
     peaks = {}
     for n in (20, 80):
-        name = _segfolder(tmp_path / f"d{n}", n, size=(128, 96), seed=n)
-        kw = dict(cache_dir=tmp_path / f"c{n}", head_params={"epochs": 1, "batch_size": 4}, test_fraction=0.2,
-                  flips=False, **TINY)
-        train("tiny_cnn", name, None, **kw)  # extracts; the measured run below reads from the cache
-        tracemalloc.start()
-        train("tiny_cnn", name, None, **kw)
-        peaks[n] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        out = subprocess.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)], capture_output=True, text=True,
+                             cwd=REPO, timeout=300)
+        assert out.returncode == 0, out.stderr
+        peaks[n] = int(out.stdout.strip().splitlines()[-1])
     all_maps = 64 * 48 * 8 * 4 * 80  # the s2 maps of every frame alone, in float32
     assert peaks[80] < 2 * peaks[20] and peaks[80] < all_maps, peaks
 

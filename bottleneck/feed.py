@@ -1,0 +1,229 @@
+"""Stage 1's feed: the pixels of each chunk, made ahead of the model by a pool of workers.
+
+One task per chunk (a batch of rows), so the Python objects per image are few. The
+workers are threads, or processes (``kind="processes"``) that decode and resize free of
+the GIL: each process gets the split and the recipe once, when it starts, and writes a
+chunk's uint8 pixels into a shared-memory batch, so the pixels never cross a pipe. A task
+also returns the seconds it spent reading and decoding and the seconds it spent resizing,
+so where time goes is visible (``Stages``).
+
+Processes never outlive the run: the pool is shut down when the run ends, however it
+ends, and a worker whose run was killed (SIGKILL) notices within half a second and exits.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from .images import BadImage
+
+KINDS = ("auto", "threads", "processes")
+# "auto" uses processes for image files when there are at least this many rows to make: below
+# it, starting the processes (about a second each, in parallel) costs more than it saves.
+PROCESS_MIN_ROWS = 2000
+
+
+@dataclasses.dataclass
+class Stages:
+    """Seconds spent in each stage of an extraction. ``decode`` and ``resize`` are summed
+    over workers (CPU seconds of the feed); the others are wall-clock seconds of the run:
+    ``start`` (resuming, donor rows, starting the pool), ``build`` (building the model, when
+    this process has not yet), ``wait`` (the model waiting for the
+    feed, including the workers' start), ``model`` (forward passes, with the transfers to
+    and from the device), ``write`` (waiting for the writer), ``finish`` (assembling,
+    checksumming and verifying the cache file)."""
+
+    decode: float = 0.0
+    resize: float = 0.0
+    start: float = 0.0
+    build: float = 0.0
+    wait: float = 0.0
+    model: float = 0.0
+    write: float = 0.0
+    finish: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass
+class Chunk:
+    """A chunk made: ``pixels`` is a whole batch (``batch_size`` rows, ready for the model),
+    the chunk's ``n`` rows first and zeros after; ``valid[j]`` is False for an unreadable
+    image skipped (its pixels are zeros). ``slot``: the shared-memory slot it lies in."""
+
+    pixels: np.ndarray | None
+    n: int
+    valid: np.ndarray
+    decode: float
+    resize: float
+    slot: int | None = None
+
+
+def make_chunk(split, recipe, rows: list[tuple[int, str, str]], skip_bad: bool, out: np.ndarray | None = None,
+               batch_size: int | None = None) -> Chunk:
+    """Pixels for ``rows`` ((split index, view, digest) each), through ``recipe``, written into
+    ``out`` (a batch: at least len(rows) rows), or into a new batch of ``batch_size`` rows."""
+    height, width = recipe.input_shape
+    if out is None:
+        out = np.zeros((batch_size or len(rows), height, width, 3), np.uint8)
+    else:
+        out[len(rows):] = 0
+    valid = np.ones(len(rows), bool)
+    decode = resize = 0.0
+    for j, (index, view, digest) in enumerate(rows):
+        t0 = time.perf_counter()
+        try:
+            image = recipe.decode(split, index, digest)
+        except BadImage:
+            if not skip_bad:
+                raise
+            valid[j] = False
+            out[j] = 0
+            continue
+        t1 = time.perf_counter()
+        out[j] = recipe.fit(image, view)
+        del image  # a decoded image can be huge: never hold one across the next decode
+        decode += t1 - t0
+        resize += time.perf_counter() - t1
+    return Chunk(out, len(rows), valid, decode, resize)
+
+
+# One process's share of the work: set once by _start, read by each task.
+_WORK: dict = {}
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed one waiting to be reaped, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:  # no /proc (macOS): os.kill's answer stands
+        return True
+
+
+def _start(split, recipe, skip_bad: bool, run_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _WORK.update(split=split, recipe=recipe, skip_bad=skip_bad, slots={})
+
+    # The run killed (SIGKILL): nothing will shut this pool down, and the fork server (this
+    # process's parent) lives while its workers do, so each worker watches the run itself.
+    def watch() -> None:
+        while _alive(run_pid):
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _task(rows, slot: int, name: str, shape: tuple) -> Chunk:
+    """In a worker process: make the chunk in shared-memory slot ``slot``; only its
+    bookkeeping travels back through the pipe, never the pixels."""
+    from multiprocessing import shared_memory
+
+    slots = _WORK["slots"]
+    if name not in slots:
+        shm = shared_memory.SharedMemory(name=name)
+        slots[name] = (shm, np.ndarray(shape, np.uint8, buffer=shm.buf))
+    made = make_chunk(_WORK["split"], _WORK["recipe"], rows, _WORK["skip_bad"], out=slots[name][1])
+    made.pixels, made.slot = None, slot
+    return made
+
+
+class Feed:
+    """A pool that makes chunks: ``submit(rows)`` returns a future of a ``Chunk`` holding a
+    whole batch of ``batch_size`` rows; ``release(chunk)`` once the model has used it.
+
+    Processes write each chunk into one of ``slots`` shared-memory batches (the chunks in
+    flight at most), so pixels never cross a pipe; threads make a new array per chunk."""
+
+    def __init__(self, split, recipe, skip_bad: bool, workers: int, kind: str = "threads", batch_size: int = 32,
+                 slots: int = 1):
+        if kind not in ("threads", "processes"):
+            raise ValueError(f"unknown feed kind {kind!r}")
+        self.kind, self.workers, self.batch_size = kind, workers, batch_size
+        self.split, self.recipe, self.skip_bad = split, recipe, skip_bad
+        self._shared: list = []
+        if kind == "threads":
+            self._pool = cf.ThreadPoolExecutor(workers)
+            return
+        from multiprocessing import shared_memory
+
+        self._shape = (batch_size, *recipe.input_shape, 3)
+        try:
+            for _ in range(slots):
+                shm = shared_memory.SharedMemory(create=True, size=int(np.prod(self._shape)))
+                self._shared.append((shm, np.ndarray(self._shape, np.uint8, buffer=shm.buf)))
+        except BaseException:
+            self._unlink()
+            raise
+        self._free = list(range(slots))
+        # Workers are forked from a fork server that imported only this module: not forked from
+        # this process (it runs TensorFlow's threads, which a fork would copy mid-state), and not
+        # spawned (which re-runs the user's __main__ script in every worker).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["bottleneck.extraction"])  # what unpickling a recipe needs
+        slim = dataclasses.replace(split, ids=[], labels=np.empty(0), groups=[])  # workers read the source only
+        self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                            initargs=(slim, recipe, skip_bad, os.getpid()))
+
+    def submit(self, rows: list[tuple[int, str, str]]) -> cf.Future:
+        if self.kind == "threads":
+            return self._pool.submit(make_chunk, self.split, self.recipe, rows, self.skip_bad, None, self.batch_size)
+        slot = self._free.pop()  # there is always one: the caller keeps at most ``slots`` chunks in flight
+        return self._pool.submit(_task, rows, slot, self._shared[slot][0].name, self._shape)
+
+    def pixels(self, chunk: Chunk) -> np.ndarray:
+        """The chunk's batch (in its shared-memory slot, for processes)."""
+        return chunk.pixels if chunk.slot is None else self._shared[chunk.slot][1]
+
+    def release(self, chunk: Chunk) -> None:
+        """The model is done with the chunk's batch: its slot takes the next chunk."""
+        if chunk.slot is not None:
+            self._free.append(chunk.slot)
+
+    def _unlink(self) -> None:
+        for shm, _ in self._shared:
+            shm.close()
+            shm.unlink()
+        self._shared = []
+
+    def close(self) -> None:
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self._unlink()
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def choose(kind: str, source, rows: int, workers: int | None) -> tuple[str, int]:
+    """The feed's kind and number of workers for ``rows`` rows of ``source``."""
+    if kind not in KINDS:
+        from .errors import BottleneckError
+        raise BottleneckError(f"unknown feed {kind!r}", f"use one of {', '.join(KINDS)}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    files = type(source).__name__ == "FileSource"
+    if kind == "auto":
+        kind = "processes" if files and rows >= PROCESS_MIN_ROWS and cores > 2 else "threads"
+    if workers is None:
+        # processes: one per core; threads: more than cores, since they wait on files with the GIL released
+        workers = cores if kind == "processes" else min(32, cores + 4)
+    return kind, max(1, workers)

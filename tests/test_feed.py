@@ -1,0 +1,128 @@
+"""The feed (threads or processes), resizing on the device, and where extraction time goes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bottleneck import feed
+from bottleneck.cli import main
+from bottleneck.errors import BottleneckError, DatasetError
+from bottleneck.extraction import PooledRecipe, extract, plan
+from bottleneck.images import DEVICE_RESIZE, RESIZE_METHOD, BadImage
+
+TINY = dict(weights="random", progress=False)
+
+
+def test_process_feed_gives_the_thread_feeds_features_bit_for_bit(small_cifar, tmp_path):
+    ds = f"folder:{small_cifar}"
+    a = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path / "a", feed="threads", batch_size=5, **TINY)
+    b = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path / "b", feed="processes", workers=2, batch_size=5,
+                **TINY)
+    assert a.path.name == b.path.name  # how the feed ran is not part of what the features are
+    assert np.array_equal(a.features, b.features) and a.source_ids == b.source_ids
+    assert a.info["feed"].startswith("threads x")
+    assert b.info["feed"] == "processes x 2"
+
+
+def test_a_bad_image_in_a_worker_process_is_named_or_skipped(small_cifar, tmp_path):
+    (small_cifar / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    kw = dict(feed="processes", workers=2, **TINY)
+    with pytest.raises(BadImage, match="zz_broken.jpg") as e:
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path / "c", **kw)
+    assert e.value.path.endswith("zz_broken.jpg")  # the error crossed the process boundary intact
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path / "c", skip_bad_images=True,
+                 **kw)
+    assert "train/cat/zz_broken.jpg" in fs.info["skipped"] and len(fs) == 24
+
+
+def test_device_resize_is_a_recorded_setting_with_its_own_file(small_cifar, tmp_path):
+    ds = f"folder:{small_cifar}"
+    host = plan("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, weights="random")
+    dev = plan("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, weights="random", resize="device")
+    assert host.settings["resize"] == RESIZE_METHOD and "source_size" not in host.settings
+    assert dev.settings["resize"] == DEVICE_RESIZE and dev.settings["source_size"] == [32, 32]
+    assert host.path != dev.path
+    assert dev.recipe.input_shape == (32, 32)  # the feed ships the images' own pixels
+    with pytest.raises(BottleneckError, match="unknown --resize"):
+        plan("tiny_cnn", ds, "train", None, cache_dir=tmp_path, weights="random", resize="gpu")
+
+
+def test_device_resize_matches_the_hosts_bilinear_resize():
+    """The model's resize layer against PIL's bilinear (which rounds to uint8): within rounding."""
+    import keras
+
+    from bottleneck.bases import get_base
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    recipe = PooledRecipe(96, (32, 32))
+    host = np.stack([PooledRecipe(96).fit(Image.fromarray(p), "") for p in pixels]).astype(np.float32)
+    layer = keras.layers.Resizing(96, 96, interpolation="bilinear", antialias=False)
+    device = np.asarray(layer(keras.ops.cast(np.stack([recipe.fit(Image.fromarray(p), "") for p in pixels]),
+                                             "float32")))
+    assert np.abs(device - host).max() <= 1.0  # PIL rounds each pixel; nothing else differs
+    assert get_base("tiny_cnn").native_size == 32
+
+
+def test_device_resize_features_are_close_to_host_resize(small_cifar, tmp_path):
+    ds = f"folder:{small_cifar}"
+    host = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, **TINY)
+    dev = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, resize="device", **TINY)
+    scale = np.abs(host.features).max()
+    assert 0 < np.abs(dev.features - host.features).max() < 0.02 * scale
+
+
+def test_device_resize_refuses_an_image_of_another_size(small_cifar, tmp_path):
+    odd = small_cifar / "train" / "cat" / "zz_big.png"
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(odd)
+    with pytest.raises(DatasetError, match="zz_big.png is 40 x 30 pixels") as e:
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path, resize="device", **TINY)
+    assert "drop --resize device" in str(e.value)
+
+
+def test_stages_are_recorded_in_the_file_the_row_and_info(small_cifar, tmp_path, capsys):
+    args = ["--base", "tiny_cnn", "--weights", "random", "--dataset", f"folder:{small_cifar}", "--cache-dir",
+            str(tmp_path / "c"), "--quiet", "--profile"]
+    assert main(["train", *args, "--per-class", "2", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    for stage in ("decode", "resize", "start", "build", "wait", "model", "write", "finish"):
+        assert f"  {stage} " in out
+    row = json.loads((tmp_path / "r" / "results.json").read_text())[0]
+    assert set(row["extract_stages"]) == {"decode", "resize", "start", "build", "wait", "model", "write",
+                                         "finish"}
+    assert row["extract_stages"]["finish"] > 0
+    assert row["extract_stages"]["model"] > 0
+    files = sorted((tmp_path / "c").glob("*.h5"))
+    assert main(["info", str(files[0])]) == 0
+    out = capsys.readouterr().out
+    assert "stages" in out and '"model"' in out and "feed" in out
+    assert main(["train", *args, "--per-class", "2"]) == 0  # all cached now
+    assert "nothing was extracted" in capsys.readouterr().out
+
+
+def test_auto_feed_uses_processes_only_where_they_pay(monkeypatch, tmp_path):
+    from bottleneck.datasets import ArraySource, FileSource
+
+    files = FileSource(tmp_path, ["a.jpg"])
+    monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS, None) == ("processes", 16)
+    assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS - 1, None)[0] == "threads"  # too few to pay the start
+    assert feed.choose("auto", ArraySource(np.zeros((1, 2, 2, 3), np.uint8)), 10 ** 6, None)[0] == "threads"
+    assert feed.choose("threads", files, 10, 3) == ("threads", 3)
+    monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert feed.choose("auto", files, 10 ** 6, None)[0] == "threads"  # 2 cores: the model needs them
+    with pytest.raises(BottleneckError, match="unknown feed"):
+        feed.choose("gpu", files, 10, None)
+
+
+def test_make_chunk_times_its_stages_and_marks_skipped_rows(small_cifar):
+    from bottleneck.datasets import load_dataset
+
+    split = load_dataset(f"folder:{small_cifar}").split("train")
+    digests = split.digests([0, 1])
+    chunk = feed.make_chunk(split, PooledRecipe(48), [(0, "", digests[0]), (1, "", digests[1])], False)
+    assert chunk.pixels.shape == (2, 48, 48, 3) and chunk.pixels.dtype == np.uint8
+    assert chunk.valid.all() and chunk.decode > 0 and chunk.resize > 0
+    assert np.array_equal(chunk.pixels[1], PooledRecipe(48).pixels(split, 1, digests[1]))
