@@ -13,4 +13,6 @@ def checkpoint(point: str, count: int | None = None) -> None:
         return
     name, n, sig = (spec.split(":") + ["", ""])[:3]
     if name == point and (not n or count == int(n)):
+        if sig == "INT":  # as a terminal's Ctrl-C, even where this process was started ignoring SIGINT
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job of a script is)
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))

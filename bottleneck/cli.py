@@ -78,6 +78,9 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--resize", choices=["host", "device"], default="host",
                    help="resize on the host (PIL, default) or inside the model on the device (images of one "
                         "size only, e.g. CIFAR-10: ships 32x32 pixels, not 224x224; a recorded setting)")
+    g.add_argument("--crop", type=_fraction, metavar="MARGIN",
+                   help="crop each image to its box (GTSRB's CSVs) grown by MARGIN of its size on each side, before "
+                        "resizing; a recorded setting (e.g. --crop 0.1)")
     g.add_argument("--compute", choices=["float32", "bfloat16"], default="float32",
                    help="the base's compute dtype (bfloat16: mixed precision, for GPUs; a recorded setting)")
     g.add_argument("--feed", choices=["auto", "threads", "processes"], default="auto",
@@ -113,6 +116,8 @@ def _extract_kwargs(a) -> dict:
         kw["resize"] = a.resize
     if a.compute != "float32":
         kw["compute"] = a.compute
+    if a.crop is not None:
+        kw["crop"] = a.crop
     if getattr(a, "precision", None):
         kw["precision"] = a.precision
     if getattr(a, "no_flips", False):
@@ -123,12 +128,31 @@ def _extract_kwargs(a) -> dict:
 # command-line option -> head parameter (a head that does not take one says so, see report._head_for)
 _HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate", "validation_fraction": "validation_fraction",
                  "head_batch_size": "batch_size", "tune_thresholds": "tune_thresholds",
-                 "class_weights": "class_weights"}
+                 "class_weights": "class_weights", "C": "C"}
+
+
+def _C(text: str) -> float | str:
+    """--C: a positive number, or 'cv' (chosen by cross-validation on the training draw)."""
+    if text == "cv":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--C {text!r} is neither a positive number nor 'cv'")
+    return value
 
 
 def _head_params(a) -> dict:
     """The head options given, as head parameters."""
     return {param: getattr(a, opt) for opt, param in _HEAD_OPTIONS.items() if getattr(a, opt) not in (None, False)}
+
+
+def _c_grid() -> tuple:
+    from .heads import C_GRID
+
+    return C_GRID
 
 
 def _head_options(p: argparse.ArgumentParser) -> None:
@@ -138,6 +162,9 @@ def _head_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head", choices=list(HEADS),
                    help="default: the target's (logreg for classes and labels, ridge for regression)")
     g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--C", type=_C, dest="C",
+                   help="logreg: inverse regularisation, or 'cv': chosen from %s by 5-fold cross-validation on the "
+                        "training draw only (whole groups per fold), seeded" % ", ".join(map(str, _c_grid())))
     g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--head-batch-size", type=_positive_int)
     g.add_argument("--validation-fraction", type=_fraction,
@@ -177,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"))
     p.add_argument("--layers", metavar="BASE", help="list BASE's named cut points (for --layer)")
 
+    sub.add_parser("recipes", help="the named recipes (--recipe, --recipes) and what each does")
+
     p = sub.add_parser("datasets", help="known datasets and where each was found")
     p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
 
@@ -197,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "lists them)")
     _draw_options(p, default="auto")
     _head_options(p)
+    p.add_argument("--recipe", help="a named bundle of settings (`bottleneck recipes` lists them)")
     p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md, pictures)")
     p.add_argument("--plots", action="store_true", help="draw the run's pictures and write report.html in --out")
 
@@ -208,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_list_of(_seed), default=[0])
     p.add_argument("--target", type=_list_of(str), default=[None],
                    help="targets, comma-separated (default: each dataset's first); one table per target")
+    p.add_argument("--recipes", type=_list_of(str), default=[None],
+                   help="named recipes, comma-separated, side by side (e.g. plain,best; `bottleneck recipes`)")
     p.add_argument("--out", help="folder for results.csv, results.json and table.md; each finished run is kept "
                                  "there at once, and running the same grid again reuses finished runs")
     p.add_argument("--plots", action="store_true", help="draw every run's pictures and write report.html in --out")
@@ -299,6 +331,14 @@ def cmd_bases(a) -> int:
     return 0
 
 
+def cmd_recipes(a) -> int:
+    from .recipes import RECIPES
+
+    for r in RECIPES.values():
+        print(f"{r.name:6s} {r.description}")
+    return 0
+
+
 def cmd_datasets(a) -> int:
     from .datasets import list_datasets
 
@@ -347,7 +387,7 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
              "start": "resume, donor rows, pool start", "build": "building the model (first use in this process)",
              "wait": "model waiting for the feed (workers starting too)",
              "model": "model forward passes, transfers included", "write": "waiting for the cache writer",
-             "finish": "assembling, checksumming, verifying the file"}
+             "finish": "assembling and checksumming the file"}
     for key, what in notes.items():
         lines.append(f"  {key:7s} {stages.get(key, 0.0):9.2f} s {per(stages.get(key, 0.0))}  ({what})")
     return "\n".join(lines)
@@ -361,9 +401,10 @@ def cmd_train(a) -> int:
         if not (a.features and a.test_features):
             raise BottleneckError("--features needs --test-features (and the other way round)",
                                   "pass both feature files, the training one and the test one")
-        if a.target not in (None, "class") or a.holdout_classes or a.loss:
-            raise BottleneckError("--features files are trained on the class labels they hold",
-                                  "drop --target/--holdout-classes/--loss, or train from --base and --dataset")
+        if a.target not in (None, "class") or a.holdout_classes or a.loss or a.recipe:
+            raise BottleneckError("--features files are trained on the class labels they hold, as they were made",
+                                  "drop --target/--holdout-classes/--loss/--recipe, or train from --base and "
+                                  "--dataset")
         row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
                                 a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
     elif not (a.base and a.dataset):
@@ -372,7 +413,7 @@ def cmd_train(a) -> int:
     else:
         row = train(a.base, a.dataset, a.per_class, a.seed, a.head, target=a.target, eval_per_class=a.eval_per_class,
                     head_params=_head_params(a), holdout_classes=a.holdout_classes, loss=a.loss, out=a.out,
-                    plots=a.plots, **_extract_kwargs(a))
+                    plots=a.plots, recipe=a.recipe, **_extract_kwargs(a))
     _print_profile(a, [row])
     target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
     held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
@@ -418,7 +459,7 @@ def cmd_compare(a) -> int:
 
     rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
-                   loss=a.loss, plots=a.plots, **_extract_kwargs(a))
+                   loss=a.loss, plots=a.plots, recipes=a.recipes, **_extract_kwargs(a))
     print(markdown_table(rows))
     _print_profile(a, rows)
     extracted = sum(r["extracted_images"] for r in rows)
@@ -573,7 +614,7 @@ def cmd_report(a) -> int:
     return 0
 
 
-COMMANDS = {"bases": cmd_bases, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
+COMMANDS = {"bases": cmd_bases, "recipes": cmd_recipes, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
             "compare": cmd_compare, "info": cmd_info,
             "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch,
             "export": cmd_export, "predict": cmd_predict, "report": cmd_report}

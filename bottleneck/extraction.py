@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -61,14 +62,17 @@ class PooledRecipe:
     dtypes = {"features": "float32"}
     per_row_chunks = False
 
-    def __init__(self, size: int, source: tuple[int, int] | None = None):
-        self.size, self.source = size, source
+    def __init__(self, size: int, source: tuple[int, int] | None = None, crop: float | None = None):
+        self.size, self.source, self.crop = size, source, crop
 
     @property
     def input_shape(self) -> tuple[int, int]:
         return self.source or (self.size, self.size)
 
     def decode(self, split: Split, index: int, digest: str):
+        if self.crop is not None:  # the row's digest carries its box: "<content>:x1,y1,x2,y2"
+            content, box = digest.split(":")
+            return crop_to_box(split.load(index, None, content), [float(v) for v in box.split(",")], self.crop)
         if self.source is None:
             return split.load(index, self.size, digest)  # large JPEGs decoded at a reduced scale
         image = split.load(index, None, digest)
@@ -92,6 +96,17 @@ class PooledRecipe:
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {"features": np.asarray(out, np.float32)}
+
+
+def crop_to_box(image, box: list[float], margin: float):
+    """The part of ``image`` inside ``box`` (x1, y1, x2, y2 as fractions of its width and
+    height), grown by ``margin`` times the box's size on each side, within the image."""
+    w, h = image.size
+    x1, y1, x2, y2 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+    mx, my = margin * (x2 - x1), margin * (y2 - y1)
+    left, top = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))  # outward: the margin is never cut
+    right, bottom = min(w, max(left + 1, math.ceil(x2 + mx))), min(h, max(top + 1, math.ceil(y2 + my)))
+    return image.crop((left, top, right, bottom))
 
 
 @dataclasses.dataclass
@@ -139,7 +154,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
          data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
          weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
          pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-         resize: str = "host", compute: str = "float32") -> Plan:
+         resize: str = "host", compute: str = "float32", crop: float | None = None) -> Plan:
     """Decide what ``extract`` with these arguments makes, without running a base: every
     check that can fail (base, size, layer, weights, dataset, split, target) fails here.
     ``target`` only says how ``per_class`` draws (per class, or per label of a multi-label
@@ -161,6 +176,8 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     # On the device, every image must have the first one's size (checked as each is decoded).
     source = None if resize == "host" or not len(selected) else s.load(int(selected[0])).size[::-1]
     digests = s.digests(selected)
+    if crop is not None:
+        digests = _with_boxes(ds, s, selected, digests, crop, resize)
     ids = "\n".join(s.ids[i] for i in selected)
     settings = {
         "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
@@ -180,15 +197,30 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         raise BottleneckError(f"unknown --compute {compute!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
     if compute != "float32":  # recorded only when not the default, so earlier files keep their names
         settings["compute"] = compute
+    if crop is not None:  # each row's box is in its digest, so in "content" too
+        settings["crop"] = f"box + {crop:g} margin"
     return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
-                PooledRecipe(size, source))
+                PooledRecipe(size, source, crop))
+
+
+def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
+    """Each row's digest with its box appended (what a cropped row is made of)."""
+    if "box" not in ds.targets:
+        raise BottleneckError(f"dataset {ds.name} gives no boxes to crop to", "drop --crop (GTSRB's CSVs give them)")
+    if not 0 <= crop <= 1:
+        raise BottleneckError(f"--crop {crop} is not a margin between 0 and 1", "e.g. --crop 0.1: 10% on each side")
+    if resize != "host":
+        raise BottleneckError("--crop and --resize device do not go together (crops differ in size)",
+                              "drop --resize device")
+    boxes = ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]
+    return [f"{d}:{','.join(f'{v:.6f}' for v in box)}" for d, box in zip(digests, boxes)]
 
 
 def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
             pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-            resize: str = "host", compute: str = "float32", batch_size: int = 32, skip_bad_images: bool = False,
+            resize: str = "host", compute: str = "float32", crop: float | None = None, batch_size: int = 32, skip_bad_images: bool = False,
             progress: bool = True, workers: int | None = None, feed: str = "auto") -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
@@ -200,7 +232,7 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
              test_fraction=test_fraction, target=target, resize=resize,
-             compute=compute)
+             compute=compute, crop=crop)
     return run(p, RunOptions(batch_size, skip_bad_images, progress, workers, feed), t0)
 
 

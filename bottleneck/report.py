@@ -34,7 +34,7 @@ log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
 AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmentation
 _PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
-              "precision", "flips", "resize", "compute")
+              "precision", "flips", "resize", "compute", "crop")
 _SEGMENTATION_ONLY = ("precision", "flips")
 _RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed")
 
@@ -59,14 +59,18 @@ class Run:
     seed: int
     eval_per_class: int | None = None
     holdout_classes: tuple[int, ...] | None = None
+    recipe: str | None = None
 
     @property
     def key(self) -> str:
         """What makes a result: both cache files' exact settings, the target and its task, the
-        head, its parameters and the seed. The same key means the same numbers."""
-        return fingerprint({"train": self.train.settings, "test": self.test.settings, "target": self.target.name,
-                            "task": _jsonable(self.target.task.describe()), "head": self.head,
-                            "params": self.head_params, "seed": self.seed})
+        head, its parameters, the seed (and the recipe's name). The same key means the same numbers."""
+        what = {"train": self.train.settings, "test": self.test.settings, "target": self.target.name,
+                "task": _jsonable(self.target.task.describe()), "head": self.head, "params": self.head_params,
+                "seed": self.seed}
+        if self.recipe is not None:
+            what["recipe"] = self.recipe
+        return fingerprint(what)
 
 
 def _jsonable(value):
@@ -102,18 +106,28 @@ def _task_arg(target: Target):
 
 def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int, *, target: str | None = None,
              head: str | None = None, head_params: dict | None = None, eval_per_class: int | None = None,
-             eval_split: str = "test", holdout_classes=None, loss: str | None = None, **plan_kwargs) -> Run:
-    """One run, planned (nothing runs): every check that can fail, fails here."""
+             eval_split: str = "test", holdout_classes=None, loss: str | None = None, recipe: str | None = None,
+             **plan_kwargs) -> Run:
+    """One run, planned (nothing runs): every check that can fail, fails here. ``recipe``:
+    a named bundle of settings (``bottleneck.recipes``), applied on top of the others."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
     tgt = ds.target(target)
     if per_class == AUTO:  # the command line's default: 100 per class, every frame for segmentation
         per_class = None if tgt.task.kind == "segmentation" else 100
+    if recipe is not None:
+        from . import recipes
+
+        if tgt.task.kind == "segmentation":
+            raise BottleneckError("recipes are for pooled features, not segmentation", "drop --recipe(s)")
+        plan_kwargs, head_params = recipes.apply(recipe, "box" in ds.targets, head or tgt.task.default_head,
+                                                 plan_kwargs, head_params or {})
     if tgt.task.kind == "segmentation":
         from .segmentation import plan_segmentation
 
-        if plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32":
-            raise BottleneckError("--resize device and --compute are for pooled features, not segmentation's maps",
-                                  "drop them")
+        if (plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32"
+                or plan_kwargs.pop("crop", None) is not None):
+            raise BottleneckError("--resize device, --compute and --crop are for pooled features, not segmentation's "
+                                  "maps", "drop them")
         if holdout_classes or loss or eval_per_class:
             raise BottleneckError("--holdout-classes, --loss and --eval-per-class are not for segmentation",
                                   "drop them: the decoder trains on every pixel and scores every test frame")
@@ -140,20 +154,20 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
         ds, held = ds.holding_out(holdout_classes), tuple(ds.class_ids(holdout_classes))
     tr = plan(base, ds, "train", per_class, seed, target=tgt.name, **plan_kwargs)
     te = plan(base, ds, eval_split, eval_per_class, EVAL_SEED, target=tgt.name, **plan_kwargs)
-    return Run(tr, te, tgt, head, params, seed, eval_per_class, held)
+    return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe)
 
 
 def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
           target: str | None = None, eval_per_class: int | None = None, eval_split: str = "test",
           head_params: dict | None = None, holdout_classes=None, loss: str | None = None,
-          out: str | Path | None = None, plots: bool = False, **extract_kwargs) -> dict:
+          out: str | Path | None = None, plots: bool = False, recipe: str | None = None, **extract_kwargs) -> dict:
     """Extract what is missing, train ``head`` (the target's default when None) on the
     per-class draw, score it on the test split. Returns one result row: every setting,
     the metrics and timings (kept in ``out`` when given, with the target's pictures)."""
     plan_kwargs, options = _split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, eval_split=eval_split, holdout_classes=holdout_classes, loss=loss,
-                 **plan_kwargs)
+                 recipe=recipe, **plan_kwargs)
     fitted = execute_fitted(r, options)
     if out:
         _keep(ResultsDir(out), r, fitted, plots)
@@ -198,7 +212,7 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
     y_te = r.target.join(r.test.samples, te.source_ids)
     fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
     fitted.row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
-                      holdout_classes=list(r.holdout_classes) if r.holdout_classes else None)
+                      holdout_classes=list(r.holdout_classes) if r.holdout_classes else None, recipe=r.recipe)
     return fitted
 
 
@@ -251,7 +265,7 @@ def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, data
                              "pass the file extracted from the dataset you asked for, or drop --dataset")
     a, b = tr.settings, te.settings
     differ = [k for k in ("dataset", "base", "weights", "layer", "pooling", "image_size", "preprocessing",
-                          "extractor", "test_fraction", "resize", "compute") if a.get(k) != b.get(k)]
+                          "extractor", "test_fraction", "resize", "compute", "crop") if a.get(k) != b.get(k)]
     if differ:
         raise CacheError(f"{tr.path.name} and {te.path.name} were made differently ({', '.join(differ)}): "
                          f"{a.get('base')}/{a.get('dataset')} vs {b.get('base')}/{b.get('dataset')}",
@@ -299,7 +313,8 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
         "base": s["base"], "dataset": s["dataset"], "target": target.name, "task": task.kind,
         "per_class": s["per_class"], "draw": s.get("draw"), "seed": seed, "head": head,
         "weights": s["weights"], "layer": s["layer"], "pooling": s["pooling"], "image_size": s["image_size"],
-        "test_fraction": s.get("test_fraction"),
+        "test_fraction": s.get("test_fraction"), "resize": s.get("resize"), "compute": s.get("compute"),
+        "crop": s.get("crop"),
         "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names),
         "metric": task.main_metric, "score": metrics[task.main_metric],
     }
@@ -316,6 +331,9 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
         "train_cache": tr.path.name, "test_cache": te.path.name,
         "head_params": json.dumps({k: v for k, v in model.get_params().items() if k != "task"}, sort_keys=True),
     })
+    if getattr(model, "cv_scores_", None):  # a searched C: what was chosen, and on what evidence
+        row["chosen_C"] = model.C_
+        row["cv_accuracy"] = {str(c): round(v, 4) for c, v in model.cv_scores_.items()}
     return Fitted(row, model, tr, te, np.asarray(y_te))
 
 
@@ -328,8 +346,9 @@ def _rate(*sets) -> float:
 def compare(bases: list[str], datasets: list[str], per_class: list[int | None] = (100,), seeds: list[int] = (0,),
             head: str | None = None, out: str | Path | None = None, *, targets: list[str | None] = (None,),
             eval_per_class: int | None = None, head_params: dict | None = None, holdout_classes=None,
-            loss: str | None = None, plots: bool = False, **extract_kwargs) -> list[dict]:
-    """Every base x dataset x target x per-class limit x seed; returns the rows. With
+            loss: str | None = None, plots: bool = False, recipes: list[str | None] = (None,),
+            **extract_kwargs) -> list[dict]:
+    """Every base x dataset x target x recipe x per-class limit x seed; returns the rows. With
     ``out``, each finished row is kept there at once (results.csv, results.json, table.md
     remade from all rows in the folder), and rows finished by an earlier run of the same
     grid are reused."""
@@ -339,18 +358,20 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     if plots and not out:
         raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
     loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
-    grid = [(b, d, t, n, s) for b in bases for d in datasets for t in targets for n in per_class for s in seeds]
+    grid = [(b, d, t, n, s, c) for b in bases for d in datasets for t in targets for c in recipes
+            for n in per_class for s in seeds]
     # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
     planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
-                        eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, **plan_kwargs)
-               for b, d, t, n, s in grid]
+                        eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, recipe=c,
+                        **plan_kwargs)
+               for b, d, t, n, s, c in grid]
     if any(p is not None and not p.path.exists() for r in planned for p in (r.train, getattr(r, "val", None), r.test)):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []
     with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar:
-        for (b, d, t, n, s), r in zip(grid, planned):
-            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}")
+        for (b, d, t, n, s, c), r in zip(grid, planned):
+            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}" + (f" recipe={c}" if c else ""))
             row = results.get(r.key) if results else None
             if row is None:
                 fitted = execute_fitted(r, options)

@@ -24,8 +24,11 @@ from .store import file_lock
 
 log = logging.getLogger("bottleneck")
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
-VARYING = ("head", "weights", "layer", "pooling", "image_size", "head_params", "test_fraction", "eval_per_class",
-           "loss", "holdout_classes")
+VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "head_params",
+           "test_fraction", "eval_per_class", "loss", "holdout_classes")
+
+
+RECIPE_SET = ("crop", "head_params")  # settings a named recipe fixes (bottleneck.recipes)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -134,9 +137,15 @@ class _Labeller:
     differ between runs of one head)."""
 
     def __init__(self, rows: list[dict]):
-        bases = {r["base"] for r in rows}
-        self.varying = [k for k in VARYING
-                        if any(len({_setting(r, k) for r in rows if r["base"] == b}) > 1 for b in bases)]
+        # A key is named when it differs between runs of one base; what a recipe sets (a crop where
+        # there are boxes, a C search) only when it differs between runs of one recipe on one dataset.
+        def group(r: dict, key: str) -> tuple:
+            if key in RECIPE_SET and r.get("recipe"):
+                return r["base"], r["recipe"], r["dataset"]
+            return (r["base"],)
+
+        self.varying = [k for k in VARYING if any(
+            len({_setting(r, k) for r in rows if group(r, k) == g}) > 1 for g in {group(r, k) for r in rows})]
         self.param_keys = {}
         for head in {r["head"] for r in rows}:
             mine = [_params(r) for r in rows if r["head"] == head]

@@ -1,0 +1,58 @@
+"""Named recipes: bundles of the settings that change what a run scores, asked for by name.
+
+``plain`` is the classic lab's recipe. Each other recipe names the levers it pulls (a crop
+before resizing, a head-parameter search); each lever is an ordinary, recorded setting, so a
+recipe's rows are fingerprinted like any other run, and ``compare --recipes plain,best``
+shows what a recipe buys against the plain one in one table (rows carry ``recipe``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import BottleneckError, nearest
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    crop: float | None = None  # crop to the box (margin), on datasets that give boxes (GTSRB)
+    head_params: tuple = ()  # (name, value) pairs for the head, e.g. (("C", "cv"),)
+
+
+RECIPES = {r.name: r for r in (
+    Recipe("plain", "the whole image resized to the base's size; the target's default head as it is "
+                    "(logreg with C=1): the classic lab's recipe"),
+    Recipe("crop", "each image cropped to its sign box (GTSRB's CSVs) grown by 10% a side before resizing; "
+                   "the same as plain on datasets without boxes", crop=0.1),
+    Recipe("tuned", "logreg's C chosen by 5-fold cross-validation on the training draw only (whole groups, "
+                    "e.g. GTSRB's tracks, per fold; seeded)", head_params=(("C", "cv"),)),
+    Recipe("best", "crop (where there are boxes) and tuned together: the best measured on CIFAR-10 and GTSRB "
+                   "(README, Accuracy)", crop=0.1, head_params=(("C", "cv"),)),
+)}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise BottleneckError(f"unknown recipe {name!r}{nearest(name, list(RECIPES))}",
+                              f"use one of {', '.join(RECIPES)} (`bottleneck recipes` says what each does)")
+    return RECIPES[name]
+
+
+def apply(name: str, has_boxes: bool, head: str, plan_kwargs: dict, head_params: dict) -> tuple[dict, dict]:
+    """The plan keywords and head parameters of a run made with recipe ``name`` and ``head``.
+    A setting given explicitly as well is an error, never silently overridden either way."""
+    recipe = get_recipe(name)
+    plan_kwargs, head_params = dict(plan_kwargs), dict(head_params)
+    if recipe.head_params and head != "logreg":
+        raise BottleneckError(f"recipe {name} tunes the logreg head; this run's head is {head}",
+                              "use --head logreg with this recipe, or the crop/plain recipes")
+    if recipe.crop is not None and has_boxes:
+        if plan_kwargs.get("crop") is not None:
+            raise BottleneckError(f"recipe {name} sets the crop, and --crop was given too", "drop one of them")
+        plan_kwargs["crop"] = recipe.crop
+    for key, value in recipe.head_params:
+        if key in head_params:
+            raise BottleneckError(f"recipe {name} sets the head's {key}, and it was given too", "drop one of them")
+        head_params[key] = value
+    return plan_kwargs, head_params
