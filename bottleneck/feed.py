@@ -26,7 +26,7 @@ from .images import BadImage
 
 KINDS = ("auto", "threads", "processes")
 # "auto" uses processes for image files when there are at least this many rows to make: below
-# it, starting the processes (about a second each, in parallel) costs more than it saves.
+# it, starting them (under a second for 14 on a 16-core machine) costs more than it saves.
 PROCESS_MIN_ROWS = 2000
 
 
@@ -35,10 +35,9 @@ class Stages:
     """Seconds spent in each stage of an extraction. ``decode`` and ``resize`` are summed
     over workers (CPU seconds of the feed); the others are wall-clock seconds of the run:
     ``start`` (resuming, donor rows, starting the pool), ``build`` (building the model, when
-    this process has not yet), ``wait`` (the model waiting for the
-    feed, including the workers' start), ``model`` (forward passes, with the transfers to
-    and from the device), ``write`` (waiting for the writer), ``finish`` (assembling,
-    checksumming and verifying the cache file)."""
+    this process has not yet), ``wait`` (the model waiting for the feed, including the
+    workers' start), ``model`` (forward passes, with the transfers to and from the device),
+    ``write`` (waiting for the writer), ``finish`` (assembling and checksumming the file)."""
 
     decode: float = 0.0
     resize: float = 0.0
