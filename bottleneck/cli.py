@@ -401,10 +401,11 @@ def cmd_train(a) -> int:
         if not (a.features and a.test_features):
             raise BottleneckError("--features needs --test-features (and the other way round)",
                                   "pass both feature files, the training one and the test one")
-        if a.target not in (None, "class") or a.holdout_classes or a.loss or a.recipe:
+        if (a.target not in (None, "class") or a.holdout_classes or a.loss or a.recipe or a.crop is not None
+                or a.resize != "host" or a.compute != "float32"):
             raise BottleneckError("--features files are trained on the class labels they hold, as they were made",
-                                  "drop --target/--holdout-classes/--loss/--recipe, or train from --base and "
-                                  "--dataset")
+                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute, or "
+                                  "train from --base and --dataset")
         row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
                                 a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
     elif not (a.base and a.dataset):
@@ -501,7 +502,10 @@ def cmd_finetune(a) -> int:
     from .finetune import finetune
 
     unused = [opt for opt, given in (("--layer", a.layer), ("--pooling", a.pooling != "avg"),
-                                     ("--skip-bad-images", a.skip_bad_images)) if given]
+                                     ("--skip-bad-images", a.skip_bad_images), ("--crop", a.crop is not None),
+                                     ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
+                                     ("--feed", a.feed != "auto"), ("--workers", a.workers),
+                                     ("--profile", a.profile)) if given]
     if unused:
         raise BottleneckError(f"finetune does not take {', '.join(unused)}: it unfreezes blocks of the whole base, "
                               "average-pooled, and trains on every drawn image",
@@ -527,10 +531,16 @@ def cmd_scratch(a) -> int:
     return 0
 
 
+def _no_profile(a, command: str) -> None:
+    if a.profile:
+        raise BottleneckError(f"{command} does not take --profile", "use it with extract, train or compare")
+
+
 def cmd_export_lab(a) -> int:
     from .extraction import extract
     from .labpickle import export_lab_pickles
 
+    _no_profile(a, "export-lab")
     kw = _extract_kwargs(a)
     tr = extract(a.base, a.dataset, "train", a.per_class, a.seed, **kw)
     te = extract(a.base, a.dataset, "test", None, 0, **kw)
@@ -542,6 +552,7 @@ def cmd_export_lab(a) -> int:
 def cmd_export(a) -> int:
     from .export import export
 
+    _no_profile(a, "export")
     meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, target=a.target,
                   head_params=_head_params(a), eval_per_class=a.eval_per_class, **_extract_kwargs(a))
     print(f"{meta['path']}: {meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "

@@ -199,6 +199,22 @@ def _outputs_meta(head, class_names) -> dict:
             "ranges": [list(r) if r else None for r in (task.ranges or (None,) * task.width)], "boxes": task.boxes}
 
 
+def _check_exportable(settings: dict) -> None:
+    """The exported model resizes whole images on the host's terms and computes in float32; a
+    head trained on features made otherwise would see other inputs there, so it is refused."""
+    from .images import RESIZE_METHOD
+
+    made = [what for what, differs in (
+        (f"cropped to boxes ({settings.get('crop')})", settings.get("crop") is not None),
+        ("resized on the device", settings.get("resize") != RESIZE_METHOD),
+        (f"computed in {settings.get('compute')}", settings.get("compute") not in (None, "float32"))) if differs]
+    if made:
+        raise BottleneckError(f"the features were {' and '.join(made)}, but the exported model takes whole images, "
+                              "resized as extraction does by default, in float32: its head would see other features",
+                              "export without --crop, --resize device and --compute (and without a recipe that "
+                              "crops)")
+
+
 def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
            out: str | Path = "model.keras", target: str | None = None, head_params: dict | None = None,
            eval_per_class: int | None = None, **extract_kwargs) -> dict:
@@ -211,6 +227,7 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     plan_kwargs, options = _split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
+    _check_exportable(r.train.settings)
     fitted = execute_fitted(r, options)
     s = r.train.settings
     inputs = keras.Input((s["image_size"], s["image_size"], 3), dtype="uint8", name="pixels")

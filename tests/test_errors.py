@@ -225,3 +225,25 @@ def test_finetune_refuses_options_it_does_not_use(capsys, small_cifar, tmp_path)
     code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset",
                        f"folder:{small_cifar}", "--layer", "conv1", "--cache-dir", str(tmp_path), "--quiet")
     _clear(code, err, "finetune does not take --layer")
+
+
+@pytest.mark.parametrize("option", [["--crop", "0.1"], ["--resize", "device"], ["--compute", "bfloat16"],
+                                    ["--feed", "processes"], ["--workers", "2"], ["--profile"]])
+def test_finetune_refuses_the_extraction_only_options(capsys, small_cifar, tmp_path, option):
+    code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset",
+                       f"folder:{small_cifar}", *option, "--cache-dir", str(tmp_path), "--quiet")
+    _clear(code, err, f"finetune does not take {option[0]}")
+
+
+@pytest.mark.parametrize("command", ["export", "export-lab"])
+def test_profile_is_refused_where_nothing_would_print_it(capsys, small_cifar, tmp_path, command):
+    code, _, err = run(capsys, command, "--base", "tiny_cnn", "--weights", "random", "--dataset",
+                       f"folder:{small_cifar}", "--profile", "--cache-dir", str(tmp_path), "--out",
+                       str(tmp_path / "o"), "--quiet")
+    _clear(code, err, f"{command} does not take --profile")
+
+
+def test_train_on_given_feature_files_refuses_extraction_settings(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--features", str(tmp_path / "a.h5"), "--test-features",
+                       str(tmp_path / "b.h5"), "--crop", "0.1")
+    _clear(code, err, "--features files are trained on the class labels they hold, as they were made")

@@ -212,3 +212,16 @@ def test_saved_predictions_are_plain_arrays(tmp_path):
     (saved,) = (tmp_path / "R" / "rows").glob("*.npz")
     with np.load(saved, allow_pickle=False) as z:  # nothing in it needs pickle
         assert z["y_true"].shape == (500,) and z["outputs"].shape == (500, 10) and len(z["thumbs"]) == 48
+
+
+@pytest.mark.parametrize("setting", [{"crop": 0.1}, {"resize": "device"}, {"compute": "bfloat16"}])
+def test_export_refuses_features_the_exported_model_would_not_make(tmp_path, setting):
+    """The exported model takes whole images, resized on the host, in float32: a head trained on
+    cropped, device-resized or bfloat16 features would see other features there."""
+    from bottleneck.errors import BottleneckError
+    from bottleneck.export import export
+
+    with pytest.raises(BottleneckError, match="exported model takes whole images"):
+        export("tiny_cnn", "gtsrb", 2, data_dir=DATA, cache_dir=tmp_path / "c", weights="random", progress=False,
+               out=tmp_path / "m.keras", image_size=40, **setting)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m.keras").exists()  # refused before any work
