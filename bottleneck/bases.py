@@ -8,7 +8,6 @@ code path serves offline users (a weights dir), Keras's cache and downloads.
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import hashlib
 import importlib.util
@@ -434,14 +433,18 @@ def build_pyramid_model(spec: BaseSpec, shape: tuple[int, int], weights_path: Pa
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+def check_compute(name: str) -> None:
+    if name not in COMPUTE_DTYPES:
+        raise BaseError(f"unknown --compute {name!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
+
+
 @contextlib.contextmanager
 def compute_dtype(name: str):
     """Layers built inside compute in ``name`` (bfloat16: Keras's mixed_bfloat16 policy, weights
     kept in float32); the global policy is restored after."""
     import keras
 
-    if name not in COMPUTE_DTYPES:
-        raise BaseError(f"unknown compute dtype {name!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
+    check_compute(name)
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
     try:

@@ -133,15 +133,7 @@ _HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate", "validati
 
 def _C(text: str) -> float | str:
     """--C: a positive number, or 'cv' (chosen by cross-validation on the training draw)."""
-    if text == "cv":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--C {text!r} is neither a positive number nor 'cv'")
-    return value
+    return text if text == "cv" else _positive_float(text)
 
 
 def _head_params(a) -> dict:
@@ -149,14 +141,8 @@ def _head_params(a) -> dict:
     return {param: getattr(a, opt) for opt, param in _HEAD_OPTIONS.items() if getattr(a, opt) not in (None, False)}
 
 
-def _c_grid() -> tuple:
-    from .heads import C_GRID
-
-    return C_GRID
-
-
 def _head_options(p: argparse.ArgumentParser) -> None:
-    from .heads import HEADS
+    from .heads import C_GRID, HEADS
 
     g = p.add_argument_group("head")
     g.add_argument("--head", choices=list(HEADS),
@@ -164,7 +150,7 @@ def _head_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--C", type=_C, dest="C",
                    help="logreg: inverse regularisation, or 'cv': chosen from %s by 5-fold cross-validation on the "
-                        "training draw only (whole groups per fold), seeded" % ", ".join(map(str, _c_grid())))
+                        "training draw only (whole groups per fold), seeded" % ", ".join(map(str, C_GRID)))
     g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--head-batch-size", type=_positive_int)
     g.add_argument("--validation-fraction", type=_fraction,
@@ -372,9 +358,10 @@ def _print_profile(a, rows: list[dict]) -> None:
     """--profile on train/compare: the stages of the extractions these rows made, summed."""
     if not getattr(a, "profile", False):
         return
-    made = [r["extract_stages"] for r in rows if r.get("extract_stages")]
-    total = {k: sum(m.get(k, 0.0) for m in made) for k in made[0]} if made else None
-    print(profile_text(total, sum(r.get("extracted_images", 0) for r in rows)))
+    from .feed import total
+
+    print(profile_text(total([r["extract_stages"] for r in rows if r.get("extract_stages")]),
+                       sum(r.get("extracted_images", 0) for r in rows)))
 
 
 def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:
@@ -625,8 +612,8 @@ def cmd_report(a) -> int:
     return 0
 
 
-COMMANDS = {"bases": cmd_bases, "recipes": cmd_recipes, "datasets": cmd_datasets, "extract": cmd_extract, "train": cmd_train,
-            "compare": cmd_compare, "info": cmd_info,
+COMMANDS = {"bases": cmd_bases, "recipes": cmd_recipes, "datasets": cmd_datasets, "extract": cmd_extract,
+            "train": cmd_train, "compare": cmd_compare, "info": cmd_info,
             "export-lab": cmd_export_lab, "finetune": cmd_finetune, "scratch": cmd_scratch,
             "export": cmd_export, "predict": cmd_predict, "report": cmd_report}
 

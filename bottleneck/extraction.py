@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults
-from .bases import (COMPUTE_DTYPES, BaseSpec, build_feature_model, check_layer, compute_dtype, estimate_batch_bytes,
+from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, compute_dtype, estimate_batch_bytes,
                     get_base, resolve_image_size, resolve_layer, weights_identity)
-from .datasets import Dataset, Split, load_dataset
 from . import feed
+from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError
 from .images import DEVICE_RESIZE, RESIZE_METHOD, resize
 from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
@@ -193,8 +193,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     }
     if source is not None:
         settings["source_size"] = list(source)
-    if compute not in COMPUTE_DTYPES:
-        raise BottleneckError(f"unknown --compute {compute!r}", f"use {' or '.join(COMPUTE_DTYPES)}")
+    check_compute(compute)
     if compute != "float32":  # recorded only when not the default, so earlier files keep their names
         settings["compute"] = compute
     if crop is not None:  # each row's box is in its digest, so in "content" too
@@ -220,8 +219,9 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
             pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-            resize: str = "host", compute: str = "float32", crop: float | None = None, batch_size: int = 32, skip_bad_images: bool = False,
-            progress: bool = True, workers: int | None = None, feed: str = "auto") -> FeatureSet:
+            resize: str = "host", compute: str = "float32", crop: float | None = None, batch_size: int = 32,
+            skip_bad_images: bool = False, progress: bool = True, workers: int | None = None,
+            feed: str = "auto") -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
 
@@ -231,8 +231,7 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     t0 = time.perf_counter()
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
-             test_fraction=test_fraction, target=target, resize=resize,
-             compute=compute, crop=crop)
+             test_fraction=test_fraction, target=target, resize=resize, compute=compute, crop=crop)
     return run(p, RunOptions(batch_size, skip_bad_images, progress, workers, feed), t0)
 
 
@@ -381,15 +380,17 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                 k, rows, need, future = pending.popleft()
                 valid = np.ones(len(rows), bool)
                 chunk: dict[str, np.ndarray] = {}
+                made = None
                 if future is not None:
                     t = time.perf_counter()
                     made = future.result()
                     stages.wait += time.perf_counter() - t
                     stages.decode += made.decode
                     stages.resize += made.resize
-                    if nxt < len(todo):  # the worker is free again: give it the next chunk
-                        pending.append(submit(pool, todo[nxt]))
-                        nxt += 1
+                if nxt < len(todo):  # a worker (and a slot) is free again: give it the next chunk
+                    pending.append(submit(pool, todo[nxt]))
+                    nxt += 1
+                if made is not None:
                     if model is None:
                         t = time.perf_counter()
                         model = _model(p)
@@ -405,9 +406,6 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                         chunk[name][need] = values[:len(need)]
                     valid[need] = made.valid
                     computed += len(need)
-                elif nxt < len(todo):
-                    pending.append(submit(pool, todo[nxt]))
-                    nxt += 1
                 computed_here = set(need)
                 for j, r in enumerate(rows):
                     if j not in computed_here:
@@ -459,8 +457,8 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
 def stages_of(sets: list[FeatureSet]) -> dict | None:
     """Seconds per stage (``feed.Stages``) summed over the feature sets extracted by this
     call; None when nothing was extracted (all read from the cache)."""
-    made = [json.loads(fs.info["stages"]) for fs in sets if fs.info.get("extracted") and "stages" in fs.info]
-    return {k: round(sum(m.get(k, 0.0) for m in made), 3) for k in made[0]} if made else None
+    return feed.total([json.loads(fs.info["stages"]) for fs in sets
+                       if fs.info.get("extracted") and "stages" in fs.info])
 
 
 def _chunk_rows(k: int, batch_size: int, n: int) -> list[int]:

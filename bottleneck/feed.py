@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from .datasets import FileSource
+from .errors import BottleneckError
 from .images import BadImage
 
 KINDS = ("auto", "threads", "processes")
@@ -52,14 +54,18 @@ class Stages:
         return {k: round(v, 3) for k, v in dataclasses.asdict(self).items()}
 
 
+def total(stages: list[dict]) -> dict | None:
+    """Several runs' stage seconds (``Stages.as_dict``) added up; None for none."""
+    return {k: round(sum(s.get(k, 0.0) for s in stages), 3) for k in stages[0]} if stages else None
+
+
 @dataclasses.dataclass
 class Chunk:
     """A chunk made: ``pixels`` is a whole batch (``batch_size`` rows, ready for the model),
-    the chunk's ``n`` rows first and zeros after; ``valid[j]`` is False for an unreadable
-    image skipped (its pixels are zeros). ``slot``: the shared-memory slot it lies in."""
+    the chunk's rows first and zeros after; ``valid[j]`` is False for an unreadable image
+    skipped (its pixels are zeros). ``slot``: the shared-memory slot it lies in."""
 
     pixels: np.ndarray | None
-    n: int
     valid: np.ndarray
     decode: float
     resize: float
@@ -92,7 +98,7 @@ def make_chunk(split, recipe, rows: list[tuple[int, str, str]], skip_bad: bool, 
         del image  # a decoded image can be huge: never hold one across the next decode
         decode += t1 - t0
         resize += time.perf_counter() - t1
-    return Chunk(out, len(rows), valid, decode, resize)
+    return Chunk(out, valid, decode, resize)
 
 
 # One process's share of the work: set once by _start, read by each task.
@@ -170,7 +176,7 @@ class Feed:
             self._unlink()
             raise
         self._free = list(range(slots))
-        # Workers are forked from a fork server that imported only this module: not forked from
+        # Workers are forked from a fork server that imported only the extraction code: not forked from
         # this process (it runs TensorFlow's threads, which a fork would copy mid-state), and not
         # spawned (which re-runs the user's __main__ script in every worker).
         context = multiprocessing.get_context("forkserver")
@@ -216,12 +222,10 @@ class Feed:
 def choose(kind: str, source, rows: int, workers: int | None) -> tuple[str, int]:
     """The feed's kind and number of workers for ``rows`` rows of ``source``."""
     if kind not in KINDS:
-        from .errors import BottleneckError
         raise BottleneckError(f"unknown feed {kind!r}", f"use one of {', '.join(KINDS)}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    files = type(source).__name__ == "FileSource"
     if kind == "auto":
-        kind = "processes" if files and rows >= PROCESS_MIN_ROWS and cores > 2 else "threads"
+        kind = "processes" if isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS and cores > 2 else "threads"
     if workers is None:
         # processes: one per core; threads: more than cores, since they wait on files with the GIL released
         workers = cores if kind == "processes" else min(32, cores + 4)

@@ -52,12 +52,17 @@ def save_predictions(results: ResultsDir, key: str, fitted, test_plan) -> Path:
             thumbs[k] = np.asarray(image.resize((THUMB_SIZE, THUMB_SIZE)))
         except Exception:  # a thumbnail is a nicety; an image that vanished since is left grey
             thumbs[k] = 128
+    return _save_npz(results, key, y_true=y_true, y_pred=np.asarray(y_pred), outputs=np.asarray(outputs, np.float32),
+                     names=np.array(names, dtype=str), source_ids=np.array(te.source_ids, dtype=str),
+                     thumbs=thumbs, thumb_rows=np.asarray(order, np.int64),
+                     history=json.dumps(getattr(model, "history_", None) or {}))
+
+
+def _save_npz(results: ResultsDir, key: str, **arrays) -> Path:
+    """A run's kept arrays, ``rows/<key>.npz``, written whole or not at all."""
     path = results.rows_dir / f"{key}.npz"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, y_true=y_true, y_pred=np.asarray(y_pred), outputs=np.asarray(outputs, np.float32),
-                        names=np.array(names, dtype=str), source_ids=np.array(te.source_ids, dtype=str),
-                        thumbs=thumbs, thumb_rows=np.asarray(order, np.int64),
-                        history=json.dumps(getattr(model, "history_", None) or {}))
+    np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
     return path
 
@@ -66,15 +71,11 @@ def save_segmentation(results: ResultsDir, key: str, fitted, task) -> Path:
     """Keep what a segmentation run's pictures need: the confusion matrix, a few test frames
     with their true and predicted maps, the training curves."""
     frames = list(fitted.frames())
-    path = results.rows_dir / f"{key}.npz"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, confusion=np.asarray(fitted.y_test), names=np.array(task.class_names, dtype=str),
-                        images=np.stack([f[0] for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8),
-                        truth=np.stack([f[1] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
-                        pred=np.stack([f[2] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
-                        void=np.int64(task.void), history=json.dumps(fitted.history or {}))
-    os.replace(tmp, path)
-    return path
+    return _save_npz(results, key, confusion=np.asarray(fitted.y_test), names=np.array(task.class_names, dtype=str),
+                     images=np.stack([f[0] for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8),
+                     truth=np.stack([f[1] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                     pred=np.stack([f[2] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                     void=np.int64(task.void), history=json.dumps(fitted.history or {}))
 
 
 def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .bases import build_pyramid_model, get_base, weights_identity
-from .datasets import Dataset, Split, load_dataset
+from .datasets import Dataset, FileSource, Split, load_dataset
 from .errors import BottleneckError, DatasetError
 from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, run, stages_of
 from .store import cache_path, canonical_dataset
@@ -229,9 +229,9 @@ def plan_maps(base: str, dataset: str | Dataset, split: str, per_class: int | No
 
 
 def _image_size(split: Split, index: int) -> tuple[int, int]:
-    source = split.source
-    if hasattr(source, "root"):
-        with Image.open(source.root / source.rel[index]) as im:  # the header only
+    path = _image_path(split, index)
+    if path is not None:
+        with Image.open(path) as im:  # the header only
             return im.size
     return split.load(index).size
 
@@ -390,8 +390,7 @@ def plan_segmentation(base: str, ds: Dataset, per_class, seed: int, target, head
 
 
 def _image_path(split: Split, index: int) -> Path | None:
-    source = split.source
-    return source.root / source.rel[index] if hasattr(source, "root") else None
+    return Path(split.source.name(index)) if isinstance(split.source, FileSource) else None
 
 
 def _labels_for(plan: Plan, target, reader_ids: list[str]):
@@ -438,16 +437,16 @@ def execute_segmentation(r: SegRun, options: RunOptions | None = None):
     try:
         labels = {name: _labels_for(getattr(r, name), r.target, sets[name].source_ids) for name in sets}
         p = r.head_params
-        step = int(p["loss_stride"])  # nearest-neighbour subsampling keeps every label a real class (or Void)
-        void_labels = {name: (lambda row, f=labels[name]: _to_void_255(f(row), task.void)[step // 2::step,
-                                                                                           step // 2::step])
+        stride = int(p["loss_stride"])  # nearest-neighbour subsampling keeps every label a real class (or Void)
+        void_labels = {name: (lambda row, f=labels[name]: _to_void_255(f(row), task.void)[stride // 2::stride,
+                                                                                           stride // 2::stride])
                        for name in sets}
         weights = np.ones(task.width)
         if p["class_weights"] == "median-frequency":
             weights = median_frequency_weights((void_labels["train"](i) for i in range(len(readers["train"]))),
                                                task.width, 255)
         determinism.seed_everything(r.seed)
-        canvas, stride = r.train.recipe.canvas, int(p["loss_stride"])
+        canvas = r.train.recipe.canvas
         train_shape = (canvas[0] // stride, canvas[1] // stride)
         decoder = build_decoder(readers["train"].shapes, task.width, train_shape, p["width"])
         decoder.compile(keras.optimizers.Adam(p["learning_rate"]), "sparse_categorical_crossentropy",

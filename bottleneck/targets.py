@@ -135,24 +135,15 @@ def segmentation_target(class_names: list[str], void: int, maps: Callable[[str],
 def presence_target(class_names: list[str], void: int, maps: Callable[[str], Path]) -> Target:
     """Which classes a frame shows: those covering at least PRESENCE_SHARE of its labelled
     (non-Void) pixels. ``maps``: source id -> its label map."""
-    from PIL import Image
+    from .segmentation import read_label_map
 
     task = MultiLabel.declare(class_names)
     cache: dict[str, np.ndarray] = {}
 
     def row(sid: str) -> np.ndarray:
         if sid not in cache:
-            path = maps(sid)
-            try:
-                with Image.open(path) as im:
-                    ids = np.asarray(im)
-            except (OSError, ValueError) as e:
-                raise DatasetError(f"cannot read the label map {path}: {e}", "restore the file") from None
-            counts = np.bincount(ids.ravel(), minlength=len(class_names) + 1)
-            if len(counts) > max(len(class_names), void) + 1:
-                raise DatasetError(f"{path} holds class id {len(counts) - 1}, beyond codes.txt's {len(class_names)} "
-                                   f"classes and Void ({void})", "fix the label map or codes.txt")
-            labelled = counts[:len(class_names)]
+            ids = read_label_map(Path(maps(sid)), None, len(class_names), void)  # ids beyond the codes: an error
+            labelled = np.bincount(ids.ravel(), minlength=len(class_names))[:len(class_names)]
             cache[sid] = (labelled / max(1, labelled.sum()) >= PRESENCE_SHARE).astype(np.float32)
         return cache[sid]
 
