@@ -192,7 +192,7 @@ def resolve_image_size(spec: BaseSpec, image_size: int | None) -> int:
 
 # ---------------------------------------------------------------- weights
 
-def _hash_file(path: Path, algorithm: str) -> str:
+def hash_file(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -205,7 +205,7 @@ def hash_matches(path: Path, expected: str | None) -> bool:
     if expected is None:
         return True
     algorithm = "md5" if len(expected) == 32 else "sha256"
-    return _hash_file(path, algorithm) == expected.lower()
+    return hash_file(path, algorithm) == expected.lower()
 
 
 def _package_file(source: WeightsSource) -> Path | None:
@@ -270,13 +270,13 @@ def weights_identity(spec: BaseSpec, weights: str, weights_dir=None) -> tuple[st
         return "random:seed0", None
     if weights == "imagenet":
         path = find_weights(spec, weights_dir)
-        digest = spec.weights.file_hash or _hash_file(path, "sha256")[:16]
+        digest = spec.weights.file_hash or hash_file(path, "sha256")[:16]
         return f"imagenet:{digest}", path
     path = Path(weights)
     if not path.is_file():
         raise WeightsError(f"weights file {weights} does not exist",
                            "--weights takes imagenet, random or the path of a weights file")
-    return f"file:{_hash_file(path, 'sha256')[:16]}", path
+    return f"file:{hash_file(path, 'sha256')[:16]}", path
 
 
 def load_weights(spec: BaseSpec, model, path: Path) -> None:

@@ -87,7 +87,13 @@ def _common() -> argparse.ArgumentParser:
                    help="who decodes and resizes: threads, processes, or auto (processes for 2,000 or more "
                         "image files on more than 2 cores)")
     g.add_argument("--workers", type=_positive_int, help="feed workers (default: one process per core, or "
-                                                         "cores + 4 threads)")
+                                                         "cores + 4 threads); with --engine ray, Ray actors "
+                                                         "(default: one per CPU of the cluster)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="who computes the features: this process (local, default) or a pool of Ray actors, each "
+                        "holding the base once (ray: pip install 'bottleneck-transfer[ray]'); same cache file")
+    g.add_argument("--address", help="with --engine ray: an existing Ray cluster (auto, or HOST:PORT); without it, "
+                                     "a local Ray instance is started for the command and stopped after it")
     g.add_argument("--profile", action="store_true",
                    help="print where extraction time went: decode, resize, waiting for the feed, model, write")
     g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")
@@ -111,7 +117,7 @@ def _extract_kwargs(a) -> dict:
     kw = dict(data_dir=a.data_dir, cache_dir=a.cache_dir, weights=a.weights, weights_dir=a.weights_dir,
               image_size=a.image_size, layer=a.layer, pooling=a.pooling, test_fraction=a.test_fraction,
               batch_size=a.batch_size, skip_bad_images=a.skip_bad_images, progress=not a.quiet,
-              feed=a.feed, workers=a.workers)
+              feed=a.feed, workers=a.workers, engine=a.engine, address=a.address)
     if a.resize != "host":
         kw["resize"] = a.resize
     if a.compute != "float32":
@@ -375,6 +381,12 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
              "wait": "model waiting for the feed (workers starting too)",
              "model": "model forward passes, transfers included", "write": "waiting for the cache writer",
              "finish": "assembling and checksumming the file"}
+    if feed and feed.startswith("ray"):  # each actor decodes and runs the model itself
+        notes.update(decode="read + decode, summed over Ray workers", resize="resize, summed over Ray workers",
+                     start="resume, donor rows, starting Ray and its actors",
+                     build="building the model (the slowest actor's first chunk)",
+                     wait="driver waiting for the actors (all their work)",
+                     model="model forward passes, summed over Ray workers")
     for key, what in notes.items():
         lines.append(f"  {key:7s} {stages.get(key, 0.0):9.2f} s {per(stages.get(key, 0.0))}  ({what})")
     return "\n".join(lines)
@@ -492,6 +504,7 @@ def cmd_finetune(a) -> int:
                                      ("--skip-bad-images", a.skip_bad_images), ("--crop", a.crop is not None),
                                      ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
                                      ("--feed", a.feed != "auto"), ("--workers", a.workers),
+                                     ("--engine", a.engine != "local"), ("--address", a.address),
                                      ("--profile", a.profile)) if given]
     if unused:
         raise BottleneckError(f"finetune does not take {', '.join(unused)}: it unfreezes blocks of the whole base, "

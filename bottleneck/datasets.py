@@ -56,17 +56,17 @@ class FileSource:
     def load(self, i: int, size: int | None = None, digest: str | None = None) -> Image.Image:
         """Decode image ``i`` (at reduced size for large JPEGs when ``size`` is given). With
         ``digest``, the bytes read must be the ones that were hashed when the run was planned."""
+        return decode_file(self.read(i), self.name(i), size, digest)
+
+    def read(self, i: int) -> bytes:
+        """The bytes of image file ``i`` (BadImage when it cannot be read)."""
         path = self.root / self.rel[i]
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             raise BadImage(path, "file not found") from None
         except OSError as e:
             raise BadImage(path, f"cannot read it: {e}") from None
-        if digest is not None and file_digest(data) != digest:
-            raise DatasetError(f"{path} changed while features were being extracted",
-                               "run the same command again once the dataset stops changing")
-        return decode(data, path, size)
 
     def digests(self, indices) -> list[str]:
         try:
@@ -76,6 +76,14 @@ class FileSource:
 
     def subset(self, indices) -> FileSource:
         return FileSource(self.root, [self.rel[int(i)] for i in indices])
+
+
+def decode_file(data: bytes, name: str, size: int | None = None, digest: str | None = None) -> Image.Image:
+    """An image file's bytes decoded; with ``digest``, they must be the bytes hashed when the run was planned."""
+    if digest is not None and file_digest(data) != digest:
+        raise DatasetError(f"{name} changed while features were being extracted",
+                           "run the same command again once the dataset stops changing")
+    return decode(data, name, size)
 
 
 class ArraySource:

@@ -39,3 +39,12 @@ def nearest(name: str, choices: list[str]) -> str:
 
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def add_note(error: BottleneckError, note: str) -> BottleneckError:
+    """``error`` with `` (note)`` after what happened, e.g. which worker it happened on."""
+    error.what = f"{error.what} ({note})"
+    if isinstance(getattr(error, "reason", None), str):  # BadImage is rebuilt from its reason when unpickled
+        error.reason = f"{error.reason} ({note})"
+    error.args = (error.what if not error.todo else f"{error.what}\n  what to do: {error.todo}",)
+    return error

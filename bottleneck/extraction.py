@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import concurrent.futures.process
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,6 +41,7 @@ _MODELS: collections.OrderedDict = collections.OrderedDict()  # built feature mo
 EXTRACTOR_VERSION = 2
 HOLDOUT_SEED = 0  # --test-fraction's held-out part is the same for every draw seed of a grid
 _NOTED: set = set()  # notes already given in this process (a grid repeats draws over seeds)
+ENGINES = ("local", "ray")
 
 
 class Interrupted(BottleneckError):
@@ -88,10 +90,10 @@ class PooledRecipe:
     def pixels(self, split: Split, index: int, digest: str, view: str = "") -> np.ndarray:
         return self.fit(self.decode(split, index, digest), view)
 
-    def build(self, p: Plan):
-        s = p.settings
+    def build(self, order: ModelOrder):
+        s = order.settings
         with compute_dtype(s.get("compute", "float32")):
-            return build_feature_model(p.spec, s["image_size"], p.weights_path, s["layer"], s["pooling"],
+            return build_feature_model(order.spec, s["image_size"], order.weights_path, s["layer"], s["pooling"],
                                        source_size=self.source)
 
     def outputs(self, out) -> dict[str, np.ndarray]:
@@ -134,6 +136,10 @@ class Plan:
         return [(int(i), v) for i in self.selected for v in self.recipe.views]
 
     @property
+    def order(self) -> ModelOrder:
+        return ModelOrder(self.spec, self.settings, self.weights_path, self.recipe)
+
+    @property
     def ids(self) -> list[str]:
         s = self.samples
         return [s.ids[i] + (f"#{v}" if v else "") for i, v in self.rows]
@@ -148,6 +154,18 @@ class RunOptions:
     progress: bool = True
     workers: int | None = None
     feed: str = "auto"  # threads, processes, or auto: processes for many image files on more than 2 cores
+    engine: str = "local"  # local (this process and its feed) or ray (a pool of Ray actors, see cluster.py)
+    address: str | None = None  # --engine ray: an existing cluster's address, or None to start one for the run
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise BottleneckError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINES)}")
+        if self.engine == "ray" and self.feed != "auto":
+            raise BottleneckError(f"--feed {self.feed} is the local engine's: Ray actors each decode their own chunks",
+                                  "drop --feed (--workers sets the number of actors)")
+        if self.address is not None and self.engine != "ray":
+            raise BottleneckError("--address is the address of a Ray cluster: it needs --engine ray",
+                                  "add --engine ray, or drop --address")
 
 
 def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int | None = None, seed: int = 0, *,
@@ -221,7 +239,7 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
             pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
             resize: str = "host", compute: str = "float32", crop: float | None = None, batch_size: int = 32,
             skip_bad_images: bool = False, progress: bool = True, workers: int | None = None,
-            feed: str = "auto") -> FeatureSet:
+            feed: str = "auto", engine: str = "local", address: str | None = None) -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
     (all images if None), from the cache when they are there, else extracted and cached.
 
@@ -232,7 +250,8 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
              test_fraction=test_fraction, target=target, resize=resize, compute=compute, crop=crop)
-    return run(p, RunOptions(batch_size, skip_bad_images, progress, workers, feed), t0)
+    options = RunOptions(batch_size, skip_bad_images, progress, workers, feed, engine, address)
+    return run(p, options, t0)
 
 
 def _notes(p: Plan, progress: bool) -> None:
@@ -282,11 +301,21 @@ def run(p: Plan, options: RunOptions | None = None, t0: float | None = None) -> 
     if fs is not None:
         return done(fs)
     check_writable(p.path.parent)
-    with exclusive(p.path):
+    with exclusive(p.path), engine_session(options):
         fs = open_cached(p)  # another process may have finished it while we waited for the lock
         if fs is not None:
             return done(fs)
         return _compute(p, options, t0)
+
+
+def engine_session(options: RunOptions):
+    """What the engine needs for the length of a command: for Ray, its instance, kept across the
+    extractions of a grid (and started only when one of them has something to compute)."""
+    if options.engine != "ray":
+        return contextlib.nullcontext()
+    from . import cluster
+
+    return cluster.session(options.address)
 
 
 def _donor_rows(p: Plan) -> dict[str, dict[str, np.ndarray]]:
@@ -314,17 +343,93 @@ def _donor_rows(p: Plan) -> dict[str, dict[str, np.ndarray]]:
     return rows
 
 
-def _model(p: Plan):
-    s = p.settings
-    key = json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels", "geometry",
-                                           "source_size", "compute")},
-                     sort_keys=True)
-    if key not in _MODELS:
-        _MODELS[key] = p.recipe.build(p)
+@dataclasses.dataclass
+class ModelOrder:
+    """What builds a plan's model and nothing more: small and picklable, so it can travel to
+    an engine's workers (``--engine ray``), which build it once each."""
+
+    spec: BaseSpec
+    settings: dict
+    weights_path: Path | None
+    recipe: object
+
+    @property
+    def key(self) -> str:
+        s = self.settings
+        return json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels",
+                                                 "geometry", "source_size", "compute")}, sort_keys=True)
+
+
+def model_of(order: ModelOrder):
+    """The order's model, built once per process (the two most recent are kept)."""
+    if order.key not in _MODELS:
+        _MODELS[order.key] = order.recipe.build(order)
         while len(_MODELS) > 2:
             _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return _MODELS[key]
+    _MODELS.move_to_end(order.key)
+    return _MODELS[order.key]
+
+
+@dataclasses.dataclass
+class Job:
+    """Chunk ``k`` of a file: its ``rows``; ``need``, the positions among them to compute (the
+    others are copied from donor files); ``work``, (split index, view, digest) of each needed row."""
+
+    k: int
+    rows: list[int]
+    need: list[int]
+    work: list[tuple[int, str, str]]
+
+
+def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.Stages, batch_size: int,
+                  about: dict):
+    """The in-process engine: a feed (threads or processes) makes the pixels a few chunks ahead;
+    this process runs the model. Yields (job, made) in the jobs' order: ``made`` is None when
+    every row of the job came from donors, else (outputs of the needed rows, {array name:
+    values}; which of them were readable images). Says its workers in ``about["feed"]``."""
+    t = time.perf_counter()
+    kind, workers = feed.choose(options.feed, p.samples.source, sum(len(job.need) for job in jobs), options.workers)
+    about["feed"] = f"{kind} x {workers}"
+    recipe, height, width = p.recipe, *p.recipe.input_shape
+    model = None
+    # Every worker has a chunk in hand and one waiting.
+    ahead = workers + 2
+    with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool:
+        todo = iter(jobs)
+        pending: collections.deque = collections.deque()
+
+        def submit_next() -> None:
+            job = next(todo, None)
+            if job is not None:
+                pending.append((job, pool.submit(job.work) if job.need else None))
+
+        for _ in range(ahead):
+            submit_next()
+        stages.start += time.perf_counter() - t
+        while pending:
+            job, future = pending.popleft()
+            made = None
+            if future is not None:
+                t = time.perf_counter()
+                made = future.result()
+                stages.wait += time.perf_counter() - t
+                stages.decode += made.decode
+                stages.resize += made.resize
+            submit_next()  # a worker (and a slot) is free again: give it the next chunk
+            if made is None:
+                yield job, None
+                continue
+            if model is None:
+                t = time.perf_counter()
+                model = model_of(p.order)
+                check_batch_memory(model, batch_size, f"{height} x {width}")
+                stages.build = time.perf_counter() - t
+            t = time.perf_counter()
+            # a whole batch, zeros after the chunk's rows: one shape, compiled once
+            out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
+            stages.model += time.perf_counter() - t
+            pool.release(made)
+            yield job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
 
 
 def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
@@ -333,7 +438,6 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     t_start = time.perf_counter()
     s, recipe, rows_of = p.samples, p.recipe, p.rows
     n = len(rows_of)
-    height, width = recipe.input_shape
     # Never pad a batch beyond the images there are (a huge --batch-size on a small split).
     batch_size = max(1, min(options.batch_size, n))
     n_chunks = max(1, -(-n // batch_size))
@@ -343,17 +447,20 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     _faults.checkpoint("start")
     todo = [k for k in range(n_chunks) if k not in done]
     donors = _donor_rows(p) if todo else {}
-    model = None
-    computed = reused = 0
-    stages = feed.Stages()
-    to_make = sum(1 for k in todo for r in _chunk_rows(k, batch_size, n) if p.digests[r] not in donors)
-    kind, workers = feed.choose(options.feed, s.source, to_make, options.workers)
-
-    def submit(pool: feed.Feed, k: int):
+    jobs = []
+    for k in todo:
         rows = _chunk_rows(k, batch_size, n)
         need = [j for j, r in enumerate(rows) if p.digests[r] not in donors]
-        work = [(rows_of[rows[j]][0], rows_of[rows[j]][1], p.digests[rows[j]]) for j in need]
-        return k, rows, need, pool.submit(work) if need else None
+        jobs.append(Job(k, rows, need, [(rows_of[rows[j]][0], rows_of[rows[j]][1], p.digests[rows[j]]) for j in need]))
+    computed = reused = 0
+    stages = feed.Stages()
+    about: dict = {}  # what the engine says of itself: its workers
+    if options.engine == "ray":
+        from . import cluster
+
+        engine = cluster.chunks(p, options, jobs, stages, batch_size, about)
+    else:
+        engine = _local_chunks(p, options, jobs, stages, batch_size, about)
 
     rows_done = sum(min(batch_size, n - k * batch_size) for k in done)
     bar = tqdm(total=n, initial=rows_done, unit="img", desc=f"{p.spec.name} {p.dataset.name}/{p.split}",
@@ -367,44 +474,21 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
             writes.popleft().result()
         stages.write += time.perf_counter() - t
 
+    stages.start = time.perf_counter() - t_start  # the engine adds the time it takes to start
     try:
-        # Every worker has a chunk in hand and one waiting; chunks are written by one background
-        # thread, in order, so the model never waits on disk (unless the disk is slower than it).
-        ahead = workers + 2
-        with feed.Feed(s, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool, \
-                cf.ThreadPoolExecutor(1) as writer:
-            pending = collections.deque(submit(pool, k) for k in todo[:ahead])
-            nxt = len(pending)
-            stages.start = time.perf_counter() - t_start
-            while pending:
-                k, rows, need, future = pending.popleft()
+        # Chunks are written by one background thread, in order, so the model never waits on disk
+        # (unless the disk is slower than it).
+        with contextlib.closing(engine), cf.ThreadPoolExecutor(1) as writer:
+            for job, made in engine:
+                rows, need = job.rows, job.need
                 valid = np.ones(len(rows), bool)
                 chunk: dict[str, np.ndarray] = {}
-                made = None
-                if future is not None:
-                    t = time.perf_counter()
-                    made = future.result()
-                    stages.wait += time.perf_counter() - t
-                    stages.decode += made.decode
-                    stages.resize += made.resize
-                if nxt < len(todo):  # a worker (and a slot) is free again: give it the next chunk
-                    pending.append(submit(pool, todo[nxt]))
-                    nxt += 1
                 if made is not None:
-                    if model is None:
-                        t = time.perf_counter()
-                        model = _model(p)
-                        _check_batch_memory(model, batch_size, f"{height} x {width}")
-                        stages.build = time.perf_counter() - t
-                    t = time.perf_counter()
-                    # a whole batch, zeros after the chunk's rows: one shape, compiled once
-                    out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
-                    stages.model += time.perf_counter() - t
-                    pool.release(made)
-                    for name, values in out.items():
+                    outputs, made_valid = made
+                    for name, values in outputs.items():
                         chunk[name] = np.empty((len(rows),) + values.shape[1:], values.dtype)
-                        chunk[name][need] = values[:len(need)]
-                    valid[need] = made.valid
+                        chunk[name][need] = values
+                    valid[need] = made_valid
                     computed += len(need)
                 computed_here = set(need)
                 for j, r in enumerate(rows):
@@ -414,7 +498,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                                 chunk[name] = np.empty((len(rows),) + value.shape, value.dtype)
                             chunk[name][j] = value
                         reused += 1
-                writes.append(writer.submit(partial.write_chunk, k, chunk, valid))
+                writes.append(writer.submit(partial.write_chunk, job.k, chunk, valid))
                 drain(keep=2)
                 while writes and writes[0].done():
                     writes.popleft().result()  # surfaces write errors promptly
@@ -422,7 +506,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                 bar.update(len(rows))
                 if os.environ.get("BOTTLENECK_FAULT"):
                     drain()  # so the injected fault strikes after chunk k is durable
-                    _faults.checkpoint("after-chunk", k)
+                    _faults.checkpoint("after-chunk", job.k)
             drain()
     except KeyboardInterrupt:
         raise Interrupted(rows_done, n, p.path) from None
@@ -438,8 +522,8 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     seconds = t_finish - t0
     info = {"extract_seconds": round(seconds, 3), "images_computed": computed,
             "images_per_second": round(computed / seconds, 2) if computed else 0.0,
-            "model_images_per_second": round(computed / stages.model, 2) if computed else 0.0,
-            "batch_size": batch_size, "feed": f"{kind} x {workers}", "stages": json.dumps(stages.as_dict())}
+            "model_images_per_second": round(computed / stages.model, 2) if computed and stages.model else 0.0,
+            "batch_size": batch_size, "feed": about.get("feed", ""), "stages": json.dumps(stages.as_dict())}
     index = [i for i, _ in rows_of]
     skipped = partial.finish(n_chunks, p.settings, p.ids, s.labels[index], [s.groups[i] for i in index],
                              p.dataset.class_names, p.digests, info, recipe.dtypes, recipe.per_row_chunks)
@@ -465,7 +549,7 @@ def _chunk_rows(k: int, batch_size: int, n: int) -> list[int]:
     return list(range(k * batch_size, min(n, (k + 1) * batch_size)))
 
 
-def _check_batch_memory(model, batch_size: int, size) -> None:
+def check_batch_memory(model, batch_size: int, size) -> None:
     """Refuse a batch whose activations would not fit in this machine's memory, before
     the first forward pass tries (and the kernel kills the process)."""
     need = estimate_batch_bytes(model, batch_size)

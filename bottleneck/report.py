@@ -23,7 +23,7 @@ import numpy as np
 from . import _faults
 from .datasets import Dataset, load_dataset
 from .errors import BottleneckError, CacheError
-from .extraction import Plan, RunOptions, plan, run, stages_of
+from .extraction import Plan, RunOptions, engine_session, plan, run, stages_of
 from .heads import _OPTIONS, HEADS, make_head
 from .results import ResultsDir, markdown_table, write_results  # noqa: F401  (tables live in results)
 from .store import FeatureSet, canonical_dataset, check_writable, fingerprint
@@ -36,7 +36,7 @@ AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmen
 _PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
               "precision", "flips", "resize", "compute", "crop")
 _SEGMENTATION_ONLY = ("precision", "flips")
-_RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed")
+_RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed", "engine", "address")
 
 
 def _split_kwargs(kwargs: dict) -> tuple[dict, RunOptions]:
@@ -207,7 +207,8 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
         fitted.frames, fitted.history = frames, history
         return fitted
     options = options or RunOptions()
-    tr, te = run(r.train, options), run(r.test, options)
+    with engine_session(options):
+        tr, te = run(r.train, options), run(r.test, options)
     y_tr = r.target.join(r.train.samples, tr.source_ids)
     y_te = r.target.join(r.test.samples, te.source_ids)
     fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
@@ -369,7 +370,8 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []
-    with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar:
+    with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar, \
+            engine_session(options):  # one Ray instance for the whole grid
         for (b, d, t, n, s, c), r in zip(grid, planned):
             bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}" + (f" recipe={c}" if c else ""))
             row = results.get(r.key) if results else None

@@ -28,7 +28,7 @@ from PIL import Image
 from .bases import build_pyramid_model, get_base, weights_identity
 from .datasets import Dataset, FileSource, Split, load_dataset
 from .errors import BottleneckError, DatasetError
-from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, run, stages_of
+from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, engine_session, run, stages_of
 from .store import cache_path, canonical_dataset
 from .tasks import Task
 
@@ -178,8 +178,8 @@ class MapRecipe:
         out = letterbox(image, self.long_side, self.canvas)
         return out[:, ::-1] if view == "hflip" else out  # the padding moves to the left: labels follow
 
-    def build(self, p: Plan):
-        return build_pyramid_model(p.spec, self.canvas, p.weights_path, self.levels)
+    def build(self, order):
+        return build_pyramid_model(order.spec, self.canvas, order.weights_path, self.levels)
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {f"maps/{lv}": np.asarray(out[lv]).astype(self.precision) for lv in self.levels}
@@ -430,7 +430,8 @@ def execute_segmentation(r: SegRun, options: RunOptions | None = None):
 
     options = options or RunOptions()
     t0 = time.perf_counter()
-    sets = {name: run(p, options) for name, p in (("train", r.train), ("val", r.val), ("test", r.test)) if p}
+    with engine_session(options):
+        sets = {name: run(p, options) for name, p in (("train", r.train), ("val", r.val), ("test", r.test)) if p}
     extract_seconds = time.perf_counter() - t0
     task = r.target.task
     readers = {name: MapReader(fs.path) for name, fs in sets.items()}

@@ -1,0 +1,243 @@
+"""``--engine ray``: extraction's chunks computed by a pool of Ray actors.
+
+The driver (the process that ran ``bottleneck``) plans the run and keeps the cache, as a
+local run does; each actor builds the base once and computes whole chunks (decode, resize,
+forward pass) and returns their features, which the driver commits chunk by chunk
+(``store.PartialRun``). So:
+
+- images travel as their encoded bytes, read by the driver (a CIFAR-10 JPEG is about 1.5 KB,
+  its 224 x 224 pixels 147 KB): workers need this package and the base's weights, not the
+  dataset nor the cache folder, and reading is a small part of a chunk's cost next to decoding;
+- a worker killed mid-chunk loses nothing: Ray restarts it and runs its chunks again;
+- a driver killed leaves the committed chunks, and the same command resumes from them;
+- the driver holds only the chunks in flight (``IN_FLIGHT`` per actor), whatever the dataset.
+
+The engine is not part of the features' fingerprint: a Ray run writes the same file, byte
+for byte in its features, as a local run on the same backend and hardware.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import time
+
+import numpy as np
+
+from . import _faults, feed
+from .bases import hash_file
+from .datasets import ArraySource, FileSource, Split, decode_file
+from .errors import BottleneckError, WeightsError, add_note
+from .images import BadImage
+
+log = logging.getLogger("bottleneck")
+IN_FLIGHT = 2  # chunks per actor: one computing, one waiting, so an actor never waits for the driver
+RETRIES = 3  # a worker that dies is restarted, and its chunks run again, this many times
+_SESSION = {"depth": 0, "started": False}
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise BottleneckError("--engine ray needs Ray, which is not installed",
+                              "pip install 'bottleneck-transfer[ray]' (or pip install ray)") from None
+    return ray
+
+
+@contextlib.contextmanager
+def session(address: str | None = None):
+    """Ray for the length of a command: connected (or a local instance started) on first use,
+    and a local instance started here shut down when the outermost session ends."""
+    _SESSION["depth"] += 1
+    _SESSION.setdefault("address", address)
+    try:
+        yield
+    finally:
+        _SESSION["depth"] -= 1
+        if _SESSION["depth"] == 0:
+            if _SESSION["started"]:
+                _ray().shutdown()
+            _SESSION.update(started=False)
+            _SESSION.pop("address", None)
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local instance (when Ray is not running in
+    this process already, e.g. started by the caller's own ``ray.init``)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
+    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address is None:
+        ray.init(num_cpus=_cores(), **quiet)
+        _SESSION["started"] = True  # ours: shut down when the command ends
+        return
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise BottleneckError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}",
+                              "start one (`ray start --head` on the head node), check the address, or drop "
+                              "--address to start a local instance for the run") from None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+
+
+class ShippedFiles:
+    """A chunk's image files as read by the driver: bytes, or why they could not be read.
+    Named as on the driver, so errors on a worker name the driver's file."""
+
+    def __init__(self, names: list[str], data: list[bytes | None], errors: list[str | None]):
+        self.names, self.data, self.errors = names, data, errors
+
+    def name(self, i: int) -> str:
+        return self.names[i]
+
+    def load(self, i: int, size: int | None = None, digest: str | None = None):
+        if self.errors[i] is not None:
+            raise BadImage(self.names[i], self.errors[i])
+        return decode_file(self.data[i], self.names[i], size, digest)
+
+
+def ship(split: Split, work: list[tuple[int, str, str]]) -> tuple[Split, list[tuple[int, str, str]]]:
+    """What a worker needs for ``work`` (rows of ``split``): a split of just those images, and
+    the work renumbered into it."""
+    indices = sorted({i for i, _, _ in work})
+    where = {i: j for j, i in enumerate(indices)}
+    source = split.source
+    if isinstance(source, FileSource):
+        data, errors = [], []
+        for i in indices:
+            try:
+                data.append(source.read(i))
+                errors.append(None)
+            except BadImage as e:
+                data.append(None)
+                errors.append(e.reason)
+        shipped = ShippedFiles([source.name(i) for i in indices], data, errors)
+    elif isinstance(source, ArraySource):
+        shipped = source.subset(indices)
+    else:
+        raise TypeError(f"cannot ship images of a {type(source).__name__}")
+    return Split([], np.empty(0), [], shipped), [(where[i], view, digest) for i, view, digest in work]
+
+
+class Extractor:
+    """A Ray actor: builds the plan's model once, then computes chunks."""
+
+    def __init__(self, order, skip_bad: bool, batch_size: int, weights_sha: str | None):
+        self.order, self.skip_bad, self.batch_size, self.weights_sha = order, skip_bad, batch_size, weights_sha
+        self.model = None
+
+    def where(self) -> str:
+        import ray
+
+        return f"Ray worker pid {os.getpid()} on {ray.util.get_node_ip_address()}"
+
+    def run(self, k: int, split: Split, work: list) -> dict:
+        try:
+            _faults.checkpoint("worker-chunk", k)
+            t0 = time.perf_counter()
+            made = feed.make_chunk(split, self.order.recipe, work, self.skip_bad, batch_size=self.batch_size)
+            build = 0.0
+            if self.model is None:
+                t = time.perf_counter()
+                self.model = self._build()
+                build = time.perf_counter() - t
+            t = time.perf_counter()
+            out = self.order.recipe.outputs(self.model.predict_on_batch(made.pixels))
+            model = time.perf_counter() - t
+        except BottleneckError as e:
+            raise add_note(e, f"on {self.where()}") from None
+        return {"outputs": {name: values[:len(work)] for name, values in out.items()}, "valid": made.valid,
+                "decode": made.decode, "resize": made.resize, "build": build, "model": model,
+                "seconds": time.perf_counter() - t0}
+
+    def _build(self):
+        from .extraction import check_batch_memory, model_of
+
+        path = self.order.weights_path
+        if path is not None:  # the driver's weights file, by path: it must be here, and the same file
+            if not os.path.isfile(path):
+                raise WeightsError(f"the weights file {path} is not on this node",
+                                   "put the same file at that path on every node (or --weights-dir on a "
+                                   "folder every node sees)")
+            if hash_file(path, "sha256")[:16] != self.weights_sha:
+                raise WeightsError(f"the weights file {path} on this node differs from the driver's",
+                                   "copy the driver's file to every node")
+        model = model_of(self.order)
+        check_batch_memory(model, self.batch_size, "x".join(map(str, self.order.recipe.input_shape)))
+        return model
+
+
+def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: dict):
+    """The Ray engine (see ``extraction._local_chunks``): yields (job, made) as chunks finish."""
+    ray = _ray()
+    t = time.perf_counter()
+    for job in jobs:  # every row from donors: nothing to compute
+        if not job.need:
+            yield job, None
+    queue = collections.deque(job for job in jobs if job.need)
+    if not queue:
+        return
+    with session(options.address):
+        connect(options.address)
+        actors = _start_actors(ray, p, options, batch_size)
+        about["feed"] = f"ray x {len(actors)}"
+        try:
+            names = ray.get([a.where.remote() for a in actors])
+            stages.start += time.perf_counter() - t
+            in_flight: dict = {}  # ref -> (job, actor number)
+            load = [0] * len(actors)
+            while queue or in_flight:
+                for i, actor in enumerate(actors):
+                    while load[i] < IN_FLIGHT and queue:
+                        job = queue.popleft()
+                        split, work = ship(p.samples, job.work)
+                        in_flight[actor.run.remote(job.k, split, work)] = (job, i)
+                        load[i] += 1
+                t = time.perf_counter()
+                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                stages.wait += time.perf_counter() - t
+                job, i = in_flight.pop(ref)
+                load[i] -= 1
+                r = _result(ray, ref, job, names[i], p)
+                stages.decode += r["decode"]
+                stages.resize += r["resize"]
+                stages.model += r["model"]  # summed over workers, as decode and resize are
+                stages.build = max(stages.build, r["build"])
+                yield job, (r["outputs"], r["valid"])
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+
+
+def _start_actors(ray, p, options, batch_size: int) -> list:
+    cpus = ray.cluster_resources().get("CPU", 1)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    n = options.workers or max(1, int(cpus))
+    # Never more than the cluster holds, or Ray would wait for resources forever: share them out.
+    resources = dict(num_cpus=min(1.0, cpus / n), num_gpus=gpus / n if gpus else 0)
+    sha = None if p.weights_path is None else hash_file(p.weights_path, "sha256")[:16]
+    remote = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
+    return [remote.remote(p.order, options.skip_bad_images, batch_size, sha) for _ in range(n)]
+
+
+def _result(ray, ref, job, worker: str, p) -> dict:
+    """A chunk's result; a worker's error as the same clear error a local run gives."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, BottleneckError):
+            raise e.cause from None
+        raise
+    except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        raise BottleneckError(f"a Ray worker ({worker} when it started) died {RETRIES + 1} times computing chunk {job.k} of "
+                              f"{p.path.name}: killed, or out of memory ({reason})",
+                              "run the same command again: it resumes from the chunks written; if it dies again, "
+                              "use fewer --workers or a smaller --batch-size") from None
