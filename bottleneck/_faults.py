@@ -1,6 +1,7 @@
 """Fault injection for tests: BOTTLENECK_FAULT=POINT[:N][:SIGNAL] sends this process SIGNAL
 (KILL by default, or INT for a Ctrl-C) at that point, the time it is reached with count N,
-so tests can stop a real run at an exact place."""
+so tests can stop a real run at an exact place. With BOTTLENECK_FAULT_ONCE=PATH, only the
+first process to create PATH is stopped (a Ray worker restarted after the fault then gets on)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,12 @@ def checkpoint(point: str, count: int | None = None) -> None:
         return
     name, n, sig = (spec.split(":") + ["", ""])[:3]
     if name == point and (not n or count == int(n)):
+        once = os.environ.get("BOTTLENECK_FAULT_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         if sig == "INT":  # as a terminal's Ctrl-C, even where this process was started ignoring SIGINT
             signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job of a script is)
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))

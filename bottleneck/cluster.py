@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 
 import numpy as np
 
@@ -33,8 +34,10 @@ from .images import BadImage
 
 log = logging.getLogger("bottleneck")
 IN_FLIGHT = 2  # chunks per actor: one computing, one waiting, so an actor never waits for the driver
+CONNECT_TIMEOUT = 5.0  # seconds to reach --address HOST:PORT
 RETRIES = 3  # a worker that dies is restarted, and its chunks run again, this many times
-_SESSION = {"depth": 0, "started": False}
+TOKEN = "BOTTLENECK_RAY_INSTANCE"  # in the environment of every process of a local instance we started
+_SESSION: dict = {"depth": 0, "started": False}
 
 
 def _ray():
@@ -59,6 +62,10 @@ def session(address: str | None = None):
         if _SESSION["depth"] == 0:
             if _SESSION["started"]:
                 _ray().shutdown()
+            watchdog = _SESSION.pop("watchdog", None)
+            if watchdog is not None:  # the instance is down: nothing left to watch
+                watchdog.kill()
+                watchdog.wait()
             _SESSION.update(started=False)
             _SESSION.pop("address", None)
 
@@ -72,14 +79,69 @@ def connect(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:
-        ray.init(num_cpus=_cores(), **quiet)
-        _SESSION["started"] = True  # ours: shut down when the command ends
+        # Every process of the instance inherits a token (and only they: it is dropped once they
+        # are started), so a watchdog can find them all should this process be killed.
+        token = uuid.uuid4().hex
+        os.environ[TOKEN] = token
+        try:
+            ray.init(num_cpus=_cores(), **quiet)
+        finally:
+            del os.environ[TOKEN]
+        _SESSION.update(started=True, watchdog=_start_watchdog(token))  # ours: shut down when the command ends
         return
+    _reachable(address)
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise BottleneckError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}",
                               "start one (`ray start --head` on the head node), check the address, or drop "
+                              "--address to start a local instance for the run") from None
+
+
+def _start_watchdog(token: str):
+    """A small process that outlives this one only to kill the local Ray instance's processes
+    if this one dies without shutting it down (SIGKILL): Ray's own agents take a minute or
+    more to notice. Linux only (it finds them through /proc); None elsewhere."""
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc"):
+        return None
+    code = f"from bottleneck.cluster import _watch; _watch({os.getpid()}, {token!r})"
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _watch(driver: int, token: str) -> None:
+    """The watchdog's loop: wait for the driver to end, then kill every process holding the token."""
+    import signal
+
+    while feed._alive(driver):
+        time.sleep(0.5)
+    needle = f"{TOKEN}={token}".encode()
+    for _ in range(3):  # a process may have been starting during the previous sweep
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if needle in f.read().split(b"\0"):
+                            os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass  # gone meanwhile, or not ours
+        time.sleep(0.2)
+
+
+def _reachable(address: str) -> None:
+    """Fail at once for a HOST:PORT nobody answers at (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return  # "auto" fails fast by itself; anything else is Ray's to parse
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise BottleneckError(f"no Ray cluster answers at {address} ({e.strerror or e})",
+                              "check the head node's address and port (`ray status` on it prints them), or drop "
                               "--address to start a local instance for the run") from None
 
 

@@ -38,5 +38,11 @@ def small_cifar(tmp_path) -> Path:
 
 
 @pytest.fixture
+def kill_dataset(tmp_path) -> Path:
+    """40 training images (4 classes x 10): 10 chunks of 4, for runs stopped part way."""
+    return copy_cifar_subset(tmp_path / "kd", classes=4, train=10, test=1)
+
+
+@pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "features"

@@ -206,11 +206,6 @@ def test_bad_images_error_or_skip(small_cifar, cache_dir):
     assert "train/cat/zz_broken.jpg" not in fs.source_ids
 
 
-@pytest.fixture
-def kill_dataset(tmp_path):
-    return copy_cifar_subset(tmp_path / "kd", classes=4, train=10, test=1)
-
-
 def _extract_args(dataset, cache, feed="threads"):
     return ["extract", "--base", "tiny_cnn", "--weights", "random", "--dataset", f"folder:{dataset}",
             "--cache-dir", str(cache), "--batch-size", "4", "--quiet", "--feed", feed, "--workers", "2"]

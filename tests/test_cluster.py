@@ -1,0 +1,133 @@
+"""--engine ray: the same cache file as a local run, resumable, with a worker's errors said clearly.
+
+Each test starts a real local Ray instance (a few seconds) with real actors; the faults are real
+SIGKILLs of the driver or of a worker process (``bottleneck._faults``)."""
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from bottleneck.errors import BottleneckError, WeightsError
+from bottleneck.extraction import RunOptions, extract
+from bottleneck.store import read_features
+
+from .test_extract import _cli, _extract_args, _marked_processes
+
+ray = pytest.importorskip("ray")  # installed by requirements.txt, so these run in CI
+RAY_GONE = 10.0  # seconds a Ray process may take to exit after its driver is gone
+
+
+def _ray_args(dataset, cache, workers=2, *more):
+    args = _extract_args(dataset, cache)
+    cut = args.index("--feed")
+    return args[:cut] + ["--engine", "ray", "--workers", str(workers), *more]
+
+
+def _features(cache):
+    (path,) = list(cache.glob("*.h5"))
+    return path.name, read_features(path)
+
+
+def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch):
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
+    kw = dict(weights="random", progress=False, batch_size=4)
+    local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
+    far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
+                  workers=2, **kw)
+    assert far.path.name == local.path.name and far.settings == local.settings  # the engine is not in the fingerprint
+    assert np.array_equal(far.features, local.features) and far.source_ids == local.source_ids
+    assert far.info["extracted"] == 40 and read_features(far.path).info["feed"] == "ray x 2"
+    assert not ray.is_initialized(), "the local Ray instance started for the run must be stopped after it"
+    assert not _marked_processes(mark, RAY_GONE), "a Ray process outlived the run"
+
+
+def test_driver_sigkill_then_rerun_resumes(kill_dataset, tmp_path):
+    mark = uuid.uuid4().hex
+    cache = tmp_path / "c"
+    run = _cli(*_ray_args(kill_dataset, cache), fault="after-chunk:3", mark=mark)
+    assert run.returncode == -9, run.stderr
+    assert not _marked_processes(mark, RAY_GONE), "a Ray process outlived its killed driver"
+    assert not list(cache.glob("*.h5"))
+    again = _cli(*_ray_args(kill_dataset, cache), mark=mark)
+    assert again.returncode == 0, again.stderr
+    # Chunks finish out of order under Ray: at least the 4 committed before the kill are kept.
+    made = int(again.stdout.split("extracted ")[1].split()[0])
+    assert made <= 40 - 4 * 4, again.stdout
+    assert _cli(*_extract_args(kill_dataset, tmp_path / "local")).returncode == 0
+    (name, fs), (local_name, local) = _features(cache), _features(tmp_path / "local")
+    assert name == local_name and np.array_equal(fs.features, local.features) and fs.source_ids == local.source_ids
+
+
+def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_dataset, tmp_path, monkeypatch):
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv("BOTTLENECK_FAULT_ONCE", str(once))  # the CLI's environment is this process's (see _cli)
+    run = _cli(*_ray_args(kill_dataset, tmp_path / "c"), fault="worker-chunk:2")
+    assert once.exists(), "the fault never struck a worker"
+    assert run.returncode == 0, run.stderr
+    assert "extracted 40 images" in run.stdout
+    assert _cli(*_extract_args(kill_dataset, tmp_path / "local")).returncode == 0
+    (name, fs), (local_name, local) = _features(tmp_path / "c"), _features(tmp_path / "local")
+    assert name == local_name and fs.source_ids == local.source_ids and len(set(fs.source_ids)) == 40
+    assert np.array_equal(fs.features, local.features)
+
+
+def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path):
+    mark = uuid.uuid4().hex
+    run = _cli(*_ray_args(kill_dataset, tmp_path / "c", 1), fault="worker-chunk:2", mark=mark)
+    assert run.returncode == 2, run.stderr
+    assert "error: a Ray worker (Ray worker pid" in run.stderr and "died 4 times computing chunk 2" in run.stderr
+    assert "what to do: run the same command again" in run.stderr and "Traceback" not in run.stderr
+    assert not _marked_processes(mark, RAY_GONE)
+
+
+def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path):
+    bad = kill_dataset / "train" / "bird" / "zz_broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    run = _cli(*_ray_args(kill_dataset, tmp_path / "c"))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"error: cannot read image {bad}" in run.stderr and "on Ray worker pid" in run.stderr
+    assert "--skip-bad-images" in run.stderr
+    skipped = _cli(*_ray_args(kill_dataset, tmp_path / "c", 2, "--skip-bad-images"))
+    assert skipped.returncode == 0, skipped.stderr
+    (_, fs) = _features(tmp_path / "c")
+    assert len(fs) == 40 and "train/bird/zz_broken.jpg" in fs.info["skipped"]
+
+
+def test_weights_are_checked_on_the_worker(kill_dataset, tmp_path):
+    """A worker loads the driver's weights file by its path: it must be there, and the same bytes."""
+    from bottleneck.bases import hash_file
+    from bottleneck.cluster import Extractor
+    from bottleneck.extraction import plan
+
+    p = plan("tiny_cnn", f"folder:{kill_dataset}", "train", 1, cache_dir=tmp_path, weights="random")
+    order = p.order
+    order.weights_path = tmp_path / "nowhere.weights.h5"
+    with pytest.raises(WeightsError, match="is not on this node"):
+        Extractor(order, False, 4, "0" * 16)._build()
+    order.weights_path.write_bytes(b"other weights")
+    with pytest.raises(WeightsError, match="differs from the driver's"):
+        Extractor(order, False, 4, "0" * 16)._build()
+    assert hash_file(order.weights_path, "sha256")[:16] != "0" * 16
+
+
+def test_engine_options_are_checked():
+    with pytest.raises(BottleneckError, match="--feed processes is the local engine's"):
+        RunOptions(feed="processes", engine="ray")
+    with pytest.raises(BottleneckError, match="needs --engine ray"):
+        RunOptions(address="auto")
+    with pytest.raises(BottleneckError, match="unknown engine"):
+        RunOptions(engine="spark")
+
+
+def test_an_address_nobody_answers_at_is_a_clear_error(kill_dataset, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nobody listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = _cli(*_ray_args(kill_dataset, tmp_path / "c", 1, "--address", f"127.0.0.1:{port}"))
+    assert run.returncode == 2 and f"error: no Ray cluster answers at 127.0.0.1:{port}" in run.stderr
+    assert "what to do:" in run.stderr and "Traceback" not in run.stderr
