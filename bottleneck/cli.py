@@ -367,7 +367,7 @@ def _print_profile(a, rows: list[dict]) -> None:
     from .feed import total
 
     print(profile_text(total([r["extract_stages"] for r in rows if r.get("extract_stages")]),
-                       sum(r.get("extracted_images", 0) for r in rows)))
+                       sum(r.get("extracted_images", 0) for r in rows), "ray" if a.engine == "ray" else None))
 
 
 def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:

@@ -60,12 +60,15 @@ def session(address: str | None = None):
     finally:
         _SESSION["depth"] -= 1
         if _SESSION["depth"] == 0:
+            if "pool" in _SESSION:  # on a cluster that stays up, our actors must not
+                _drop_pool(_ray())
             if _SESSION["started"]:
                 _ray().shutdown()
             watchdog = _SESSION.pop("watchdog", None)
             if watchdog is not None:  # the instance is down: nothing left to watch
                 watchdog.kill()
                 watchdog.wait()
+            os.environ.pop(TOKEN, None)
             _SESSION.update(started=False)
             _SESSION.pop("address", None)
 
@@ -79,14 +82,16 @@ def connect(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:
-        # Every process of the instance inherits a token (and only they: it is dropped once they
-        # are started), so a watchdog can find them all should this process be killed.
+        # Every process started while the instance is up inherits a token (Ray starts some of its
+        # own later, from threads of this process), so a watchdog can find them all should this
+        # process be killed.
         token = uuid.uuid4().hex
         os.environ[TOKEN] = token
         try:
             ray.init(num_cpus=_cores(), **quiet)
-        finally:
+        except BaseException:
             del os.environ[TOKEN]
+            raise
         _SESSION.update(started=True, watchdog=_start_watchdog(token))  # ours: shut down when the command ends
         return
     _reachable(address)
@@ -108,7 +113,8 @@ def _start_watchdog(token: str):
     if not os.path.isdir("/proc"):
         return None
     code = f"from bottleneck.cluster import _watch; _watch({os.getpid()}, {token!r})"
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if k != TOKEN}  # not one of those to kill
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
 def _watch(driver: int, token: str) -> None:
@@ -189,7 +195,8 @@ def ship(split: Split, work: list[tuple[int, str, str]]) -> tuple[Split, list[tu
 
 
 class Extractor:
-    """A Ray actor: builds the plan's model once, then computes chunks."""
+    """A Ray actor: builds the model once, then computes chunks (of every extraction of the
+    session that runs the same model: the recipe comes with each chunk)."""
 
     def __init__(self, order, skip_bad: bool, batch_size: int, weights_sha: str | None):
         self.order, self.skip_bad, self.batch_size, self.weights_sha = order, skip_bad, batch_size, weights_sha
@@ -200,18 +207,19 @@ class Extractor:
 
         return f"Ray worker pid {os.getpid()} on {ray.util.get_node_ip_address()}"
 
-    def run(self, k: int, split: Split, work: list) -> dict:
+    def run(self, k: int, recipe, split: Split, work: list) -> dict:
+        """Chunk ``k``: ``work`` (rows of ``split``) through ``recipe`` and the model."""
         try:
             _faults.checkpoint("worker-chunk", k)
             t0 = time.perf_counter()
-            made = feed.make_chunk(split, self.order.recipe, work, self.skip_bad, batch_size=self.batch_size)
+            made = feed.make_chunk(split, recipe, work, self.skip_bad, batch_size=self.batch_size)
             build = 0.0
             if self.model is None:
                 t = time.perf_counter()
                 self.model = self._build()
                 build = time.perf_counter() - t
             t = time.perf_counter()
-            out = self.order.recipe.outputs(self.model.predict_on_batch(made.pixels))
+            out = recipe.outputs(self.model.predict_on_batch(made.pixels))
             model = time.perf_counter() - t
         except BottleneckError as e:
             raise add_note(e, f"on {self.where()}") from None
@@ -248,19 +256,18 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
         return
     with session(options.address):
         connect(options.address)
-        actors = _start_actors(ray, p, options, batch_size)
+        actors, names = _pool(ray, p, options, batch_size)
         about["feed"] = f"ray x {len(actors)}"
+        stages.start += time.perf_counter() - t
+        in_flight: dict = {}  # ref -> (job, actor number)
+        load = [0] * len(actors)
         try:
-            names = ray.get([a.where.remote() for a in actors])
-            stages.start += time.perf_counter() - t
-            in_flight: dict = {}  # ref -> (job, actor number)
-            load = [0] * len(actors)
             while queue or in_flight:
                 for i, actor in enumerate(actors):
                     while load[i] < IN_FLIGHT and queue:
                         job = queue.popleft()
                         split, work = ship(p.samples, job.work)
-                        in_flight[actor.run.remote(job.k, split, work)] = (job, i)
+                        in_flight[actor.run.remote(job.k, p.recipe, split, work)] = (job, i)
                         load[i] += 1
                 t = time.perf_counter()
                 (ref,), _ = ray.wait(list(in_flight), num_returns=1)
@@ -273,20 +280,36 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
                 stages.model += r["model"]  # summed over workers, as decode and resize are
                 stages.build = max(stages.build, r["build"])
                 yield job, (r["outputs"], r["valid"])
-        finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
+        except BaseException:  # an error, Ctrl-C, or the caller stopped early: chunks may still be running
+            _drop_pool(ray)
+            raise
 
 
-def _start_actors(ray, p, options, batch_size: int) -> list:
+def _pool(ray, p, options, batch_size: int) -> tuple[list, list[str]]:
+    """The session's actors for the plan's model: started on first use, and kept for the next
+    extraction with the same model (a grid's test split after its training draw)."""
+    sha = None if p.weights_path is None else hash_file(p.weights_path, "sha256")[:16]
+    key = (p.order.key, sha, options.skip_bad_images, batch_size, options.workers)
+    if _SESSION.get("pool", (None,))[0] == key:
+        return _SESSION["pool"][1:]
+    _drop_pool(ray)  # one model's actors at a time: their memory is the cluster's
     cpus = ray.cluster_resources().get("CPU", 1)
     gpus = ray.cluster_resources().get("GPU", 0)
     n = options.workers or max(1, int(cpus))
     # Never more than the cluster holds, or Ray would wait for resources forever: share them out.
     resources = dict(num_cpus=min(1.0, cpus / n), num_gpus=gpus / n if gpus else 0)
-    sha = None if p.weights_path is None else hash_file(p.weights_path, "sha256")[:16]
     remote = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
-    return [remote.remote(p.order, options.skip_bad_images, batch_size, sha) for _ in range(n)]
+    actors = [remote.remote(p.order, options.skip_bad_images, batch_size, sha) for _ in range(n)]
+    _SESSION["pool"] = (key, actors, [])
+    names = ray.get([a.where.remote() for a in actors])
+    _SESSION["pool"] = (key, actors, names)
+    return actors, names
+
+
+def _drop_pool(ray) -> None:
+    pool = _SESSION.pop("pool", None)
+    for actor in pool[1] if pool else []:
+        ray.kill(actor, no_restart=True)
 
 
 def _result(ray, ref, job, worker: str, p) -> dict:
