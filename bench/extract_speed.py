@@ -77,7 +77,7 @@ def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarr
     """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
     options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
     plan = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
-    model = extraction._model(plan)
+    model = extraction.model_of(plan.order)
     h, w = plan.recipe.input_shape
     model.predict_on_batch(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8))  # compile
     t = time.perf_counter()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -194,25 +195,53 @@ def ship(split: Split, work: list[tuple[int, str, str]]) -> tuple[Split, list[tu
     return Split([], np.empty(0), [], shipped), [(where[i], view, digest) for i, view, digest in work]
 
 
+def _where() -> str:
+    import ray
+
+    return f"Ray worker pid {os.getpid()} on {ray.util.get_node_ip_address()}"
+
+
+class Decoder:
+    """A Ray actor on CPUs (the split layout): makes a chunk's pixels for a model actor."""
+
+    def __init__(self, skip_bad: bool, batch_size: int):
+        self.skip_bad, self.batch_size = skip_bad, batch_size
+
+    def where(self) -> str:
+        return _where()
+
+    def pixels(self, k: int, recipe, split: Split, work: list) -> feed.Chunk:
+        try:
+            _faults.checkpoint("worker-chunk", k)
+            return feed.make_chunk(split, recipe, work, self.skip_bad, batch_size=self.batch_size)
+        except BottleneckError as e:
+            raise add_note(e, f"on {_where()}") from None
+
+
 class Extractor:
     """A Ray actor: builds the model once, then computes chunks (of every extraction of the
-    session that runs the same model: the recipe comes with each chunk)."""
+    session that runs the same model: the recipe comes with each chunk). ``run`` decodes the
+    chunk too; ``run_pixels`` takes a chunk a Decoder made (the split layout)."""
 
     def __init__(self, order, skip_bad: bool, batch_size: int, weights_sha: str | None):
         self.order, self.skip_bad, self.batch_size, self.weights_sha = order, skip_bad, batch_size, weights_sha
         self.model = None
 
     def where(self) -> str:
-        import ray
-
-        return f"Ray worker pid {os.getpid()} on {ray.util.get_node_ip_address()}"
+        return _where()
 
     def run(self, k: int, recipe, split: Split, work: list) -> dict:
         """Chunk ``k``: ``work`` (rows of ``split``) through ``recipe`` and the model."""
         try:
             _faults.checkpoint("worker-chunk", k)
-            t0 = time.perf_counter()
             made = feed.make_chunk(split, recipe, work, self.skip_bad, batch_size=self.batch_size)
+        except BottleneckError as e:
+            raise add_note(e, f"on {_where()}") from None
+        return self.run_pixels(k, recipe, made, len(work))
+
+    def run_pixels(self, k: int, recipe, made: feed.Chunk, rows: int) -> dict:
+        """The model over a chunk's pixels (``rows`` of them are the chunk's, zeros after)."""
+        try:
             build = 0.0
             if self.model is None:
                 t = time.perf_counter()
@@ -222,10 +251,9 @@ class Extractor:
             out = recipe.outputs(self.model.predict_on_batch(made.pixels))
             model = time.perf_counter() - t
         except BottleneckError as e:
-            raise add_note(e, f"on {self.where()}") from None
-        return {"outputs": {name: values[:len(work)] for name, values in out.items()}, "valid": made.valid,
-                "decode": made.decode, "resize": made.resize, "build": build, "model": model,
-                "seconds": time.perf_counter() - t0}
+            raise add_note(e, f"on {_where()}") from None
+        return {"outputs": {name: values[:rows] for name, values in out.items()}, "valid": made.valid,
+                "decode": made.decode, "resize": made.resize, "build": build, "model": model}
 
     def _build(self):
         from .extraction import check_batch_memory, model_of
@@ -244,6 +272,24 @@ class Extractor:
         return model
 
 
+@dataclasses.dataclass
+class Pool:
+    """A session's actors for one model. ``decoders`` is empty in the whole layout (each model
+    actor decodes its own chunks: CPU-only clusters); in the split layout (a cluster with GPUs)
+    decoders on CPUs make the pixels and one model actor per GPU runs the base."""
+
+    key: tuple
+    models: list
+    decoders: list
+    names: list[str]  # of the decoders in the split layout, else of the model actors
+
+    @property
+    def about(self) -> str:
+        if self.decoders:
+            return f"ray: {len(self.decoders)} decoders + {len(self.models)} model actors"
+        return f"ray x {len(self.models)}"
+
+
 def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: dict):
     """The Ray engine (see ``extraction._local_chunks``): yields (job, made) as chunks finish."""
     ray = _ray()
@@ -256,25 +302,33 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
         return
     with session(options.address):
         connect(options.address)
-        actors, names = _pool(ray, p, options, batch_size)
-        about["feed"] = f"ray x {len(actors)}"
+        pool = _pool(ray, p, options, batch_size)
+        about["feed"] = pool.about
         stages.start += time.perf_counter() - t
-        in_flight: dict = {}  # ref -> (job, actor number)
-        load = [0] * len(actors)
+        workers = pool.decoders or pool.models  # who takes a chunk's images
+        in_flight: dict = {}  # ref -> (job, worker number)
+        load = [0] * len(workers)
+        turn = 0
         try:
             while queue or in_flight:
-                for i, actor in enumerate(actors):
+                for i, worker in enumerate(workers):
                     while load[i] < IN_FLIGHT and queue:
                         job = queue.popleft()
                         split, work = ship(p.samples, job.work)
-                        in_flight[actor.run.remote(job.k, p.recipe, split, work)] = (job, i)
+                        if pool.decoders:  # the pixels go from the decoder to a model actor through Ray's store
+                            made = worker.pixels.remote(job.k, p.recipe, split, work)
+                            model, turn = pool.models[turn % len(pool.models)], turn + 1
+                            ref = model.run_pixels.remote(job.k, p.recipe, made, len(work))
+                        else:
+                            ref = worker.run.remote(job.k, p.recipe, split, work)
+                        in_flight[ref] = (job, i)
                         load[i] += 1
                 t = time.perf_counter()
                 (ref,), _ = ray.wait(list(in_flight), num_returns=1)
                 stages.wait += time.perf_counter() - t
                 job, i = in_flight.pop(ref)
                 load[i] -= 1
-                r = _result(ray, ref, job, names[i], p)
+                r = _result(ray, ref, job, pool.names[i], p)
                 stages.decode += r["decode"]
                 stages.resize += r["resize"]
                 stages.model += r["model"]  # summed over workers, as decode and resize are
@@ -285,30 +339,49 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
             raise
 
 
-def _pool(ray, p, options, batch_size: int) -> tuple[list, list[str]]:
+def _layout(gpus: float) -> str:
+    """split on a cluster with GPUs (decoders on CPUs, one model actor per GPU), else whole;
+    BOTTLENECK_RAY_LAYOUT=split asks for the split layout without GPUs (to test it on a CPU)."""
+    return "split" if gpus or os.environ.get("BOTTLENECK_RAY_LAYOUT") == "split" else "whole"
+
+
+def _pool(ray, p, options, batch_size: int) -> Pool:
     """The session's actors for the plan's model: started on first use, and kept for the next
     extraction with the same model (a grid's test split after its training draw)."""
     sha = None if p.weights_path is None else hash_file(p.weights_path, "sha256")[:16]
-    key = (p.order.key, sha, options.skip_bad_images, batch_size, options.workers)
-    if _SESSION.get("pool", (None,))[0] == key:
-        return _SESSION["pool"][1:]
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 1), resources.get("GPU", 0)
+    layout = _layout(gpus)
+    key = (p.order.key, sha, options.skip_bad_images, batch_size, options.workers, layout)
+    if _SESSION.get("pool") is not None and _SESSION["pool"].key == key:
+        return _SESSION["pool"]
     _drop_pool(ray)  # one model's actors at a time: their memory is the cluster's
-    cpus = ray.cluster_resources().get("CPU", 1)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    n = options.workers or max(1, int(cpus))
-    # Never more than the cluster holds, or Ray would wait for resources forever: share them out.
-    resources = dict(num_cpus=min(1.0, cpus / n), num_gpus=gpus / n if gpus else 0)
-    remote = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
-    actors = [remote.remote(p.order, options.skip_bad_images, batch_size, sha) for _ in range(n)]
-    _SESSION["pool"] = (key, actors, [])
-    names = ray.get([a.where.remote() for a in actors])
-    _SESSION["pool"] = (key, actors, names)
-    return actors, names
+    def model_actor(**resources):
+        return ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
+
+    order = (p.order, options.skip_bad_images, batch_size, sha)
+    if layout == "whole":
+        n = options.workers or max(1, int(cpus))
+        # Never more than the cluster holds, or Ray would wait for resources forever: share them out.
+        models = [model_actor(num_cpus=min(1.0, cpus / n)).remote(*order) for _ in range(n)]
+        decoders = []
+    else:
+        n_models = max(1, int(gpus))
+        models = [model_actor(num_cpus=min(1.0, cpus / (n_models + 1)), num_gpus=1 if gpus else 0).remote(*order)
+                  for _ in range(n_models)]
+        n = options.workers or max(1, int(cpus) - n_models)
+        decoder = ray.remote(Decoder).options(max_restarts=RETRIES, max_task_retries=RETRIES,
+                                             num_cpus=min(1.0, max(cpus - n_models, 1) / n))
+        decoders = [decoder.remote(options.skip_bad_images, batch_size) for _ in range(n)]
+    _SESSION["pool"] = pool = Pool(key, models, decoders, [])
+    ray.get([a.where.remote() for a in models])  # started (and reachable)
+    pool.names = ray.get([a.where.remote() for a in decoders or models])
+    return pool
 
 
 def _drop_pool(ray) -> None:
     pool = _SESSION.pop("pool", None)
-    for actor in pool[1] if pool else []:
+    for actor in (pool.models + pool.decoders) if pool else []:
         ray.kill(actor, no_restart=True)
 
 

@@ -34,9 +34,9 @@ def test_a_huge_batch_size_is_capped_at_the_images_there_are(small_cifar, cache_
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_it_runs():
     model = build_feature_model(get_base("tiny_cnn"), 128, None)
     with pytest.raises(BottleneckError, match=r"a batch of 10000000 images at 128 px needs about .* GiB") as e:
-        extraction._check_batch_memory(model, 10_000_000, 128)
+        extraction.check_batch_memory(model, 10_000_000, 128)
     assert "--batch-size" in e.value.todo
-    extraction._check_batch_memory(model, 32, 128)  # an ordinary batch passes
+    extraction.check_batch_memory(model, 32, 128)  # an ordinary batch passes
 
 
 def test_image_size_is_bounded_per_base(small_cifar, cache_dir):
