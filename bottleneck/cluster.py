@@ -53,7 +53,8 @@ def _ray():
 @contextlib.contextmanager
 def session(address: str | None = None):
     """Ray for the length of a command: connected (or a local instance started) on first use,
-    and a local instance started here shut down when the outermost session ends."""
+    and a local instance started here shut down when the outermost session ends. ``address``
+    (the outermost session's) is where runs that name none connect."""
     _SESSION["depth"] += 1
     _SESSION.setdefault("address", address)
     try:
@@ -80,6 +81,7 @@ def connect(address: str | None) -> None:
     ray = _ray()
     if ray.is_initialized():
         return
+    address = address or _SESSION.get("address")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:

@@ -159,3 +159,13 @@ def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dat
     assert json.loads(train.info["stages"])["build"] > 0  # the actors built the model for the first split
     assert json.loads(test.info["stages"])["build"] == 0  # and reused it for the second
     assert len(test) == 4 and test.info["extracted"] == 4
+
+
+def test_without_ray_installed_the_engine_says_how_to_get_it(kill_dataset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    with pytest.raises(BottleneckError, match=r"needs Ray, which is not installed") as e:
+        extract("tiny_cnn", f"folder:{kill_dataset}", "train", 1, cache_dir=tmp_path, weights="random",
+                progress=False, engine="ray")
+    assert "pip install 'bottleneck-transfer[ray]'" in str(e.value)
