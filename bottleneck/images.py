@@ -82,11 +82,7 @@ def decode(data: bytes, name: str | Path, size: int | None = None) -> Image.Imag
     (large JPEGs are then decoded at a reduced scale). BadImage names ``name`` otherwise."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and width * height > limit:
-                raise BadImage(name, f"{width} x {height} pixels is over the decompression-bomb limit of "
-                                     f"{limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS)")
+            _check_pixels(*image.size, name)
             if size and image.format == "JPEG":
                 image.draft("RGB", (size, size))  # keeps both sides >= size
             held = DECODE_BUDGET.take(image.size[0] * image.size[1] * BYTES_PER_PIXEL)
@@ -99,6 +95,27 @@ def decode(data: bytes, name: str | Path, size: int | None = None) -> Image.Imag
         raise
     except Exception as e:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
         raise BadImage(name, f"{type(e).__name__}: {e}") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone, with decode's checks: a file
+    that is not an image, or is over the decompression-bomb limit, is a BadImage naming it."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise BadImage(path, "file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadImage(path, f"{type(e).__name__}: {e}") from None
+    _check_pixels(width, height, path)
+    return width, height
+
+
+def _check_pixels(width: int, height: int, name) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise BadImage(name, f"{width} x {height} pixels is over the decompression-bomb limit of "
+                             f"{limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:

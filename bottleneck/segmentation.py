@@ -28,6 +28,7 @@ from PIL import Image
 from .bases import build_pyramid_model, get_base, weights_identity
 from .datasets import Dataset, FileSource, Split, load_dataset
 from .errors import BottleneckError, DatasetError
+from .images import BadImage, image_size
 from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, engine_session, run, stages_of
 from .store import cache_path, canonical_dataset
 from .tasks import Task
@@ -130,21 +131,23 @@ def letterbox_labels(labels: np.ndarray, long_side: int, canvas: tuple[int, int]
 def read_label_map(path: Path, image_path: Path | None, n_classes: int, void: int) -> np.ndarray:
     """A label map as uint8 class ids; its size must be its image's; ids beyond the codes are errors."""
     try:
+        size = image_size(path)  # the header first: a map over the pixel limit is never decoded
         with Image.open(path) as im:
             labels = np.asarray(im)
-            size = im.size
-    except FileNotFoundError:
-        raise DatasetError(f"the label map {path} is missing", "restore it, or remove its image") from None
+    except BadImage as e:
+        if e.reason == "file not found":
+            raise DatasetError(f"the label map {path} is missing", "restore it, or remove its image") from None
+        raise DatasetError(f"cannot read the label map {path}: {e.reason}", "restore the file") from None
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read the label map {path}: {e}", "restore the file") from None
     if labels.ndim != 2:
         raise DatasetError(f"{path} is not a single-channel map of class ids (shape {labels.shape})",
                            "label maps hold one class id per pixel (mode L or P)")
     if image_path is not None:
-        with Image.open(image_path) as im:
-            if im.size != size:
-                raise DatasetError(f"the label map {path} is {size[0]}x{size[1]} but its image {image_path} is "
-                                   f"{im.size[0]}x{im.size[1]}", "pair each image with its own label map")
+        image = image_size(image_path)
+        if image != size:
+            raise DatasetError(f"the label map {path} is {size[0]}x{size[1]} but its image {image_path} is "
+                               f"{image[0]}x{image[1]}", "pair each image with its own label map")
     top = int(labels.max()) if labels.size else 0
     if top >= n_classes and top != void:
         raise DatasetError(f"{path} holds class id {top}, beyond codes.txt's {n_classes} classes and Void ({void})",
@@ -231,8 +234,7 @@ def plan_maps(base: str, dataset: str | Dataset, split: str, per_class: int | No
 def _image_size(split: Split, index: int) -> tuple[int, int]:
     path = _image_path(split, index)
     if path is not None:
-        with Image.open(path) as im:  # the header only
-            return im.size
+        return image_size(path)  # the header only
     return split.load(index).size
 
 

@@ -53,6 +53,33 @@ def test_bad_label_maps_are_clear_errors(tmp_path):
         read_label_map(tmp_path / "missing.png", None, 11, 11)
 
 
+def test_label_maps_and_frames_over_the_pixel_limit_or_not_images_are_clear_errors(tmp_path, monkeypatch):
+    """Their headers are read before anything is decoded, with decode's own checks."""
+    from bottleneck.images import BadImage
+    from bottleneck.segmentation import plan_maps
+
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (48, 32)).save(image)
+    labels = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(labels)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 48 x 32 = 1,536 pixels is over it
+    with pytest.raises(DatasetError, match="cannot read the label map .*a.png: 48 x 32 pixels is over the "
+                                           "decompression-bomb limit"):
+        read_label_map(labels, None, 11, 11)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # over twice the limit: PIL itself refuses to open it
+    with pytest.raises(DatasetError, match="cannot read the label map .*a.png: DecompressionBombError"):
+        read_label_map(labels, None, 11, 11)
+    monkeypatch.undo()
+    labels.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DatasetError, match="cannot read the label map .*a.png: UnidentifiedImageError"):
+        read_label_map(labels, None, 11, 11)
+    name = _segfolder(tmp_path / "seg", 5)
+    frame = tmp_path / "seg" / "images" / "1.png"
+    frame.write_bytes(b"\x89PNG not really")
+    with pytest.raises(BadImage, match="1.png: UnidentifiedImageError"):
+        plan_maps("tiny_cnn", name, "train", cache_dir=tmp_path / "c", weights="random")
+
+
 def test_a_frame_without_its_map_and_a_map_of_another_size(tmp_path):
     root = tmp_path / "camvid"
     shutil.copytree(DATA / "camvid", root)
