@@ -35,6 +35,7 @@ from .images import BadImage
 
 log = logging.getLogger("bottleneck")
 IN_FLIGHT = 2  # chunks per actor: one computing, one waiting, so an actor never waits for the driver
+WATCHDOG_SECONDS = 30.0  # the longest a watchdog keeps sweeping after its driver died
 CONNECT_TIMEOUT = 5.0  # seconds to reach --address HOST:PORT
 RETRIES = 3  # a worker that dies is restarted, and its chunks run again, this many times
 TOKEN = "BOTTLENECK_RAY_INSTANCE"  # in the environment of every process of a local instance we started
@@ -127,16 +128,22 @@ def _watch(driver: int, token: str) -> None:
     while feed._alive(driver):
         time.sleep(0.5)
     needle = f"{TOKEN}={token}".encode()
-    for _ in range(3):  # a process may have been starting during the previous sweep
+    quiet, deadline = 0, time.monotonic() + WATCHDOG_SECONDS
+    # Sweep until two sweeps in a row find nothing: a process of the instance still dying (the raylet)
+    # may start another (an agent) meanwhile.
+    while quiet < 2 and time.monotonic() < deadline:
+        killed = 0
         for entry in os.listdir("/proc"):
             if entry.isdigit() and int(entry) != os.getpid():
                 try:
                     with open(f"/proc/{entry}/environ", "rb") as f:
                         if needle in f.read().split(b"\0"):
                             os.kill(int(entry), signal.SIGKILL)
+                            killed += 1
                 except OSError:
                     pass  # gone meanwhile, or not ours
-        time.sleep(0.2)
+        quiet = quiet + 1 if not killed else 0
+        time.sleep(0.25)
 
 
 def _reachable(address: str) -> None:

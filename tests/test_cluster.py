@@ -28,6 +28,19 @@ def _ray_args(dataset, cache, workers=2, *more):
     return args[:cut] + ["--engine", "ray", "--workers", str(workers), *more]
 
 
+def _described(pids: list[int]) -> str:
+    """What each leftover process is, and whether it holds the watchdog's token (for a failure's message)."""
+    out = []
+    for pid in pids:
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")[:80].decode(errors="replace")
+            token = b"BOTTLENECK_RAY_INSTANCE=" in open(f"/proc/{pid}/environ", "rb").read()
+        except OSError:
+            cmd, token = "(gone)", None
+        out.append(f"{pid} {cmd.strip()} token={token}")
+    return "; ".join(out)
+
+
 def _features(cache):
     (path,) = list(cache.glob("*.h5"))
     return path.name, read_features(path)
@@ -55,7 +68,8 @@ def test_driver_sigkill_then_rerun_resumes(kill_dataset, tmp_path):
     cache = tmp_path / "c"
     run = _cli(*_ray_args(kill_dataset, cache), fault="after-chunk:3", mark=mark)
     assert run.returncode == -9, run.stderr
-    assert not _marked_processes(mark, RAY_GONE), "a Ray process outlived its killed driver"
+    left = _marked_processes(mark, RAY_GONE)
+    assert not left, f"a Ray process outlived its killed driver: {_described(left)}"
     assert not list(cache.glob("*.h5"))
     # Chunks finish out of order under Ray: chunk 3 and those before it in finishing order are kept.
     kept = list(cache.glob("*.partial/chunk-*.npz"))
