@@ -90,13 +90,14 @@ def connect(address: str | None) -> None:
         # own later, from threads of this process), so a watchdog can find them all should this
         # process be killed.
         token = uuid.uuid4().hex
+        before = set(_descendants(os.getpid())) if os.path.isdir("/proc") else set()
         os.environ[TOKEN] = token
         try:
             ray.init(num_cpus=_cores(), **quiet)
         except BaseException:
             del os.environ[TOKEN]
             raise
-        _SESSION.update(started=True, watchdog=_start_watchdog(token))  # ours: shut down when the command ends
+        _SESSION.update(started=True, watchdog=_start_watchdog(token, before))  # ours: shut down when the command ends
         return
     _reachable(address)
     try:
@@ -107,41 +108,86 @@ def connect(address: str | None) -> None:
                               "--address to start a local instance for the run") from None
 
 
-def _start_watchdog(token: str):
+def _start_watchdog(token: str, before: set[int]):
     """A small process that outlives this one only to kill the local Ray instance's processes
     if this one dies without shutting it down (SIGKILL): Ray's own agents take a minute or
-    more to notice. Linux only (it finds them through /proc); None elsewhere."""
+    more to notice. Linux only (it finds them through /proc); None elsewhere. ``before``: this
+    process's descendants from before the instance started, which are not Ray's."""
     import subprocess
     import sys
 
     if not os.path.isdir("/proc"):
         return None
-    code = f"from bottleneck.cluster import _watch; _watch({os.getpid()}, {token!r})"
+    code = f"from bottleneck.cluster import _watch; _watch({os.getpid()}, {token!r}, {sorted(before)!r})"
     env = {k: v for k, v in os.environ.items() if k != TOKEN}  # not one of those to kill
     return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
-def _watch(driver: int, token: str) -> None:
-    """The watchdog's loop: wait for the driver to end, then kill every process holding the token."""
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, start time), from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                out[int(entry)] = (int(fields[1]), fields[19].decode())
+            except (OSError, IndexError, ValueError):
+                pass  # gone meanwhile
+    return out
+
+
+def _descendants(root: int, table: dict | None = None) -> dict[int, str]:
+    """pid -> start time of every descendant of ``root`` (the start time tells a reused pid apart)."""
+    table = _processes() if table is None else table
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, (parent, _) in table.items():
+        children[parent].append(pid)
+    found, todo = {}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = table[child][1]
+                todo.append(child)
+    return found
+
+
+def _watch(driver: int, token: str, before: list[int]) -> None:
+    """The watchdog's loop: while the driver lives, note the processes it started since the
+    instance began (Ray's: the raylet, its agents, the workers); once it is gone, kill those
+    and every process holding the token (some of Ray's processes start from the raylet, some
+    from the driver's threads, so neither way alone finds them all)."""
     import signal
 
+    skip = set(before) | {os.getpid()}
+    seen: dict[int, str] = {}
     while feed._alive(driver):
+        seen.update({pid: t for pid, t in _descendants(driver).items() if pid not in skip})
         time.sleep(0.5)
     needle = f"{TOKEN}={token}".encode()
     quiet, deadline = 0, time.monotonic() + WATCHDOG_SECONDS
-    # Sweep until two sweeps in a row find nothing: a process of the instance still dying (the raylet)
-    # may start another (an agent) meanwhile.
+    # Sweep until two sweeps in a row find nothing: a process still dying may start another meanwhile.
     while quiet < 2 and time.monotonic() < deadline:
-        killed = 0
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
+        table = _processes()
+        doomed = {pid for pid, t in seen.items() if pid in table and table[pid][1] == t}
+        for pid in table:
+            if pid not in skip and pid not in doomed:
                 try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
+                    with open(f"/proc/{pid}/environ", "rb") as f:
                         if needle in f.read().split(b"\0"):
-                            os.kill(int(entry), signal.SIGKILL)
-                            killed += 1
+                            doomed.add(pid)
                 except OSError:
                     pass  # gone meanwhile, or not ours
+        for pid in list(doomed):  # and what they started since the last look
+            doomed.update(_descendants(pid, table))
+        killed = 0
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        seen = {pid: t for pid, t in seen.items() if pid in table and pid not in doomed}
         quiet = quiet + 1 if not killed else 0
         time.sleep(0.25)
 
