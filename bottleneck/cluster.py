@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -33,7 +34,6 @@ from .datasets import ArraySource, FileSource, Split, decode_file
 from .errors import BottleneckError, WeightsError, add_note
 from .images import BadImage
 
-log = logging.getLogger("bottleneck")
 IN_FLIGHT = 2  # chunks per actor: one computing, one waiting, so an actor never waits for the driver
 WATCHDOG_SECONDS = 30.0  # the longest a watchdog keeps sweeping after its driver died
 CONNECT_TIMEOUT = 5.0  # seconds to reach --address HOST:PORT
@@ -93,7 +93,7 @@ def connect(address: str | None) -> None:
         before = set(_descendants(os.getpid())) if os.path.isdir("/proc") else set()
         os.environ[TOKEN] = token
         try:
-            ray.init(num_cpus=_cores(), **quiet)
+            ray.init(num_cpus=feed.cores(), **quiet)
         except BaseException:
             del os.environ[TOKEN]
             raise
@@ -207,10 +207,6 @@ def _reachable(address: str) -> None:
                               "--address to start a local instance for the run") from None
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-
-
 class ShippedFiles:
     """A chunk's image files as read by the driver: bytes, or why they could not be read.
     Named as on the driver, so errors on a worker name the driver's file."""
@@ -256,6 +252,15 @@ def _where() -> str:
     return f"Ray worker pid {os.getpid()} on {ray.util.get_node_ip_address()}"
 
 
+def _make_chunk(k: int, recipe, split: Split, work: list, skip_bad: bool, batch_size: int) -> feed.Chunk:
+    """On a worker: chunk ``k``'s pixels; an error names the worker."""
+    try:
+        _faults.checkpoint("worker-chunk", k)
+        return feed.make_chunk(split, recipe, work, skip_bad, batch_size=batch_size)
+    except BottleneckError as e:
+        raise add_note(e, f"on {_where()}") from None
+
+
 class Decoder:
     """A Ray actor on CPUs (the split layout): makes a chunk's pixels for a model actor."""
 
@@ -266,11 +271,7 @@ class Decoder:
         return _where()
 
     def pixels(self, k: int, recipe, split: Split, work: list) -> feed.Chunk:
-        try:
-            _faults.checkpoint("worker-chunk", k)
-            return feed.make_chunk(split, recipe, work, self.skip_bad, batch_size=self.batch_size)
-        except BottleneckError as e:
-            raise add_note(e, f"on {_where()}") from None
+        return _make_chunk(k, recipe, split, work, self.skip_bad, self.batch_size)
 
 
 class Extractor:
@@ -287,11 +288,7 @@ class Extractor:
 
     def run(self, k: int, recipe, split: Split, work: list) -> dict:
         """Chunk ``k``: ``work`` (rows of ``split``) through ``recipe`` and the model."""
-        try:
-            _faults.checkpoint("worker-chunk", k)
-            made = feed.make_chunk(split, recipe, work, self.skip_bad, batch_size=self.batch_size)
-        except BottleneckError as e:
-            raise add_note(e, f"on {_where()}") from None
+        made = _make_chunk(k, recipe, split, work, self.skip_bad, self.batch_size)
         return self.run_pixels(k, recipe, made, len(work))
 
     def run_pixels(self, k: int, recipe, made: feed.Chunk, rows: int) -> dict:
@@ -311,7 +308,7 @@ class Extractor:
                 "decode": made.decode, "resize": made.resize, "build": build, "model": model}
 
     def _build(self):
-        from .extraction import check_batch_memory, model_of
+        from .extraction import built_model
 
         path = self.order.weights_path
         if path is not None:  # the driver's weights file, by path: it must be here, and the same file
@@ -322,9 +319,7 @@ class Extractor:
             if hash_file(path, "sha256")[:16] != self.weights_sha:
                 raise WeightsError(f"the weights file {path} on this node differs from the driver's",
                                    "copy the driver's file to every node")
-        model = model_of(self.order)
-        check_batch_memory(model, self.batch_size, "x".join(map(str, self.order.recipe.input_shape)))
-        return model
+        return built_model(self.order, self.batch_size)
 
 
 @dataclasses.dataclass
@@ -355,43 +350,42 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
     queue = collections.deque(job for job in jobs if job.need)
     if not queue:
         return
-    with session(options.address):
-        connect(options.address)
-        pool = _pool(ray, p, options, batch_size)
-        about["feed"] = pool.about
-        stages.start += time.perf_counter() - t
-        workers = pool.decoders or pool.models  # who takes a chunk's images
-        in_flight: dict = {}  # ref -> (job, worker number)
-        load = [0] * len(workers)
-        turn = 0
-        try:
-            while queue or in_flight:
-                for i, worker in enumerate(workers):
-                    while load[i] < IN_FLIGHT and queue:
-                        job = queue.popleft()
-                        split, work = ship(p.samples, job.work)
-                        if pool.decoders:  # the pixels go from the decoder to a model actor through Ray's store
-                            made = worker.pixels.remote(job.k, p.recipe, split, work)
-                            model, turn = pool.models[turn % len(pool.models)], turn + 1
-                            ref = model.run_pixels.remote(job.k, p.recipe, made, len(work))
-                        else:
-                            ref = worker.run.remote(job.k, p.recipe, split, work)
-                        in_flight[ref] = (job, i)
-                        load[i] += 1
-                t = time.perf_counter()
-                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-                stages.wait += time.perf_counter() - t
-                job, i = in_flight.pop(ref)
-                load[i] -= 1
-                r = _result(ray, ref, job, pool.names[i], p)
-                stages.decode += r["decode"]
-                stages.resize += r["resize"]
-                stages.model += r["model"]  # summed over workers, as decode and resize are
-                stages.build = max(stages.build, r["build"])
-                yield job, (r["outputs"], r["valid"])
-        except BaseException:  # an error, Ctrl-C, or the caller stopped early: chunks may still be running
-            _drop_pool(ray)
-            raise
+    connect(options.address)  # within the session ``extraction.run`` holds for the command
+    pool = _pool(ray, p, options, batch_size)
+    about["feed"] = pool.about
+    stages.start += time.perf_counter() - t
+    workers = pool.decoders or pool.models  # who takes a chunk's images
+    in_flight: dict = {}  # ref -> (job, worker number)
+    load = [0] * len(workers)
+    turn = 0
+    try:
+        while queue or in_flight:
+            for i, worker in enumerate(workers):
+                while load[i] < IN_FLIGHT and queue:
+                    job = queue.popleft()
+                    split, work = ship(p.samples, job.work)
+                    if pool.decoders:  # the pixels go from the decoder to a model actor through Ray's store
+                        made = worker.pixels.remote(job.k, p.recipe, split, work)
+                        model, turn = pool.models[turn % len(pool.models)], turn + 1
+                        ref = model.run_pixels.remote(job.k, p.recipe, made, len(work))
+                    else:
+                        ref = worker.run.remote(job.k, p.recipe, split, work)
+                    in_flight[ref] = (job, i)
+                    load[i] += 1
+            t = time.perf_counter()
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            stages.wait += time.perf_counter() - t
+            job, i = in_flight.pop(ref)
+            load[i] -= 1
+            r = _result(ray, ref, job, pool.names[i], p)
+            stages.decode += r["decode"]
+            stages.resize += r["resize"]
+            stages.model += r["model"]  # summed over workers, as decode and resize are
+            stages.build = max(stages.build, r["build"])
+            yield job, (r["outputs"], r["valid"])
+    except BaseException:  # an error, Ctrl-C, or the caller stopped early: chunks may still be running
+        _drop_pool(ray)
+        raise
 
 
 def _layout(gpus: float) -> str:
@@ -403,14 +397,15 @@ def _layout(gpus: float) -> str:
 def _pool(ray, p, options, batch_size: int) -> Pool:
     """The session's actors for the plan's model: started on first use, and kept for the next
     extraction with the same model (a grid's test split after its training draw)."""
-    sha = None if p.weights_path is None else hash_file(p.weights_path, "sha256")[:16]
-    resources = ray.cluster_resources()
-    cpus, gpus = resources.get("CPU", 1), resources.get("GPU", 0)
+    sha = None if p.weights_path is None else _weights_sha(p.weights_path)
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 1), cluster.get("GPU", 0)
     layout = _layout(gpus)
     key = (p.order.key, sha, options.skip_bad_images, batch_size, options.workers, layout)
     if _SESSION.get("pool") is not None and _SESSION["pool"].key == key:
         return _SESSION["pool"]
     _drop_pool(ray)  # one model's actors at a time: their memory is the cluster's
+
     def model_actor(**resources):
         return ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
 
@@ -429,9 +424,21 @@ def _pool(ray, p, options, batch_size: int) -> Pool:
                                              num_cpus=min(1.0, max(cpus - n_models, 1) / n))
         decoders = [decoder.remote(options.skip_bad_images, batch_size) for _ in range(n)]
     _SESSION["pool"] = pool = Pool(key, models, decoders, [])
-    ray.get([a.where.remote() for a in models])  # started (and reachable)
-    pool.names = ray.get([a.where.remote() for a in decoders or models])
+    names = ray.get([a.where.remote() for a in models + decoders])  # every actor started (and reachable)
+    pool.names = names[len(models):] or names
     return pool
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    return hash_file(path, "sha256")[:16]
+
+
+def _weights_sha(path) -> str:
+    """The weights file's hash, as a worker checks it: hashed once per version of the file,
+    not once per extraction of a grid."""
+    st = os.stat(path)
+    return _file_sha(str(path), st.st_size, st.st_mtime_ns)
 
 
 def _drop_pool(ray) -> None:
@@ -450,7 +457,7 @@ def _result(ray, ref, job, worker: str, p) -> dict:
         raise
     except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
         reason = str(e).strip().splitlines()[0][:300]
-        raise BottleneckError(f"a Ray worker ({worker} when it started) died {RETRIES + 1} times computing chunk {job.k} of "
-                              f"{p.path.name}: killed, or out of memory ({reason})",
+        raise BottleneckError(f"a Ray worker ({worker} when it started) died {RETRIES + 1} times computing chunk "
+                              f"{job.k} of {p.path.name}: killed, or out of memory ({reason})",
                               "run the same command again: it resumes from the chunks written; if it dies again, "
                               "use fewer --workers or a smaller --batch-size") from None

@@ -360,6 +360,13 @@ class ModelOrder:
                                                  "geometry", "source_size", "compute")}, sort_keys=True)
 
 
+def built_model(order: ModelOrder, batch_size: int):
+    """``model_of(order)``, refused when a batch of ``batch_size`` would not fit in memory."""
+    model = model_of(order)
+    check_batch_memory(model, batch_size, " x ".join(map(str, order.recipe.input_shape)))
+    return model
+
+
 def model_of(order: ModelOrder):
     """The order's model, built once per process (the two most recent are kept)."""
     if order.key not in _MODELS:
@@ -390,8 +397,7 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
     t = time.perf_counter()
     kind, workers = feed.choose(options.feed, p.samples.source, sum(len(job.need) for job in jobs), options.workers)
     about["feed"] = f"{kind} x {workers}"
-    recipe, height, width = p.recipe, *p.recipe.input_shape
-    model = None
+    recipe, model = p.recipe, None
     # Every worker has a chunk in hand and one waiting.
     ahead = workers + 2
     with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool:
@@ -421,8 +427,7 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
                 continue
             if model is None:
                 t = time.perf_counter()
-                model = model_of(p.order)
-                check_batch_memory(model, batch_size, f"{height} x {width}")
+                model = built_model(p.order, batch_size)
                 stages.build = time.perf_counter() - t
             t = time.perf_counter()
             # a whole batch, zeros after the chunk's rows: one shape, compiled once

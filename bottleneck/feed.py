@@ -219,14 +219,19 @@ class Feed:
         self.close()
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+
+
 def choose(kind: str, source, rows: int, workers: int | None) -> tuple[str, int]:
     """The feed's kind and number of workers for ``rows`` rows of ``source``."""
     if kind not in KINDS:
         raise BottleneckError(f"unknown feed {kind!r}", f"use one of {', '.join(KINDS)}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    n_cores = cores()
     if kind == "auto":
-        kind = "processes" if isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS and cores > 2 else "threads"
+        kind = "processes" if isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS and n_cores > 2 else "threads"
     if workers is None:
         # processes: one per core; threads: more than cores, since they wait on files with the GIL released
-        workers = cores if kind == "processes" else min(32, cores + 4)
+        workers = n_cores if kind == "processes" else min(32, n_cores + 4)
     return kind, max(1, workers)

@@ -82,7 +82,7 @@ def decode(data: bytes, name: str | Path, size: int | None = None) -> Image.Imag
     (large JPEGs are then decoded at a reduced scale). BadImage names ``name`` otherwise."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            _check_pixels(*image.size, name)
+            check_pixels(*image.size, name)
             if size and image.format == "JPEG":
                 image.draft("RGB", (size, size))  # keeps both sides >= size
             held = DECODE_BUDGET.take(image.size[0] * image.size[1] * BYTES_PER_PIXEL)
@@ -107,11 +107,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise BadImage(path, "file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImage(path, f"{type(e).__name__}: {e}") from None
-    _check_pixels(width, height, path)
+    check_pixels(width, height, path)
     return width, height
 
 
-def _check_pixels(width: int, height: int, name) -> None:
+def check_pixels(width: int, height: int, name) -> None:
+    """BadImage naming ``name`` for an image over PIL's decompression-bomb limit."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
         raise BadImage(name, f"{width} x {height} pixels is over the decompression-bomb limit of "

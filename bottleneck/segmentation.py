@@ -28,7 +28,7 @@ from PIL import Image
 from .bases import build_pyramid_model, get_base, weights_identity
 from .datasets import Dataset, FileSource, Split, load_dataset
 from .errors import BottleneckError, DatasetError
-from .images import BadImage, image_size
+from .images import BadImage, check_pixels, image_size
 from .extraction import EXTRACTOR_VERSION, Plan, RunOptions, engine_session, run, stages_of
 from .store import cache_path, canonical_dataset
 from .tasks import Task
@@ -131,15 +131,16 @@ def letterbox_labels(labels: np.ndarray, long_side: int, canvas: tuple[int, int]
 def read_label_map(path: Path, image_path: Path | None, n_classes: int, void: int) -> np.ndarray:
     """A label map as uint8 class ids; its size must be its image's; ids beyond the codes are errors."""
     try:
-        size = image_size(path)  # the header first: a map over the pixel limit is never decoded
         with Image.open(path) as im:
+            size = im.size
+            check_pixels(*size, path)  # from the header: a map over the pixel limit is never decoded
             labels = np.asarray(im)
+    except FileNotFoundError:
+        raise DatasetError(f"the label map {path} is missing", "restore it, or remove its image") from None
     except BadImage as e:
-        if e.reason == "file not found":
-            raise DatasetError(f"the label map {path} is missing", "restore it, or remove its image") from None
         raise DatasetError(f"cannot read the label map {path}: {e.reason}", "restore the file") from None
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read the label map {path}: {e}", "restore the file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"cannot read the label map {path}: {type(e).__name__}: {e}", "restore the file") from None
     if labels.ndim != 2:
         raise DatasetError(f"{path} is not a single-channel map of class ids (shape {labels.shape})",
                            "label maps hold one class id per pixel (mode L or P)")
