@@ -4,6 +4,7 @@ Each test starts a real local Ray instance (a few seconds) with real actors; the
 SIGKILLs of the driver or of a worker process (``bottleneck._faults``)."""
 from __future__ import annotations
 
+import os
 import uuid
 
 import numpy as np
@@ -183,3 +184,44 @@ def test_without_ray_installed_the_engine_says_how_to_get_it(kill_dataset, tmp_p
         extract("tiny_cnn", f"folder:{kill_dataset}", "train", 1, cache_dir=tmp_path, weights="random",
                 progress=False, engine="ray")
     assert "pip install 'bottleneck-transfer[ray]'" in str(e.value)
+
+
+def _extractor_processes(wait: float = 10.0) -> list[int]:
+    """Actor processes of ours still alive (Ray names them ray::Extractor...), after up to ``wait`` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and open(f"/proc/{entry}/cmdline", "rb").read().startswith(b"ray::Extractor"):
+                    alive.append(int(entry))
+            except OSError:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path, weights="random",
+                     progress=False, batch_size=4, engine="ray", workers=2)
+        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 2"
+        assert ray.is_initialized(), "a Ray the caller started is the caller's to stop"
+        assert not _extractor_processes(), "our actors must not outlive the call on a cluster that stays up"
+    finally:
+        ray.shutdown()
+
+
+def test_profile_says_where_time_went_under_ray():
+    from bottleneck.cli import profile_text
+
+    stages = {"decode": 1.0, "resize": 1.0, "start": 2.0, "build": 3.0, "wait": 4.0, "model": 8.0, "write": 0.0,
+              "finish": 0.1}
+    text = profile_text(stages, 100, "ray x 2")
+    assert "feed ray x 2" in text and "model forward passes, summed over Ray workers" in text
+    assert "starting Ray and its actors" in text and "summed over feed workers" not in text
+    assert "summed over feed workers" in profile_text(stages, 100, "threads x 6")
