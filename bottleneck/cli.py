@@ -81,6 +81,15 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--crop", type=_fraction, metavar="MARGIN",
                    help="crop each image to its box (GTSRB's CSVs) grown by MARGIN of its size on each side, before "
                         "resizing; a recorded setting (e.g. --crop 0.1)")
+    g.add_argument("--views", type=_positive_int, default=1, metavar="K",
+                   help="K views of each training image: itself and K-1 seeded variations (crop, mirror where the "
+                        "class allows it, colour), each cached as a row; K=8 after K=4 extracts only the new ones")
+    g.add_argument("--test-views", type=_positive_int, default=1, metavar="K",
+                   help="score each test image on the mean features of K views of it (never a flip that needs the "
+                        "class); train and compare")
+    g.add_argument("--stack", type=_list_of(str), metavar="PART,...",
+                   help="train on these features too, side by side with the base's: :LAYER (the base at another "
+                        "depth), BASE or BASE:LAYER; each part is cached on its own (train and compare)")
     g.add_argument("--compute", choices=["float32", "bfloat16"], default="float32",
                    help="the base's compute dtype (bfloat16: mixed precision, for GPUs; a recorded setting)")
     g.add_argument("--feed", choices=["auto", "threads", "processes"], default="auto",
@@ -124,6 +133,12 @@ def _extract_kwargs(a) -> dict:
         kw["compute"] = a.compute
     if a.crop is not None:
         kw["crop"] = a.crop
+    if a.views != 1:
+        kw["views"] = a.views
+    if a.test_views != 1:
+        kw["test_views"] = a.test_views
+    if a.stack:
+        kw["stack"] = a.stack
     if getattr(a, "precision", None):
         kw["precision"] = a.precision
     if getattr(a, "no_flips", False):
@@ -348,7 +363,15 @@ def cmd_datasets(a) -> int:
 def cmd_extract(a) -> int:
     from .extraction import extract
 
-    fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, target=a.target, **_extract_kwargs(a))
+    kw = _extract_kwargs(a)
+    if kw.pop("stack", None):
+        raise BottleneckError("--stack is for train and compare (they put the parts side by side)",
+                              "extract each part on its own: --layer LAYER, or another --base")
+    if kw.pop("test_views", None):
+        raise BottleneckError("--test-views is for train and compare (they average a test image's views)",
+                              "use --views K --split test: K views of each test image (never a flip that needs "
+                              "the class)")
+    fs = extract(a.base, a.dataset, a.split, a.per_class, a.seed, target=a.target, for_test=a.split != "train", **kw)
     what = "cached already" if fs.info["cached"] else (
         f"extracted {fs.info['extracted']} images in {fs.info['seconds']:.1f}s"
         + (f", reused {fs.info['reused']}" if fs.info["reused"] else ""))
@@ -401,9 +424,10 @@ def cmd_train(a) -> int:
             raise BottleneckError("--features needs --test-features (and the other way round)",
                                   "pass both feature files, the training one and the test one")
         if (a.target not in (None, "class") or a.holdout_classes or a.loss or a.recipe or a.crop is not None
-                or a.resize != "host" or a.compute != "float32"):
+                or a.resize != "host" or a.compute != "float32" or a.views != 1 or a.test_views != 1
+                or a.stack):
             raise BottleneckError("--features files are trained on the class labels they hold, as they were made",
-                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute, or "
+                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute/--views/--stack, or "
                                   "train from --base and --dataset")
         row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
                                 a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
@@ -502,6 +526,8 @@ def cmd_finetune(a) -> int:
 
     unused = [opt for opt, given in (("--layer", a.layer), ("--pooling", a.pooling != "avg"),
                                      ("--skip-bad-images", a.skip_bad_images), ("--crop", a.crop is not None),
+                                     ("--views", a.views != 1), ("--test-views", a.test_views != 1),
+                                     ("--stack", a.stack),
                                      ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
                                      ("--feed", a.feed != "auto"), ("--workers", a.workers),
                                      ("--engine", a.engine != "local"), ("--address", a.address),

@@ -228,6 +228,12 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
     _check_exportable(r.train.settings)
+    if r.parts:
+        raise BottleneckError("stacked features come from more than one base or depth; the exported model is one "
+                              "base and its head", "export without --stack (and without a recipe that stacks)")
+    if r.test.settings.get("augment_views"):
+        raise BottleneckError("--test-views averages each test image's views; the exported model sees one image, "
+                              "so its score would not be the one reported", "export without --test-views")
     fitted = execute_fitted(r, options)
     s = r.train.settings
     inputs = keras.Input((s["image_size"], s["image_size"], 3), dtype="uint8", name="pixels")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _faults
+from . import _faults, augment
 from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, compute_dtype, estimate_batch_bytes,
                     get_base, resolve_image_size, resolve_layer, weights_identity)
 from . import feed
@@ -64,17 +64,28 @@ class PooledRecipe:
     dtypes = {"features": "float32"}
     per_row_chunks = False
 
-    def __init__(self, size: int, source: tuple[int, int] | None = None, crop: float | None = None):
+    def __init__(self, size: int, source: tuple[int, int] | None = None, crop: float | None = None,
+                 views: int = 1):
         self.size, self.source, self.crop = size, source, crop
+        # view 0: the image; views 1..K-1: the transform written in each row's digest (augment.py)
+        self.views = ("",) + tuple(f"v{j}" for j in range(1, views))
 
     @property
     def input_shape(self) -> tuple[int, int]:
         return self.source or (self.size, self.size)
 
     def decode(self, split: Split, index: int, digest: str):
+        digest, view = augment.split_digest(digest)
+        if view is not None:  # an augmented view: the image (cropped to its box first), transformed
+            return augment.apply(self._decode(split, index, digest, full=True), view)
+        return self._decode(split, index, digest)
+
+    def _decode(self, split: Split, index: int, digest: str, full: bool = False):
         if self.crop is not None:  # the row's digest carries its box: "<content>:x1,y1,x2,y2"
             content, box = digest.split(":")
             return crop_to_box(split.load(index, None, content), [float(v) for v in box.split(",")], self.crop)
+        if full:
+            return split.load(index, None, digest)
         if self.source is None:
             return split.load(index, self.size, digest)  # large JPEGs decoded at a reduced scale
         image = split.load(index, None, digest)
@@ -172,11 +183,14 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
          data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
          weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
          pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-         resize: str = "host", compute: str = "float32", crop: float | None = None) -> Plan:
+         resize: str = "host", compute: str = "float32", crop: float | None = None, views: int = 1,
+         for_test: bool = False) -> Plan:
     """Decide what ``extract`` with these arguments makes, without running a base: every
     check that can fail (base, size, layer, weights, dataset, split, target) fails here.
     ``target`` only says how ``per_class`` draws (per class, or per label of a multi-label
-    target); the features are the images', whatever is predicted from them."""
+    target); the features are the images', whatever is predicted from them. ``views``: rows
+    per image, view 0 the image and the others seeded variations of it (``augment``);
+    ``for_test``: they are for test-time averaging (no flip that needs the class)."""
     spec = get_base(base)
     size = resolve_image_size(spec, image_size)
     if pooling not in ("avg", "max", "none"):
@@ -196,6 +210,15 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     digests = s.digests(selected)
     if crop is not None:
         digests = _with_boxes(ds, s, selected, digests, crop, resize)
+    aug = augment.views_for(canonical_dataset(ds.name), views, for_test)
+    if views > 1:
+        if resize != "host":
+            raise BottleneckError("--views and --resize device do not go together (views differ in size)",
+                                  "drop --resize device")
+        if drawn_for.task.kind != "single_label":
+            raise BottleneckError(f"--views are for one class per image; target {drawn_for.name} is "
+                                  f"{drawn_for.task.kind}", "drop --views (a view can move a box or mirror a label)")
+        digests = aug.digests(digests, s.labels[np.asarray(selected, dtype=np.int64)], ds.class_names)
     ids = "\n".join(s.ids[i] for i in selected)
     settings = {
         "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
@@ -216,8 +239,10 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         settings["compute"] = compute
     if crop is not None:  # each row's box is in its digest, so in "content" too
         settings["crop"] = f"box + {crop:g} margin"
+    if views > 1:  # each row's transform is in its digest: these only say how many, and how they were drawn
+        settings["augment"], settings["augment_views"] = aug.description, views
     return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
-                PooledRecipe(size, source, crop))
+                PooledRecipe(size, source, crop, views))
 
 
 def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
@@ -237,7 +262,8 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
             data_dir: str | Path | None = None, cache_dir: str | Path = "features", weights: str = "imagenet",
             weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
             pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
-            resize: str = "host", compute: str = "float32", crop: float | None = None, batch_size: int = 32,
+            resize: str = "host", compute: str = "float32", crop: float | None = None, views: int = 1,
+            for_test: bool = False, batch_size: int = 32,
             skip_bad_images: bool = False, progress: bool = True, workers: int | None = None,
             feed: str = "auto", engine: str = "local", address: str | None = None) -> FeatureSet:
     """Features of ``base`` for ``per_class`` seeded images per class of ``dataset``/``split``
@@ -249,7 +275,8 @@ def extract(base: str, dataset: str | Dataset, split: str = "train", per_class: 
     t0 = time.perf_counter()
     p = plan(base, dataset, split, per_class, seed, data_dir=data_dir, cache_dir=cache_dir, weights=weights,
              weights_dir=weights_dir, image_size=image_size, layer=layer, pooling=pooling,
-             test_fraction=test_fraction, target=target, resize=resize, compute=compute, crop=crop)
+             test_fraction=test_fraction, target=target, resize=resize, compute=compute, crop=crop, views=views,
+             for_test=for_test)
     options = RunOptions(batch_size, skip_bad_images, progress, workers, feed, engine, address)
     return run(p, options, t0)
 
@@ -530,7 +557,8 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
             "model_images_per_second": round(computed / stages.model, 2) if computed and stages.model else 0.0,
             "batch_size": batch_size, "feed": about.get("feed", ""), "stages": json.dumps(stages.as_dict())}
     index = [i for i, _ in rows_of]
-    skipped = partial.finish(n_chunks, p.settings, p.ids, s.labels[index], [s.groups[i] for i in index],
+    labels = np.array([augment.label_of(d, int(y)) for d, y in zip(p.digests, s.labels[index])], np.int64)
+    skipped = partial.finish(n_chunks, p.settings, p.ids, labels, [s.groups[i] for i in index],
                              p.dataset.class_names, p.digests, info, recipe.dtypes, recipe.per_row_chunks)
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))

@@ -18,6 +18,9 @@ class Recipe:
     description: str
     crop: float | None = None  # crop to the box (margin), on datasets that give boxes (GTSRB)
     head_params: tuple = ()  # (name, value) pairs for the head, e.g. (("C", "cv"),)
+    views: int | None = None  # views of each training image (augment.py)
+    test_views: int | None = None  # views of each test image, their features averaged
+    stack: tuple = ()  # parts stacked beside the base's features (stacking.py), e.g. (":stage6",)
 
 
 RECIPES = {r.name: r for r in (
@@ -51,6 +54,13 @@ def apply(name: str, has_boxes: bool, head: str, plan_kwargs: dict, head_params:
         if plan_kwargs.get("crop") is not None:
             raise BottleneckError(f"recipe {name} sets the crop, and --crop was given too", "drop one of them")
         plan_kwargs["crop"] = recipe.crop
+    for key in ("views", "test_views", "stack"):
+        value = getattr(recipe, key)
+        if value:
+            if plan_kwargs.get(key) not in (None, 1, ()):
+                raise BottleneckError(f"recipe {name} sets --{key.replace('_', '-')}, and it was given too",
+                                      "drop one of them")
+            plan_kwargs[key] = value
     for key, value in recipe.head_params:
         if key in head_params:
             raise BottleneckError(f"recipe {name} sets the head's {key}, and it was given too", "drop one of them")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _faults
+from . import _faults, augment, stacking
 from .datasets import Dataset, load_dataset
 from .errors import BottleneckError, CacheError
 from .extraction import Plan, RunOptions, engine_session, plan, run, stages_of
@@ -34,7 +34,7 @@ log = logging.getLogger("bottleneck")
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
 AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmentation
 _PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
-              "precision", "flips", "resize", "compute", "crop")
+              "precision", "flips", "resize", "compute", "crop", "views", "test_views", "stack")
 _SEGMENTATION_ONLY = ("precision", "flips")
 _RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed", "engine", "address")
 
@@ -60,6 +60,7 @@ class Run:
     eval_per_class: int | None = None
     holdout_classes: tuple[int, ...] | None = None
     recipe: str | None = None
+    parts: tuple = ()  # stacked features: (train plan, test plan) of each part (stacking.py)
 
     @property
     def key(self) -> str:
@@ -70,6 +71,8 @@ class Run:
                 "seed": self.seed}
         if self.recipe is not None:
             what["recipe"] = self.recipe
+        if self.parts:
+            what["parts"] = [(tr.settings, te.settings) for tr, te in self.parts]
         return fingerprint(what)
 
 
@@ -152,9 +155,20 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
                                   f"attributes); {tgt.name} of {ds.name} is not one",
                                   "a class never seen in training cannot be predicted as a class")
         ds, held = ds.holding_out(holdout_classes), tuple(ds.class_ids(holdout_classes))
-    tr = plan(base, ds, "train", per_class, seed, target=tgt.name, **plan_kwargs)
-    te = plan(base, ds, eval_split, eval_per_class, EVAL_SEED, target=tgt.name, **plan_kwargs)
-    return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe)
+    views, test_views = plan_kwargs.pop("views", None) or 1, plan_kwargs.pop("test_views", None) or 1
+    stack = plan_kwargs.pop("stack", None) or ()
+
+    def both(base_name: str, kwargs: dict) -> tuple[Plan, Plan]:
+        return (plan(base_name, ds, "train", per_class, seed, target=tgt.name, views=views, **kwargs),
+                plan(base_name, ds, eval_split, eval_per_class, EVAL_SEED, target=tgt.name, views=test_views,
+                     for_test=True, **kwargs))
+
+    tr, te = both(base, plan_kwargs)
+    parts = []
+    for part in stack:
+        name, layer = stacking.parse(part, tr.spec.name)
+        parts.append(both(name, stacking.part_kwargs(name, layer, tr.spec.name, plan_kwargs)))
+    return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe, tuple(parts))
 
 
 def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
@@ -209,7 +223,10 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
     options = options or RunOptions()
     with engine_session(options):
         tr, te = run(r.train, options), run(r.test, options)
-    y_tr = r.target.join(r.train.samples, tr.source_ids)
+        tr = stacking.stacked(tr, [run(p, options) for p, _ in r.parts])
+        te = stacking.stacked(te, [run(p, options) for _, p in r.parts])
+    te = augment.averaged(te)  # test-time views: one row per image, the mean of its views' features
+    y_tr = augment.join(r.target, r.train.samples, tr)
     y_te = r.target.join(r.test.samples, te.source_ids)
     fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
     fitted.row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
@@ -315,7 +332,8 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
         "per_class": s["per_class"], "draw": s.get("draw"), "seed": seed, "head": head,
         "weights": s["weights"], "layer": s["layer"], "pooling": s["pooling"], "image_size": s["image_size"],
         "test_fraction": s.get("test_fraction"), "resize": s.get("resize"), "compute": s.get("compute"),
-        "crop": s.get("crop"),
+        "crop": s.get("crop"), "views": s.get("augment_views", 1), "test_views": te.info.get("averaged_views", 1),
+        "stack": "+".join(s["stack"]) if s.get("stack") else None,
         "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names),
         "metric": task.main_metric, "score": metrics[task.main_metric],
     }
@@ -366,7 +384,8 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
                         eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, recipe=c,
                         **plan_kwargs)
                for b, d, t, n, s, c in grid]
-    if any(p is not None and not p.path.exists() for r in planned for p in (r.train, getattr(r, "val", None), r.test)):
+    if any(p is not None and not p.path.exists() for r in planned
+           for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part])):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []

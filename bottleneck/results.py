@@ -24,11 +24,11 @@ from .store import file_lock
 
 log = logging.getLogger("bottleneck")
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
-VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "head_params",
-           "test_fraction", "eval_per_class", "loss", "holdout_classes")
+VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "views",
+           "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss", "holdout_classes")
 
 
-RECIPE_SET = ("crop", "head_params")  # settings a named recipe fixes (bottleneck.recipes)
+RECIPE_SET = ("crop", "views", "test_views", "stack", "head_params")  # settings a named recipe fixes (bottleneck.recipes)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -32,7 +32,9 @@ FORMAT = "bottleneck-features"
 # 2: per-row content hashes ("digests"); the checksum covers every dataset, not only features and labels.
 FORMAT_VERSION = 2
 # What picks the samples, not how their features are made: files that differ only in these can share rows.
-SELECTION_KEYS = ("dataset_id", "split", "per_class", "seed", "draw", "selection", "content", "test_fraction")
+# Augmented views too: every row's digest spells out its view's transform, so rows of equal digests are equal.
+SELECTION_KEYS = ("dataset_id", "split", "per_class", "seed", "draw", "selection", "content", "test_fraction",
+                  "augment", "augment_views")
 
 
 def fingerprint(settings: dict) -> str:
