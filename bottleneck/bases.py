@@ -474,10 +474,37 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
         x = layers.Resizing(image_size, image_size, interpolation="bilinear", antialias=False,
                             name="resize_on_device")(ops.cast(x, "float32"))
     x = trunk(_preprocess_layer(spec.preprocessing)(x), training=False)
+    return keras.Model(inputs, pool(x, pooling), name=f"{spec.name}_features")
+
+
+POOLINGS = ("avg", "max", "grid2", "grid3", "none")
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise BaseError(f"unknown pooling {pooling!r}", f"use one of {', '.join(POOLINGS)}")
+
+
+def pool(x, pooling: str):
+    """A feature map (N, H, W, C) pooled: globally (avg, max); per cell of a G x G grid
+    (gridG: the cells' averages, cell by cell, G*G*C features: where a sign's parts are, which
+    a global average forgets); or not at all (none). Built-in layers only, so exports load safely."""
+    from keras import layers
+
+    check_pooling(pooling)
     if pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    elif pooling != "none":
-        raise BaseError(f"unknown pooling {pooling!r}", "use avg, max or none")
-    return keras.Model(inputs, x, name=f"{spec.name}_features")
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if pooling == "none":
+        return x
+    g = int(pooling[4:])
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if h < g or w < g:
+        raise BaseError(f"pooling {pooling} needs a map of at least {g} x {g}; this layer's is {h} x {w}",
+                        "use avg pooling, an earlier --layer or a larger --image-size")
+    rows, cols = np.linspace(0, h, g + 1).round().astype(int), np.linspace(0, w, g + 1).round().astype(int)
+    cells = [layers.GlobalAveragePooling2D(name=f"grid_{i}_{j}")(
+                 layers.Cropping2D(((rows[i], h - rows[i + 1]), (cols[j], w - cols[j + 1])), name=f"cell_{i}_{j}")(x))
+             for i in range(g) for j in range(g)]
+    return layers.Concatenate(name=f"grid{g}_pool")(cells)

@@ -61,7 +61,7 @@ def feature_layers(spec, size: int, weights_path, layer: str | None, pooling: st
     import keras
     from keras import layers
 
-    from .bases import build_trunk, resolve_layer
+    from .bases import build_trunk, pool, resolve_layer
 
     x = inputs
     for step in preprocessing_layers(spec.preprocessing):
@@ -72,11 +72,8 @@ def feature_layers(spec, size: int, weights_path, layer: str | None, pooling: st
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output, name=f"{spec.name}_to_{layer}")
     trunk.trainable = False
     x = trunk(x, training=False)
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return layers.Flatten(name="flatten")(x)
+    x = pool(x, pooling)
+    return layers.Flatten(name="flatten")(x) if pooling == "none" else x
 
 
 # ---------------------------------------------------------------- the head, in built-in layers

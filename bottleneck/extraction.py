@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults, augment
-from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, compute_dtype, estimate_batch_bytes,
+from .bases import (BaseSpec, build_feature_model, check_compute, check_pooling, check_layer, compute_dtype, estimate_batch_bytes,
                     get_base, resolve_image_size, resolve_layer, weights_identity)
 from . import feed
 from .datasets import Dataset, Split, load_dataset
@@ -193,8 +193,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     ``for_test``: they are for test-time averaging (no flip that needs the class)."""
     spec = get_base(base)
     size = resolve_image_size(spec, image_size)
-    if pooling not in ("avg", "max", "none"):
-        raise BottleneckError(f"unknown pooling {pooling!r}", "use avg, max or none")
+    check_pooling(pooling)
     check_layer(spec, size, layer)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
     if test_fraction is not None:

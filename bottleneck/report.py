@@ -166,8 +166,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     tr, te = both(base, plan_kwargs)
     parts = []
     for part in stack:
-        name, layer = stacking.parse(part, tr.spec.name)
-        parts.append(both(name, stacking.part_kwargs(name, layer, tr.spec.name, plan_kwargs)))
+        parts.append(both(*stacking.parse(part, tr.spec.name, plan_kwargs)))
     return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe, tuple(parts))
 
 

@@ -1,6 +1,6 @@
 """Stacked features: the run's pooled features side by side with those of other parts, each
-a depth of the same base (``:stage6``) or another base (``efficientnet_lite2``, or
-``efficientnet_lite2:stage6``).
+a depth of the same base (``:stage6``), another base (``efficientnet_lite2``, or
+``efficientnet_lite2:stage6``), or either pooled another way (``:stage6:grid2``).
 
 Each part is an ordinary extraction with its own cache file, so a part made for one recipe
 or run serves every other that names it, and a stack costs only the parts not cached yet.
@@ -19,26 +19,24 @@ from .errors import BottleneckError, CacheError
 from .extraction import stages_of
 
 
-def parse(part: str, base: str) -> tuple[str, str | None]:
-    """(base, layer or None for its default) of a part: ``:LAYER`` (the run's base at that
-    layer), ``BASE`` or ``BASE:LAYER``."""
-    name, _, layer = part.strip().partition(":")
+def parse(part: str, base: str, plan_kwargs: dict) -> tuple[str, dict]:
+    """(base, plan keywords) of a part, ``[BASE][:LAYER[:POOLING]]``: the run's base when BASE
+    is left out, its default layer when LAYER is (``BASE::grid2``), the run's pooling when
+    POOLING is. The rest is the run's: dataset, draw, crop, views; another base runs at its
+    own native size (an --image-size given is the run's base's)."""
+    name, layer, pooling = (part.strip().split(":") + ["", ""])[:3]
     name = name or base
     get_base(name)  # an unknown base fails here, with the nearest name
-    if not layer and name == base:
-        raise BottleneckError(f"stack part {part!r} is the run's own features", "name a layer (:stage6) or "
-                              "another base (efficientnet_lite2)")
-    return name, layer or None
-
-
-def part_kwargs(name: str, layer: str | None, base: str, plan_kwargs: dict) -> dict:
-    """The plan keywords of a part: the run's, at the part's layer; another base at its own
-    native size (an --image-size given is the run's base's)."""
     kw = {k: v for k, v in plan_kwargs.items() if k != "stack"}
-    kw["layer"] = layer
     if name != base:
         kw.pop("image_size", None)
-    return kw
+        kw["layer"] = None
+    kw["layer"] = layer or kw.get("layer")
+    kw["pooling"] = pooling or kw.get("pooling", "avg")
+    if name == base and kw["layer"] == plan_kwargs.get("layer") and kw["pooling"] == plan_kwargs.get("pooling", "avg"):
+        raise BottleneckError(f"stack part {part!r} is the run's own features",
+                              "name a layer (:stage6), a pooling (::grid2) or another base (efficientnet_lite2)")
+    return name, kw
 
 
 def stacked(main, parts: list):
@@ -58,6 +56,7 @@ def stacked(main, parts: list):
     info.pop("stages", None)
     if stages:
         info["stages"] = json.dumps(stages)
-    settings = {**main.settings, "stack": [f"{fs.settings['base']}:{fs.settings['layer']}" for fs in parts]}
+    settings = {**main.settings, "stack": [":".join(fs.settings[k] for k in ("base", "layer", "pooling"))
+                                           for fs in parts]}
     return dataclasses.replace(main, features=np.hstack([flat(main)] + [flat(fs) for fs in parts]),
                                settings=settings, info=info)

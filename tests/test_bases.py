@@ -62,6 +62,21 @@ def test_pooling_and_layer_choice():
         build_feature_model(spec, 32, None, layer="conv9")
 
 
+def test_grid_pooling_is_the_average_of_each_cell_cell_by_cell():
+    spec = get_base("tiny_cnn")
+    x = np.random.default_rng(0).integers(0, 255, (2, 28, 28, 3)).astype("uint8")  # a 7 x 7 map, cut 4 + 3
+    fmap = build_feature_model(spec, 28, None, pooling="none").predict_on_batch(x)
+    assert fmap.shape[1:3] == (7, 7)
+    grid = build_feature_model(spec, 28, None, pooling="grid2").predict_on_batch(x)
+    cells = [fmap[:, r0:r1, c0:c1].mean(axis=(1, 2)) for r0, r1 in ((0, 4), (4, 7)) for c0, c1 in ((0, 4), (4, 7))]
+    np.testing.assert_allclose(grid, np.concatenate(cells, axis=1), rtol=1e-5, atol=1e-6)
+    assert build_feature_model(spec, 28, None, pooling="grid3").predict_on_batch(x).shape == (2, 9 * 16)
+    with pytest.raises(BaseError, match="at least 3 x 3"):
+        build_feature_model(spec, 8, None, pooling="grid3")  # a 2 x 2 map
+    with pytest.raises(BaseError, match="unknown pooling 'grid'"):
+        build_feature_model(spec, 32, None, pooling="grid")
+
+
 def test_cut_point_names_resolve_to_the_same_cache_settings():
     spec = get_base("vgg16")
     assert bases.resolve_layer(spec, "block4") == bases.resolve_layer(spec, "block4_pool") == "block4_pool"

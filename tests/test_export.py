@@ -50,12 +50,14 @@ print(json.dumps({"bottleneck_imported": any(m == "bottleneck" or m.startswith("
 """
 
 
-@pytest.mark.parametrize("target,head", [("class", "logreg"), ("class", "mlp"), ("attributes", "logreg"),
-                                         ("attributes", "dense"), ("box", "ridge"), ("box", "dense")])
-def test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline(tmp_path, target, head):
+@pytest.mark.parametrize("target,head,pooling", [("class", "logreg", "avg"), ("class", "mlp", "avg"),
+                                                 ("class", "logreg", "grid2"), ("attributes", "logreg", "avg"),
+                                                 ("attributes", "dense", "avg"), ("box", "ridge", "avg"),
+                                                 ("box", "dense", "avg")])
+def test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline(tmp_path, target, head, pooling):
     params = {"epochs": 3} if head in ("dense", "mlp") else None
     meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=tmp_path / "m.keras", data_dir=DATA,
-                  cache_dir=tmp_path / "c", head_params=params, **TINY)
+                  cache_dir=tmp_path / "c", head_params=params, pooling=pooling, **TINY)
     fitted = meta["fitted"]
     kind = fitted.row["task"]
     pipeline = fitted.model.predict(fitted.test.features) if kind == "regression" \

@@ -163,7 +163,7 @@ def test_stacked_parts_are_cached_on_their_own_and_reused(tmp_path):
     kw = dict(cache_dir=tmp_path, weights="random", progress=False, eval_per_class=2)
     alone = train("tiny_cnn", ds, 3, 0, **kw)
     both = train("tiny_cnn", ds, 3, 0, stack=[":conv1"], **kw)
-    assert both["stack"] == "tiny_cnn:conv1" and both["extracted_images"] == alone["n_train"] + alone["n_test"]
+    assert both["stack"] == "tiny_cnn:conv1:avg" and both["extracted_images"] == alone["n_train"] + alone["n_test"]
     part = extract("tiny_cnn", ds, "train", 3, 0, cache_dir=tmp_path, layer="conv1", **TINY)
     assert part.info["extracted"] == 0  # the part is an ordinary cache file: the same as asking for that layer
     main = read_features(tmp_path / alone["train_cache"])
@@ -183,9 +183,19 @@ def test_stacking_refuses_parts_of_other_rows():
 
     def fs(ids, width):
         return FeatureSet(np.ones((len(ids), width), np.float32), np.zeros(len(ids), np.int64), ids, ids, ["a"],
-                          {"base": "b", "layer": "l"}, Path(f"{width}.h5"), {})
+                          {"base": "b", "layer": "l", "pooling": "avg"}, Path(f"{width}.h5"), {})
 
     joined = stacked(fs(["x", "y"], 2), [fs(["x", "y"], 3)])
-    assert joined.features.shape == (2, 5) and joined.settings["stack"] == ["b:l"]
+    assert joined.features.shape == (2, 5) and joined.settings["stack"] == ["b:l:avg"]
     with pytest.raises(CacheError, match="does not hold the rows"):
         stacked(fs(["x", "y"], 2), [fs(["y", "x"], 3)])
+
+
+@pytest.mark.parametrize("setting,says", [({"test_views": 2}, "test-views"), ({"stack": [":conv1"]}, "stack")])
+def test_export_refuses_what_one_exported_model_would_not_reproduce(tmp_path, setting, says):
+    from bottleneck.export import export
+
+    with pytest.raises(BottleneckError, match=says):
+        export("tiny_cnn", "gtsrb", 2, data_dir=DATA, cache_dir=tmp_path / "c", weights="random", progress=False,
+               out=tmp_path / "m.keras", **setting)
+    assert not (tmp_path / "m.keras").exists()
