@@ -19,7 +19,8 @@ CIFAR-10's classes are all the same thing in a mirror; a traffic sign is not: "t
 ahead" mirrored is "turn right ahead" (its label is mapped), "speed limit 30" mirrored is
 no sign at all (never flipped), "yield" mirrored is itself. Test-time views (averaged
 per image) never flip on a dataset whose flips depend on the class: the class is not
-known at test time.
+known at test time. Where any class may be mirrored, test view 1 is the plain mirror image
+(the classic test-time flip), and views 2.. are seeded as in training.
 """
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ class Views:
                 for d, y in zip(image_digests, labels) for j in range(self.count)]
 
     def _view(self, digest: str, j: int, mirrored_as: int | None, label: int) -> str:
+        if self.test and j == 1 and self.flips == "any":  # test time: the mirror image first, whole
+            return "v1:f1:0.0000,0.0000,1.0000,1.0000:r0.00:c1.000,1.000,1.000"
         rng = np.random.default_rng(int(hashlib.sha256(f"{digest}/{j}/{AUGMENT_VERSION}".encode()).hexdigest()[:16],
                                         16))
         area, ratio = rng.uniform(*AREA), np.exp(rng.uniform(*np.log(RATIO)))

@@ -477,12 +477,12 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
     return keras.Model(inputs, pool(x, pooling), name=f"{spec.name}_features")
 
 
-POOLINGS = ("avg", "max", "grid2", "grid3", "none")
+POOLINGS = ("avg", "max", "none") + tuple(f"grid{g}" for g in range(2, 9))
 
 
 def check_pooling(pooling: str) -> None:
     if pooling not in POOLINGS:
-        raise BaseError(f"unknown pooling {pooling!r}", f"use one of {', '.join(POOLINGS)}")
+        raise BaseError(f"unknown pooling {pooling!r}", "use avg, max, none or grid2 ... grid8")
 
 
 def pool(x, pooling: str):

@@ -106,7 +106,7 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--profile", action="store_true",
                    help="print where extraction time went: decode, resize, waiting for the feed, model, write")
     g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")
-    g.add_argument("--pooling", choices=["avg", "max", "grid2", "grid3", "none"], default="avg",
+    g.add_argument("--pooling", default="avg", metavar="avg|max|gridG|none",
                    help="how the feature map becomes a vector: its average (default) or maximum; gridG: the "
                         "averages of a G x G grid of cells, side by side (G*G times the features; keeps where "
                         "things are); none: the whole map")
