@@ -344,8 +344,9 @@ def cmd_bases(a) -> int:
 def cmd_recipes(a) -> int:
     from .recipes import RECIPES
 
+    width = max(len(name) for name in RECIPES)
     for r in RECIPES.values():
-        print(f"{r.name:6s} {r.description}")
+        print(f"{r.name:{width}s}  {r.description}")
     return 0
 
 

@@ -331,9 +331,11 @@ class LogRegHead(_Head):
     for one label; for multi-label, one binary model per independent label and one
     multinomial model per exclusive group."""
 
-    def __init__(self, C: float | str = 1.0, max_iter: int = 1000, seed: int = 0, task=None):
+    def __init__(self, C: float | str = 1.0, max_iter: int = 1000, cv_folds: int = C_SEARCH_FOLDS, seed: int = 0,
+                 task=None):
         self.C = C
         self.max_iter = max_iter
+        self.cv_folds = cv_folds
         self.seed = seed
         self.task = task
 
@@ -344,6 +346,7 @@ class LogRegHead(_Head):
             raise InvalidParameter("C='cv' (a search by cross-validation) is for one class per image",
                                    "pass a number for C with this target")
         _check(self, "max_iter", numbers.Integral, 1)
+        _check(self, "cv_folds", numbers.Integral, 2)
         _check(self, "seed", numbers.Integral)
 
     def _model(self, C: float | None = None):
@@ -357,7 +360,7 @@ class LogRegHead(_Head):
         from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
         from sklearn.pipeline import make_pipeline
 
-        folds = min(C_SEARCH_FOLDS, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
+        folds = min(self.cv_folds, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
         if folds < 2:
             raise InvalidParameter("C='cv' needs at least 2 training images of every class", "pass a number for C")
         if groups is not None and len(set(groups)) < len(groups):

@@ -1,7 +1,7 @@
 """Named recipes: bundles of the settings that change what a run scores, asked for by name.
 
 ``plain`` is the classic lab's recipe. Each other recipe names the levers it pulls (a crop
-before resizing, a head-parameter search); each lever is an ordinary, recorded setting, so a
+before resizing, a head-parameter search, augmented views, stacked features); each lever is an ordinary, recorded setting, so a
 recipe's rows are fingerprinted like any other run, and ``compare --recipes plain,best``
 shows what a recipe buys against the plain one in one table (rows carry ``recipe``).
 """
@@ -30,8 +30,18 @@ RECIPES = {r.name: r for r in (
                    "the same as plain on datasets without boxes", crop=0.1),
     Recipe("tuned", "logreg's C chosen by 5-fold cross-validation on the training draw only (whole groups, "
                     "e.g. GTSRB's tracks, per fold; seeded)", head_params=(("C", "cv"),)),
-    Recipe("best", "crop (where there are boxes) and tuned together: the best measured on CIFAR-10 and GTSRB "
-                   "(README, Accuracy)", crop=0.1, head_params=(("C", "cv"),)),
+    Recipe("views", "4 views of each training image (itself and 3 seeded crops, mirror images where the class "
+                    "allows, colour changes), each a cached row; each test image scored on the mean of 2 views "
+                    "(itself and its mirror image where any class may be mirrored, else a seeded crop)",
+           views=4, test_views=2),
+    Recipe("spatial", "the base's stage-5 map (stride 16) pooled per cell of a 4 x 4 grid, beside its pooled "
+                      "features: where a sign's parts are, which one global average forgets", stack=(":stage5:grid4",)),
+    Recipe("wide", "efficientnet_lite2's pooled features beside the base's (another base, at its own size)",
+           stack=("efficientnet_lite2",)),
+    Recipe("best", "crop (where there are boxes), spatial and wide together, logreg's C by 3-fold "
+                   "cross-validation on the training draw: the best measured on CIFAR-10 and GTSRB "
+                   "(README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
+           stack=(":stage5:grid4", "efficientnet_lite2")),
 )}
 
 

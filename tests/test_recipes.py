@@ -114,7 +114,17 @@ def test_logreg_C_search_is_for_one_label_per_image():
         LogRegHead(C="cv", task=MultiLabel(("a", "b"))).fit(np.zeros((4, 2)), np.array([[0, 1], [1, 0]] * 2))
 
 
-def test_compare_recipes_side_by_side(tmp_path, capsys):
+@pytest.fixture
+def tiny_best(monkeypatch):
+    """best as it is, with parts tiny_cnn has (a stage-5 map and efficientnet_lite2 would be slow here)."""
+    import dataclasses
+
+    from bottleneck import recipes
+
+    monkeypatch.setitem(recipes.RECIPES, "best", dataclasses.replace(recipes.RECIPES["best"], stack=(":conv1:grid2",)))
+
+
+def test_compare_recipes_side_by_side(tmp_path, capsys, tiny_best):
     from bottleneck.cli import main
 
     args = ["compare", "--bases", "tiny_cnn", "--weights", "random", "--datasets", "gtsrb", "--per-class", "3",
@@ -128,12 +138,13 @@ def test_compare_recipes_side_by_side(tmp_path, capsys):
     assert rows["plain"]["crop"] is None and "chosen_C" not in rows["plain"]
     assert rows["best"]["crop"] == "box + 0.1 margin" and rows["best"]["chosen_C"] > 0
     assert rows["best"]["train_cache"] != rows["plain"]["train_cache"]
+    assert rows["best"]["stack"] == "tiny_cnn:conv1:grid2" and rows["plain"]["stack"] is None
     assert main(["recipes"]) == 0
     listed = capsys.readouterr().out
-    assert all(name in listed for name in ("plain", "crop", "tuned", "best"))
+    assert all(name in listed for name in ("plain", "crop", "tuned", "views", "spatial", "wide", "best"))
 
 
-def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar):
+def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best):
     from bottleneck.report import plan_run
 
     ds = load_dataset("gtsrb", DATA)
@@ -146,7 +157,10 @@ def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar):
     with pytest.raises(BottleneckError, match="unknown recipe 'bset' \\(did you mean 'best'"):
         plan_run("tiny_cnn", ds, 2, 0, recipe="bset", cache_dir=tmp_path, weights="random")
     run = plan_run("tiny_cnn", f"folder:{small_cifar}", 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
-    assert "crop" not in run.train.settings and run.head_params == {"C": "cv"}  # no boxes here: no crop
+    assert "crop" not in run.train.settings and run.head_params == {"C": "cv", "cv_folds": 3}  # no boxes: no crop
+    assert [tr.settings["layer"] for tr, _ in run.parts] == ["conv1"]
+    with pytest.raises(BottleneckError, match="sets --stack, and it was given too"):
+        plan_run("tiny_cnn", ds, 2, 0, recipe="best", stack=[":conv1"], cache_dir=tmp_path, weights="random")
 
 
 def test_table_rows_are_recipes_and_runs_made_differently_stay_apart():
