@@ -454,8 +454,14 @@ def cmd_train(a) -> int:
               f"{row['train_seconds']:.1f}s, {row['epochs_run']} epochs; maps cached: "
               f"{row['cache_bytes'] / 2**20:.0f} MB)" + (f"; results in {a.out}/" if a.out else ""))
         return 0
-    print(f"{row['base']} on {row['dataset']}{target}{held}, {row['n_train']} training images "
-          f"({_per_class_text(row)}), {row['head']} head: {_scores_text(row)} on {row['n_test']} test images "
+    views = row.get("views") or 1
+    images = (f"{row['n_train'] // views} training images x {views} views" if views > 1
+              else f"{row['n_train']} training images")
+    stack = f" + {row['stack']}" if row.get("stack") else ""
+    test_views = f" (mean of {row['test_views']} views each)" if (row.get("test_views") or 1) > 1 else ""
+    print(f"{row['base']}{stack} on {row['dataset']}{target}{held}, {images} "
+          f"({_per_class_text(row)}), {row['head']} head: {_scores_text(row)} on {row['n_test']} test images"
+          f"{test_views} "
           f"(head trained in {row['train_seconds']:.1f}s)" + (f"; results in {a.out}/" if a.out else ""))
     return 0
 

@@ -36,12 +36,12 @@ RECIPES = {r.name: r for r in (
            views=4, test_views=2),
     Recipe("spatial", "the base's stage-5 map (stride 16) pooled per cell of a 4 x 4 grid, beside its pooled "
                       "features: where a sign's parts are, which one global average forgets", stack=(":stage5:grid4",)),
-    Recipe("wide", "efficientnet_lite2's pooled features beside the base's (another base, at its own size)",
-           stack=("efficientnet_lite2",)),
+    Recipe("wide", "efficientnet_lite1's and efficientnet_lite2's pooled features beside the base's (other "
+                   "bases, each at its own size)", stack=("efficientnet_lite1", "efficientnet_lite2")),
     Recipe("best", "crop (where there are boxes), spatial and wide together, logreg's C by 3-fold "
                    "cross-validation on the training draw: the best measured on CIFAR-10 and GTSRB "
                    "(README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
-           stack=(":stage5:grid4", "efficientnet_lite2")),
+           stack=(":stage5:grid4", "efficientnet_lite1", "efficientnet_lite2")),
 )}
 
 
