@@ -578,6 +578,11 @@ def cmd_export_lab(a) -> int:
 
     _no_profile(a, "export-lab")
     kw = _extract_kwargs(a)
+    given = [opt for key, opt in (("views", "--views"), ("test_views", "--test-views"), ("stack", "--stack"))
+             if kw.get(key)]
+    if given:
+        raise BottleneckError(f"export-lab writes the lab's pickles, one row of one base's features per image; "
+                              f"{', '.join(given)} would make other files", f"drop {', '.join(given)}")
     tr = extract(a.base, a.dataset, "train", a.per_class, a.seed, **kw)
     te = extract(a.base, a.dataset, "test", None, 0, **kw)
     for path in export_lab_pickles(tr, te, a.out, a.network):

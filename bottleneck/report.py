@@ -128,9 +128,11 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
         from .segmentation import plan_segmentation
 
         if (plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32"
-                or plan_kwargs.pop("crop", None) is not None):
-            raise BottleneckError("--resize device, --compute and --crop are for pooled features, not segmentation's "
-                                  "maps", "drop them")
+                or plan_kwargs.pop("crop", None) is not None or (plan_kwargs.pop("views", None) or 1) > 1
+                or (plan_kwargs.pop("test_views", None) or 1) > 1 or plan_kwargs.pop("stack", None)):
+            raise BottleneckError("--resize device, --compute, --crop, --views, --test-views and --stack are for "
+                                  "pooled features, not segmentation's maps (--no-flips sets its mirror images)",
+                                  "drop them")
         if holdout_classes or loss or eval_per_class:
             raise BottleneckError("--holdout-classes, --loss and --eval-per-class are not for segmentation",
                                   "drop them: the decoder trains on every pixel and scores every test frame")

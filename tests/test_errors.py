@@ -228,7 +228,8 @@ def test_finetune_refuses_options_it_does_not_use(capsys, small_cifar, tmp_path)
 
 
 @pytest.mark.parametrize("option", [["--crop", "0.1"], ["--resize", "device"], ["--compute", "bfloat16"],
-                                    ["--feed", "processes"], ["--workers", "2"], ["--profile"]])
+                                    ["--feed", "processes"], ["--workers", "2"], ["--profile"], ["--views", "4"],
+                                    ["--test-views", "2"], ["--stack", ":conv1"]])
 def test_finetune_refuses_the_extraction_only_options(capsys, small_cifar, tmp_path, option):
     code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset",
                        f"folder:{small_cifar}", *option, "--cache-dir", str(tmp_path), "--quiet")
@@ -241,6 +242,23 @@ def test_profile_is_refused_where_nothing_would_print_it(capsys, small_cifar, tm
                        f"folder:{small_cifar}", "--profile", "--cache-dir", str(tmp_path), "--out",
                        str(tmp_path / "o"), "--quiet")
     _clear(code, err, f"{command} does not take --profile")
+
+
+@pytest.mark.parametrize("command,option,says", [
+    ("export-lab", ["--views", "4"], "export-lab writes the lab's pickles"),
+    ("export-lab", ["--stack", ":conv1"], "export-lab writes the lab's pickles"),
+    ("extract", ["--test-views", "2"], "--test-views is for train and compare"),
+    ("extract", ["--stack", ":conv1"], "--stack is for train and compare"),
+    ("train", ["--views", "2", "--target", "segmentation"], "are for pooled features, not segmentation's maps"),
+    ("train", ["--pooling", "grid9"], "unknown pooling 'grid9'")])
+def test_view_and_stack_options_are_refused_where_they_would_do_nothing_or_harm(capsys, small_cifar, tmp_path, command,
+                                                                                  option, says):
+    dataset = ["--dataset", "camvid"] if "segmentation" in option else ["--dataset", f"folder:{small_cifar}"]
+    code, _, err = run(capsys, command, "--base", "tiny_cnn", "--weights", "random", *dataset, *option,
+                       "--cache-dir", str(tmp_path), *(["--out", str(tmp_path / "o")] if command == "export-lab"
+                                                       else []), "--quiet")
+    _clear(code, err, says)
+    assert not list(tmp_path.glob("*.h5"))  # refused before any extraction
 
 
 def test_train_on_given_feature_files_refuses_extraction_settings(capsys, tmp_path):
