@@ -67,7 +67,7 @@ def apply(name: str, has_boxes: bool, head: str, plan_kwargs: dict, head_params:
     for key in ("views", "test_views", "stack"):
         value = getattr(recipe, key)
         if value:
-            if plan_kwargs.get(key) not in (None, 1, ()):
+            if plan_kwargs.get(key) and plan_kwargs.get(key) != 1:
                 raise BottleneckError(f"recipe {name} sets --{key.replace('_', '-')}, and it was given too",
                                       "drop one of them")
             plan_kwargs[key] = value

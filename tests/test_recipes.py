@@ -159,6 +159,11 @@ def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best
     run = plan_run("tiny_cnn", f"folder:{small_cifar}", 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
     assert "crop" not in run.train.settings and run.head_params == {"C": "cv", "cv_folds": 3}  # no boxes: no crop
     assert [tr.settings["layer"] for tr, _ in run.parts] == ["conv1"]
+    views = plan_run("tiny_cnn", ds, 2, 0, recipe="views", cache_dir=tmp_path, weights="random")
+    assert views.train.settings["augment_views"] == 4 and views.test.settings["augment_views"] == 2
+    assert "no flip" in views.test.settings["augment"] and "flip (signs)" in views.train.settings["augment"]
+    with pytest.raises(BottleneckError, match="sets --views, and it was given too"):
+        plan_run("tiny_cnn", ds, 2, 0, recipe="views", views=8, cache_dir=tmp_path, weights="random")
     with pytest.raises(BottleneckError, match="sets --stack, and it was given too"):
         plan_run("tiny_cnn", ds, 2, 0, recipe="best", stack=[":conv1"], cache_dir=tmp_path, weights="random")
 
