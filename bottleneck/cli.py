@@ -501,6 +501,8 @@ def cmd_compare(a) -> int:
     print(f"\n{len(rows)} runs; extracted {extracted} images this time"
           + (" (everything came from the feature cache)" if not extracted else "")
           + (f"; {reused} runs were finished already and reused from {a.out}/" if reused else ""))
+    if len(set(a.recipes)) > 1:
+        print(recipe_costs(rows))
     if a.out:
         from .results import ResultsDir
 
@@ -508,6 +510,20 @@ def cmd_compare(a) -> int:
         print(f"results in {a.out}/" + (f" (it holds {held} runs: {held - len(rows)} more from earlier runs with "
                                         "other settings, kept and listed in its tables)" if held > len(rows) else ""))
     return 0
+
+
+def recipe_costs(rows: list[dict]) -> str:
+    """What each recipe cost in this command: images run through a base, extraction and head
+    seconds (a cache file two recipes share is counted for the first that made it)."""
+    lines = []
+    for name in dict.fromkeys(r.get("recipe") for r in rows):
+        mine = [r for r in rows if r.get("recipe") == name and not r.get("reused_row")]
+        images = sum(r.get("extracted_images", 0) for r in mine)
+        extract = sum(r.get("extract_seconds", 0) for r in mine)
+        heads = sum(r.get("train_seconds", 0) for r in mine)
+        lines.append(f"recipe {name}: {images} images run through the bases in {extract:.0f} s, heads trained in "
+                     f"{heads:.0f} s ({len(mine)} runs this time)")
+    return "\n".join(lines)
 
 
 def cmd_info(a) -> int:

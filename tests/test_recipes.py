@@ -132,6 +132,7 @@ def test_compare_recipes_side_by_side(tmp_path, capsys, tiny_best):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "recipe=plain" in out and "recipe=best" in out  # two rows, never averaged together
+    assert "recipe plain: " in out and "recipe best: " in out and "images run through the bases in" in out
     import json
 
     rows = {r["recipe"]: r for r in json.loads((tmp_path / "r" / "results.json").read_text())}
