@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
+from bottleneck import cluster
 from bottleneck.errors import BottleneckError, WeightsError
 from bottleneck.extraction import RunOptions, extract
 from bottleneck.store import read_features
@@ -54,10 +55,15 @@ def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, 
     monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
     kw = dict(weights="random", progress=False, batch_size=4)
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
-    far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
-                  workers=2, **kw)
+    views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "v", views=2, **kw)
+    with cluster.session(None):  # one instance for both extractions
+        far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
+                      workers=2, **kw)
+        far_views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "w",
+                            engine="ray", workers=2, views=2, **kw)
     assert far.path.name == local.path.name and far.settings == local.settings  # the engine is not in the fingerprint
     assert np.array_equal(far.features, local.features) and far.source_ids == local.source_ids
+    assert far_views.path.name == views.path.name and np.array_equal(far_views.features, views.features)
     said = {"whole": "ray x 2", "split": "ray: 2 decoders + 1 model actors"}[layout]
     assert far.info["extracted"] == 40 and read_features(far.path).info["feed"] == said
     assert not ray.is_initialized(), "the local Ray instance started for the run must be stopped after it"

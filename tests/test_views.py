@@ -209,3 +209,13 @@ def test_the_first_test_view_is_the_mirror_image_where_any_class_may_be_mirrored
     image = Image.fromarray(np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3))
     np.testing.assert_array_equal(np.asarray(augment.apply(image, augment.split_digest(digests[1])[1])),
                                   np.asarray(image)[:, ::-1])
+
+
+def test_views_made_in_worker_processes_are_the_threads_views_bit_for_bit(tmp_path):
+    ds = load_dataset("gtsrb", DATA)
+    a = extract("tiny_cnn", ds, "train", 2, 0, cache_dir=tmp_path / "a", views=3, crop=0.1, feed="threads", **TINY)
+    b = extract("tiny_cnn", ds, "train", 2, 0, cache_dir=tmp_path / "b", views=3, crop=0.1, feed="processes",
+                workers=2, **TINY)
+    assert b.info["feed"] == "processes x 2" and a.digests == b.digests
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.labels, b.labels)
