@@ -123,7 +123,8 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
         if tgt.task.kind == "segmentation":
             raise BottleneckError("recipes are for pooled features, not segmentation", "drop --recipe(s)")
         plan_kwargs, head_params = recipes.apply(recipe, "box" in ds.targets, head or tgt.task.default_head,
-                                                 plan_kwargs, head_params or {})
+                                                 plan_kwargs, head_params or {},
+                                                 mirrors=augment.FLIPS.get(canonical_dataset(ds.name)) == "any")
     if tgt.task.kind == "segmentation":
         from .segmentation import plan_segmentation
 

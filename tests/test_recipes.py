@@ -160,6 +160,12 @@ def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best
     run = plan_run("tiny_cnn", f"folder:{small_cifar}", 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
     assert "crop" not in run.train.settings and run.head_params == {"C": "cv", "cv_folds": 3}  # no boxes: no crop
     assert [tr.settings["layer"] for tr, _ in run.parts] == ["conv1"]
+    mirrored = plan_run("tiny_cnn", load_dataset("cifar10", DATA), 2, 0, recipe="best", cache_dir=tmp_path,
+                        weights="random")
+    assert mirrored.test.settings["augment_views"] == 2 and "flip (any)" in mirrored.test.settings["augment"]
+    assert "augment" not in mirrored.train.settings  # the mirror image at test time only
+    signs = plan_run("tiny_cnn", ds, 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
+    assert "augment" not in signs.test.settings  # a sign's mirror image may be another sign: never at test time
     views = plan_run("tiny_cnn", ds, 2, 0, recipe="views", cache_dir=tmp_path, weights="random")
     assert views.train.settings["augment_views"] == 4 and views.test.settings["augment_views"] == 2
     assert "no flip" in views.test.settings["augment"] and "flip (signs)" in views.train.settings["augment"]
