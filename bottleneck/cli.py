@@ -88,8 +88,9 @@ def _common() -> argparse.ArgumentParser:
                    help="score each test image on the mean features of K views of it (never a flip that needs the "
                         "class); train and compare")
     g.add_argument("--stack", type=_list_of(str), metavar="PART,...",
-                   help="train on these features too, side by side with the base's: :LAYER (the base at another "
-                        "depth), BASE or BASE:LAYER; each part is cached on its own (train and compare)")
+                   help="train on these features too, side by side with the base's: [BASE][:LAYER[:POOLING]], "
+                        "e.g. :stage5:grid4 (the base's stage-5 map, grid-pooled) or efficientnet_lite2; each part "
+                        "is cached on its own (train and compare)")
     g.add_argument("--compute", choices=["float32", "bfloat16"], default="float32",
                    help="the base's compute dtype (bfloat16: mixed precision, for GPUs; a recorded setting)")
     g.add_argument("--feed", choices=["auto", "threads", "processes"], default="auto",
