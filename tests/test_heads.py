@@ -99,7 +99,7 @@ def test_parameters_are_validated_like_scikit_learn(name, param, value, message)
 def test_unknown_parameter_names_the_valid_ones():
     with pytest.raises(ValueError, match="the logreg head has no parameter 'epochs'") as e:
         make_head("logreg", epochs=5)
-    assert "C, max_iter, seed" in e.value.todo
+    assert "C, max_iter, cv_folds, seed" in e.value.todo
 
 
 @pytest.mark.parametrize("name", SINGLE)
