@@ -23,6 +23,11 @@ class Recipe:
     stack: tuple = ()  # parts stacked beside the base's features (stacking.py), e.g. (":stage6",)
     test_mirror: bool = False  # score each test image with its mirror image, where every class is itself in one
 
+    @property
+    def features_levers(self) -> bool:
+        """Whether it changes the features (not only the head)."""
+        return bool(self.crop is not None or self.views or self.test_views or self.stack or self.test_mirror)
+
 
 RECIPES = {r.name: r for r in (
     Recipe("plain", "the whole image resized to the base's size; the target's default head as it is "
@@ -39,10 +44,10 @@ RECIPES = {r.name: r for r in (
                       "features: where a sign's parts are, which one global average forgets", stack=(":stage5:grid4",)),
     Recipe("wide", "efficientnet_lite1's and efficientnet_lite2's pooled features beside the base's (other "
                    "bases, each at its own size)", stack=("efficientnet_lite1", "efficientnet_lite2")),
-    Recipe("best", "crop (where there are boxes), spatial and wide together; each test image scored with its "
-                   "mirror image where every class is itself in a mirror (CIFAR-10, not signs); logreg's C by "
-                   "3-fold cross-validation on the training draw: the best measured on CIFAR-10 and GTSRB "
-                   "(README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
+    Recipe("best", "crop (where there are boxes), spatial and wide together; for one class per image, each test "
+                   "image scored with its mirror image where every class is itself in a mirror (CIFAR-10, not "
+                   "signs) and logreg's C by 3-fold cross-validation on the training draw: the best measured on "
+                   "CIFAR-10 and GTSRB (README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
            stack=(":stage5:grid4", "efficientnet_lite1", "efficientnet_lite2"), test_mirror=True),
 )}
 
@@ -55,15 +60,18 @@ def get_recipe(name: str) -> Recipe:
 
 
 def apply(name: str, has_boxes: bool, head: str, plan_kwargs: dict, head_params: dict,
-          mirrors: bool = False) -> tuple[dict, dict]:
+          mirrors: bool = False, single_label: bool = True) -> tuple[dict, dict]:
     """The plan keywords and head parameters of a run made with recipe ``name`` and ``head``
     on a dataset that gives boxes or not, and whose classes are all themselves in a mirror
-    (``mirrors``) or not. A setting given explicitly as well is an error, never silently
-    overridden either way."""
+    (``mirrors``) or not, for a target of one class per image or another (``single_label``:
+    the C search and the test mirror are for one class; the rest of a recipe serves every
+    target). A setting given explicitly as well is an error, never silently overridden."""
     recipe = get_recipe(name)
     plan_kwargs, head_params = dict(plan_kwargs), dict(head_params)
-    if recipe.test_mirror and mirrors:  # test view 1 is the mirror image there (augment.Views)
+    if recipe.test_mirror and mirrors and single_label:  # test view 1 is the mirror image there (augment.Views)
         recipe = dataclasses.replace(recipe, test_views=2)
+    if not single_label and recipe.head_params and recipe.features_levers:
+        recipe = dataclasses.replace(recipe, head_params=())  # its C search is one class's; its features serve all
     if recipe.head_params and head != "logreg":
         raise BottleneckError(f"recipe {name} tunes the logreg head; this run's head is {head}",
                               "use --head logreg with this recipe, or the crop/plain recipes")

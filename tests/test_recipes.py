@@ -166,6 +166,9 @@ def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best
     assert "augment" not in mirrored.train.settings  # the mirror image at test time only
     signs = plan_run("tiny_cnn", ds, 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
     assert "augment" not in signs.test.settings  # a sign's mirror image may be another sign: never at test time
+    attributes = plan_run("tiny_cnn", ds, 2, 0, recipe="best", target="attributes", cache_dir=tmp_path,
+                          weights="random")  # best serves a multi-label target too: crop and stack, default C
+    assert attributes.head_params == {} and attributes.train.settings["crop"] and len(attributes.parts) == 1
     views = plan_run("tiny_cnn", ds, 2, 0, recipe="views", cache_dir=tmp_path, weights="random")
     assert views.train.settings["augment_views"] == 4 and views.test.settings["augment_views"] == 2
     assert "no flip" in views.test.settings["augment"] and "flip (signs)" in views.train.settings["augment"]
