@@ -106,6 +106,11 @@ def views_for(dataset_name: str, count: int, test: bool = False) -> Views:
     return Views(count, FLIPS.get(dataset_name, "none"), ROTATE.get(dataset_name, 0.0), test)
 
 
+def mirrors_every_class(dataset_name: str) -> bool:
+    """Whether every class of the dataset is itself in a mirror (so test view 1 is the mirror image)."""
+    return FLIPS.get(dataset_name) == "any"
+
+
 def split_digest(digest: str) -> tuple[str, str | None]:
     """(the image's own digest, the view's transform or None for view 0)."""
     image, _, view = digest.partition("|")

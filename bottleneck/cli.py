@@ -432,8 +432,8 @@ def cmd_train(a) -> int:
                 or a.resize != "host" or a.compute != "float32" or a.views != 1 or a.test_views != 1
                 or a.stack):
             raise BottleneckError("--features files are trained on the class labels they hold, as they were made",
-                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute/--views/--stack, or "
-                                  "train from --base and --dataset")
+                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute/"
+                                  "--views/--stack, or train from --base and --dataset")
         row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
                                 a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
     elif not (a.base and a.dataset):

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _faults, augment
-from .bases import (BaseSpec, build_feature_model, check_compute, check_pooling, check_layer, compute_dtype, estimate_batch_bytes,
-                    get_base, resolve_image_size, resolve_layer, weights_identity)
+from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, check_pooling, compute_dtype,
+                    estimate_batch_bytes, get_base, resolve_image_size, resolve_layer, weights_identity)
 from . import feed
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError

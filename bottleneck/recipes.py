@@ -1,9 +1,10 @@
 """Named recipes: bundles of the settings that change what a run scores, asked for by name.
 
 ``plain`` is the classic lab's recipe. Each other recipe names the levers it pulls (a crop
-before resizing, a head-parameter search, augmented views, stacked features); each lever is an ordinary, recorded setting, so a
-recipe's rows are fingerprinted like any other run, and ``compare --recipes plain,best``
-shows what a recipe buys against the plain one in one table (rows carry ``recipe``).
+before resizing, a head-parameter search, augmented views, stacked features); each lever is
+an ordinary, recorded setting, so a recipe's rows are fingerprinted like any other run, and
+``compare --recipes plain,best`` shows what a recipe buys against the plain one in one table
+(rows carry ``recipe``).
 """
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
             raise BottleneckError("recipes are for pooled features, not segmentation", "drop --recipe(s)")
         plan_kwargs, head_params = recipes.apply(recipe, "box" in ds.targets, head or tgt.task.default_head,
                                                  plan_kwargs, head_params or {},
-                                                 mirrors=augment.FLIPS.get(canonical_dataset(ds.name)) == "any",
+                                                 mirrors=augment.mirrors_every_class(canonical_dataset(ds.name)),
                                                  single_label=tgt.task.kind == "single_label")
     if tgt.task.kind == "segmentation":
         from .segmentation import plan_segmentation

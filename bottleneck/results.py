@@ -28,7 +28,8 @@ VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resiz
            "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss", "holdout_classes")
 
 
-RECIPE_SET = ("crop", "views", "test_views", "stack", "head_params")  # settings a named recipe fixes (bottleneck.recipes)
+# Settings a named recipe fixes (bottleneck.recipes).
+RECIPE_SET = ("crop", "views", "test_views", "stack", "head_params")
 
 
 def _atomic_write(path: Path, text: str) -> None:

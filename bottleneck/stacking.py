@@ -21,18 +21,17 @@ from .extraction import stages_of
 
 def parse(part: str, base: str, plan_kwargs: dict) -> tuple[str, dict]:
     """(base, plan keywords) of a part, ``[BASE][:LAYER[:POOLING]]``: the run's base when BASE
-    is left out, its default layer when LAYER is (``BASE::grid2``), the run's pooling when
-    POOLING is. The rest is the run's: dataset, draw, crop, views; another base runs at its
-    own native size (an --image-size given is the run's base's)."""
+    is left out; when LAYER is, the run's layer for the run's base and its default layer for
+    another (``BASE::grid2``); the run's pooling when POOLING is. The rest is the run's:
+    dataset, draw, crop, views; another base runs at its own native size (an --image-size
+    given is the run's base's)."""
     name, layer, pooling = (part.strip().split(":") + ["", ""])[:3]
     name = name or base
     get_base(name)  # an unknown base fails here, with the nearest name
-    kw = {k: v for k, v in plan_kwargs.items() if k != "stack"}
-    if name != base:
-        kw.pop("image_size", None)
-        kw["layer"] = None
-    kw["layer"] = layer or kw.get("layer")
-    kw["pooling"] = pooling or kw.get("pooling", "avg")
+    dropped = {"stack"} | ({"image_size"} if name != base else set())
+    kw = {k: v for k, v in plan_kwargs.items() if k not in dropped}
+    kw["layer"] = layer or (plan_kwargs.get("layer") if name == base else None)
+    kw["pooling"] = pooling or plan_kwargs.get("pooling", "avg")
     if name == base and kw["layer"] == plan_kwargs.get("layer") and kw["pooling"] == plan_kwargs.get("pooling", "avg"):
         raise BottleneckError(f"stack part {part!r} is the run's own features",
                               "name a layer (:stage6), a pooling (::grid2) or another base (efficientnet_lite2)")
