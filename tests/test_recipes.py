@@ -195,3 +195,20 @@ def test_table_rows_are_recipes_and_runs_made_differently_stay_apart():
     rows.append(row("plain", "gtsrb", None, 0.5, 2, 0.9))  # a plain run with another C: never averaged in
     table = markdown_table(rows)
     assert "0.9" in table and "C=0.5" in table
+
+
+def test_logreg_C_search_takes_its_number_of_folds(monkeypatch):
+    import sklearn.model_selection as ms
+
+    from bottleneck.heads import InvalidParameter, LogRegHead
+
+    used = []
+    real = ms.cross_val_score
+    monkeypatch.setattr(ms, "cross_val_score", lambda est, X, y, groups=None, cv=None, **kw: (
+        used.append(cv.get_n_splits()), real(est, X, y, groups=groups, cv=cv, **kw))[1])
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 3)), np.repeat([0, 1], 20)
+    LogRegHead(C="cv", cv_folds=3).fit(X, y)
+    assert set(used) == {3}
+    with pytest.raises(InvalidParameter, match="cv_folds"):
+        LogRegHead(C="cv", cv_folds=1).fit(X, y)

@@ -220,3 +220,14 @@ def test_views_made_in_worker_processes_are_the_threads_views_bit_for_bit(tmp_pa
     assert b.info["feed"] == "processes x 2" and a.digests == b.digests
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_train_says_images_times_views_the_stack_and_the_test_views(tmp_path, capsys):
+    from bottleneck.cli import main
+
+    assert main(["train", "--base", "tiny_cnn", "--weights", "random", "--dataset", "cifar10", "--data-dir", str(DATA),
+                 "--per-class", "2", "--eval-per-class", "2", "--views", "3", "--test-views", "2", "--stack", "::max",
+                 "--cache-dir", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_cnn + tiny_cnn:conv2:max on cifar10, 20 training images x 3 views (2 per class)" in out
+    assert "on 20 test images (mean of 2 views each)" in out
