@@ -473,7 +473,8 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     batch_size = max(1, min(options.batch_size, n))
     n_chunks = max(1, -(-n // batch_size))
     # The batch size fixes chunk boundaries, so a resumed run computes every chunk as an uninterrupted one would.
-    partial = PartialRun(p.path, {"settings": p.settings, "batch_size": batch_size, "n": n})
+    partial = PartialRun(p.path, {"settings": p.settings, "batch_size": batch_size, "n": n}, recipe.dtypes,
+                         recipe.per_row_chunks, n)
     done = partial.open()
     _faults.checkpoint("start")
     todo = [k for k in range(n_chunks) if k not in done]
@@ -529,7 +530,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                                 chunk[name] = np.empty((len(rows),) + value.shape, value.dtype)
                             chunk[name][j] = value
                         reused += 1
-                writes.append(writer.submit(partial.write_chunk, job.k, chunk, valid))
+                writes.append(writer.submit(partial.add, job.k, chunk, valid))
                 drain(keep=2)
                 while writes and writes[0].done():
                     writes.popleft().result()  # surfaces write errors promptly
@@ -540,13 +541,18 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                     _faults.checkpoint("after-chunk", job.k)
             drain()
     except KeyboardInterrupt:
+        partial.abandon()  # the file being assembled; the chunks written stay, to resume from
         raise Interrupted(rows_done, n, p.path) from None
     except cf.process.BrokenProcessPool:
+        partial.abandon()
         raise BottleneckError(f"a feed worker process died after {rows_done} of {n} images of {p.path.name} "
                               "(killed, out of memory, or it failed to start)",
                               "run the same command again (it resumes), with fewer --workers or --feed threads; "
                               "from a Python script, put the calls under `if __name__ == \"__main__\":` (worker "
                               "processes import the script, as with any multiprocessing)") from None
+    except BaseException:
+        partial.abandon()
+        raise
     finally:
         bar.close()
     t_finish = time.perf_counter()
@@ -558,7 +564,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     index = [i for i, _ in rows_of]
     labels = np.array([augment.label_of(d, int(y)) for d, y in zip(p.digests, s.labels[index])], np.int64)
     skipped = partial.finish(n_chunks, p.settings, p.ids, labels, [s.groups[i] for i in index],
-                             p.dataset.class_names, p.digests, info, recipe.dtypes, recipe.per_row_chunks)
+                             p.dataset.class_names, p.digests, info)
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
     # Not hashed again: ``finish`` hashed these bytes as it wrote them (every later open verifies).

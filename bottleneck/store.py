@@ -4,8 +4,9 @@ A file's name carries a fingerprint of every setting that shapes its features
 (the images' content, split, base, weights, layer, pooling, image size, resize,
 preprocessing, sample selection); its attributes record them readably. Files are
 complete or absent: an extraction writes finished chunks into ``NAME.partial/``
-(each chunk file atomically), then assembles the HDF5 under a temporary name and
-renames it. A killed run leaves only whole chunks behind, which the next run reuses.
+(each chunk file atomically) and appends each, as it comes, to the HDF5 file being
+assembled there, which is renamed into place once whole. A killed run leaves whole
+chunks behind, which the next run reuses.
 
 Every file carries a SHA-256 of all it holds (features, labels, ids, groups, class
 names, the images' content hashes), checked whenever the file is opened for use: a
@@ -296,18 +297,46 @@ def exclusive(path: Path):
         yield
 
 
-class PartialRun:
-    """Chunks of a run in progress, in ``NAME.partial/``; survives being killed."""
+# The file being assembled is flushed to disk every this many bytes, by the writer thread, so that
+# making the finished file durable at the end costs little more than its last few chunks.
+SYNC_EVERY = 64 * 2**20
 
-    def __init__(self, final: Path, manifest: dict):
+
+class PartialRun:
+    """A run in progress, in ``NAME.partial/``; survives being killed.
+
+    Each finished chunk is kept as ``chunk-K.npz`` (durable once it has its name: what a killed
+    run resumes from) and appended, in order, to the final file being assembled beside them
+    (``assembling.h5``), so that when the last chunk is in, the file needs only its labels and
+    record before it is renamed into place. ``dtypes``: how each array is stored (float32
+    pooled features by default); with ``per_row_chunks`` each row is its own HDF5 chunk, so
+    one image's maps read alone; ``rows``: the rows the file will hold (for HDF5's chunking)."""
+
+    def __init__(self, final: Path, manifest: dict, dtypes: dict[str, str] | None = None,
+                 per_row_chunks: bool = False, rows: int = 256):
         self.final, self.manifest = final, manifest
         self.dir = final.with_name(final.name + ".partial")
+        self.dtypes = dtypes or {"features": "float32"}
+        self.per_row_chunks, self.rows = per_row_chunks, rows
+        self._on_disk: set[int] = set()  # chunk files there (from an earlier run or this one)
+        self._file = None  # the HDF5 file being assembled, opened with the first chunk appended
+        self._next = 0  # the chunk it takes next
+        self._row = 0  # rows appended (valid or not)
+        self._keep: list[np.ndarray] = []  # which of them it holds (readable images)
+        self._skipped: list[int] = []  # which it does not
+        self._hashes = {name: hashlib.sha256() for name in self.dtypes}
+        self._unsynced = 0
+
+    @property
+    def assembling(self) -> Path:
+        return self.dir / "assembling.h5"
 
     def open(self) -> set[int]:
         """Resume a matching earlier run (returning its finished chunk numbers) or start afresh."""
         try:
             if json.loads((self.dir / "manifest.json").read_text()) == self.manifest:
-                return {int(p.stem.split("-")[1]) for p in self.dir.glob("chunk-*.npz")}
+                self._on_disk = {int(p.stem.split("-")[1]) for p in self.dir.glob("chunk-*.npz")}
+                return set(self._on_disk)
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -331,6 +360,14 @@ class PartialRun:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise _write_error(e, self.dir) from e
+        self._on_disk.add(k)
+
+    def add(self, k: int, arrays: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        """Keep chunk ``k`` (``write_chunk``), then append to the final file every chunk it can
+        take in order: earlier chunks from the files an earlier run left, and this one."""
+        self.write_chunk(k, arrays, valid)
+        while self._next in self._on_disk:
+            self._append(*((arrays, valid) if self._next == k else self.read_chunk(self._next)))
 
     def read_chunk(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         try:
@@ -341,66 +378,95 @@ class PartialRun:
             raise CacheError(f"partial chunk {k} in {self.dir} is unreadable: {e}",
                              f"delete {self.dir} and run again") from e
 
-    def finish(self, n_chunks: int, settings: dict, ids: list[str], labels: np.ndarray, groups: list[str],
-               class_names: list[str], digests: list[str], info: dict, dtypes: dict[str, str] | None = None,
-               per_row_chunks: bool = False) -> list[str]:
-        """Assemble the chunks into the final HDF5 file; return the source ids skipped as bad.
-        ``dtypes``: how each array is stored (float32 pooled features by default); with
-        ``per_row_chunks`` each row is its own HDF5 chunk, so one image's maps read alone."""
-        dtypes = dtypes or {"features": "float32"}
-        tmp = self.final.with_name(f".{self.final.name}.tmp")
-        hashes = {name: hashlib.sha256() for name in dtypes}
-        skipped: list[str] = []
+    def _append(self, arrays: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        """Chunk ``self._next``'s valid rows onto the end of the file being assembled, hashed as they go."""
         try:
-            with h5py.File(tmp, "w") as f:
-                dsets: dict = {}
-                row, keep_rows = 0, []
-                for k in range(n_chunks):
-                    arrays, valid = self.read_chunk(k)
-                    rows = np.arange(row, row + len(valid))
-                    skipped += [ids[i] for i in rows[~valid]]
-                    keep_rows.append(rows[valid])
-                    row += len(valid)
-                    for name, dtype in dtypes.items():
-                        block = np.ascontiguousarray(arrays[name][valid], dtype=dtype)
-                        if name not in dsets:
-                            shape = block.shape[1:]
-                            rows_per_chunk = 1 if per_row_chunks else max(1, min(256, len(ids)))
-                            dsets[name] = f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape,
-                                                           dtype=dtype, chunks=(rows_per_chunk,) + shape)
-                        dset = dsets[name]
-                        start = dset.shape[0]
-                        dset.resize(start + len(block), axis=0)
-                        dset[start:] = block
-                        hashes[name].update(block.tobytes())
-                keep = np.concatenate(keep_rows) if keep_rows else np.empty(0, int)
-                kept = {"labels": np.asarray(labels, dtype=np.int64)[keep], "source_ids": [ids[i] for i in keep],
-                        "groups": [groups[i] for i in keep], "class_names": list(class_names),
-                        "digests": [digests[i] for i in keep]}
-                f.create_dataset("labels", data=kept["labels"])
-                for key in ("source_ids", "groups", "class_names", "digests"):
-                    f.create_dataset(key, data=np.array(kept[key], dtype=object), dtype=h5py.string_dtype())
-                f.attrs.update({
-                    "format": FORMAT, "format_version": FORMAT_VERSION,
-                    "settings": json.dumps(settings, sort_keys=True), "arrays": json.dumps(sorted(dtypes)),
-                    "fingerprint": fingerprint(settings), "feature_key": feature_key(settings),
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "versions": json.dumps(_versions()), "n_samples": len(keep),
-                    "checksum": _combined({n: h.hexdigest() for n, h in hashes.items()}, kept["labels"],
-                                          kept["source_ids"], kept["groups"], kept["class_names"], kept["digests"]),
-                    "skipped": json.dumps(skipped), **info, "complete": True,
-                })
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if self._file is None:
+                self._file = h5py.File(self.assembling, "w")
+            rows = np.arange(self._row, self._row + len(valid))
+            self._skipped += rows[~valid].tolist()
+            self._keep.append(rows[valid])
+            for name, dtype in self.dtypes.items():
+                values = arrays[name] if valid.all() else arrays[name][valid]
+                block = np.ascontiguousarray(values, dtype=dtype)
+                if name not in self._file:
+                    shape = block.shape[1:]
+                    per_chunk = 1 if self.per_row_chunks else max(1, min(256, self.rows))
+                    self._file.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
+                                              chunks=(per_chunk,) + shape)
+                dset = self._file[name]
+                start = dset.shape[0]
+                dset.resize(start + len(block), axis=0)
+                dset[start:] = block
+                self._hashes[name].update(memoryview(block).cast("B"))
+                self._unsynced += block.nbytes
+            if self._unsynced >= SYNC_EVERY:
+                self._sync()
+        except OSError as e:
+            self.abandon()
+            raise _write_error(e, self.final) from e
+        self._row += len(valid)
+        self._next += 1
+
+    def _sync(self) -> None:
+        self._file.flush()
+        _fsync(self.assembling)
+        self._unsynced = 0
+
+    def abandon(self) -> None:
+        """Drop the file being assembled (the run stopped); the chunk files stay, to resume from."""
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+        self.assembling.unlink(missing_ok=True)
+
+    def finish(self, n_chunks: int, settings: dict, ids: list[str], labels: np.ndarray, groups: list[str],
+               class_names: list[str], digests: list[str], info: dict) -> list[str]:
+        """Append the chunks not yet in the final file, write its labels, ids and record, make it
+        durable and rename it into place; return the source ids skipped as bad."""
+        try:
+            while self._next < n_chunks:
+                self._append(*self.read_chunk(self._next))
+            f = self._file
+            keep = np.concatenate(self._keep) if self._keep else np.empty(0, int)
+            skipped = [ids[i] for i in self._skipped]
+            kept = {"labels": np.asarray(labels, dtype=np.int64)[keep], "source_ids": [ids[i] for i in keep],
+                    "groups": [groups[i] for i in keep], "class_names": list(class_names),
+                    "digests": [digests[i] for i in keep]}
+            f.create_dataset("labels", data=kept["labels"])
+            for key in ("source_ids", "groups", "class_names", "digests"):
+                f.create_dataset(key, data=np.array(kept[key], dtype=object), dtype=h5py.string_dtype())
+            f.attrs.update({
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "settings": json.dumps(settings, sort_keys=True), "arrays": json.dumps(sorted(self.dtypes)),
+                "fingerprint": fingerprint(settings), "feature_key": feature_key(settings),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "versions": json.dumps(_versions()), "n_samples": len(keep),
+                "checksum": _combined({n: h.hexdigest() for n, h in self._hashes.items()}, kept["labels"],
+                                      kept["source_ids"], kept["groups"], kept["class_names"], kept["digests"]),
+                "skipped": json.dumps(skipped), **info, "complete": True,
+            })
+            f.close()  # (closing writes HDF5's last metadata: the fsync comes after it)
+            self._file = None
+            _fsync(self.assembling)
             _faults.checkpoint("before-rename")
-            os.replace(tmp, self.final)
+            os.replace(self.assembling, self.final)
         except BaseException as e:
-            tmp.unlink(missing_ok=True)
+            self.abandon()
             if isinstance(e, OSError):
                 raise _write_error(e, self.final) from e
             raise
         shutil.rmtree(self.dir, ignore_errors=True)
         return skipped
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_error(e: OSError, where: Path) -> CacheError:

@@ -238,6 +238,24 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, 
     assert not list(killed.glob("*.partial")) and not list(killed.glob(".*.tmp"))
 
 
+def test_the_file_is_assembled_as_its_chunks_come(kill_dataset, tmp_path, monkeypatch):
+    """Each chunk goes into the final file when it is written, not read back at the end: a
+    fresh run reads no chunk file; a resumed one reads only those its killed predecessor left."""
+    from bottleneck import store
+
+    read = []
+    real = store.PartialRun.read_chunk
+    monkeypatch.setattr(store.PartialRun, "read_chunk", lambda self, k: read.append(k) or real(self, k))
+    args = dict(weights="random", progress=False, batch_size=4, feed="threads", workers=2)
+    fresh = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **args)
+    assert read == [] and len(fresh) == 40 and fresh.info["extracted"] == 40
+    assert _cli(*_extract_args(kill_dataset, tmp_path / "b"), fault="after-chunk:4").returncode == -9
+    resumed = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", **args)
+    assert read == [0, 1, 2, 3, 4] and resumed.info["extracted"] == 20
+    assert resumed.path.name == fresh.path.name and np.array_equal(resumed.features, fresh.features)
+    assert store.verify(resumed.path) and not list((tmp_path / "b").glob("*.partial"))
+
+
 @pytest.mark.parametrize("feed", FEEDS)
 def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path, feed):
     import uuid
@@ -263,17 +281,23 @@ def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache
     done = extract("tiny_cnn", ds, "train", 2, cache_dir=cache_dir, **TINY)
     before = done.path.read_bytes()
     real_savez = np.savez
+    saved = []
 
-    def full_disk(f, **arrays):
+    def full_disk(f, **arrays):  # the disk fills while the second chunk is written
         real_savez(f, **arrays)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(f)
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store.np, "savez", full_disk)
     with pytest.raises(CacheError, match="disk full") as e:
-        extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, **TINY)
+        extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, batch_size=4, **TINY)
     assert "run the same command again" in str(e.value)
     assert done.path.read_bytes() == before
     assert not list(cache_dir.rglob("*.tmp")) and len(list(cache_dir.glob("*.h5"))) == 1
+    # the chunks written are kept, to resume from (the run fills the hole); the file begun is gone
+    kept = {p.name for p in cache_dir.rglob("*.partial/*")}
+    assert "chunk-000000.npz" in kept and "chunk-000001.npz" not in kept and "assembling.h5" not in kept
     monkeypatch.setattr(store.np, "savez", real_savez)
     assert len(extract("tiny_cnn", ds, "train", 3, cache_dir=cache_dir, **TINY)) == 12
 
