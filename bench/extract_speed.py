@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
     p.add_argument("--images", type=int, default=512, help="images to run (drawn evenly over classes)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of pipeline then ceiling (medians reported)")
     p.add_argument("--feed", default="auto", choices=feed.KINDS)
     p.add_argument("--workers", type=int)
     p.add_argument("--bf16", action="store_true", help="also measure the ceiling under mixed_bfloat16")
@@ -84,6 +85,27 @@ def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarr
     fs = extraction.run(plan, options)
     rate = len(fs) / (time.perf_counter() - t)
     return rate, {"feed": fs.info["feed"], **json.loads(fs.info["stages"])}, fs.features
+
+
+def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> tuple[np.ndarray, np.ndarray]:
+    """``--rounds`` rounds of pipeline then ceiling, alternating, so that both see the machine
+    in the same state. Into ``r``: the median of each and of the per-round ratios, every
+    round's ratio (the spread) and the stages of the median round. Returns the features and
+    the ceiling's preloaded pixels (``pixels()``, made once)."""
+    pipelines, ceilings, stages, x = [], [], [], None
+    for i in range(a.rounds):
+        rate, stage, features = _timed_run(ds, a, f"{cache}/{resize_on}{i}", resize_on)
+        if x is None:
+            x = pixels()
+        pipelines.append(rate)
+        stages.append(stage)
+        ceilings.append(_ceiling(next(reversed(extraction._MODELS.values())), x, a.batch_size))
+    ratios = [p / c for p, c in zip(pipelines, ceilings)]
+    middle = int(np.argsort(ratios)[len(ratios) // 2])
+    r.update({f"pipeline{suffix}": float(np.median(pipelines)), f"ceiling{suffix}": float(np.median(ceilings)),
+              f"ratio{suffix}": float(np.median(ratios)), f"ratios{suffix}": [round(v, 4) for v in ratios],
+              f"stages{suffix}": stages[middle]})
+    return features, x
 
 
 def _ceiling(model, x: np.ndarray, batch: int) -> float:
@@ -159,21 +181,16 @@ def measure(a) -> dict:
          "backend": keras.backend.backend(), "base": a.base, "image_size": size, "dataset": ds.name, "images": n,
          "files_repeated": repeats, "batch_size": a.batch_size, "weights": a.weights}
     with tempfile.TemporaryDirectory() as cache:
-        r["pipeline"], r["stages"], features = _timed_run(ds, a, cache, "host")
-        model = next(reversed(extraction._MODELS.values()))
         m = min(n, CEILING_IMAGES)
-        x = np.stack([resize(split.load(i, size), size) for i in range(m)])  # as the pipeline feeds it
-        r["ceiling"] = _ceiling(model, x, a.batch_size)
+        host = lambda: np.stack([resize(split.load(i, size), size) for i in range(m)])  # as the pipeline feeds it
+        features, x = _rounds(r, "", ds, a, cache, "host", host)
+        model = next(reversed(extraction._MODELS.values()))
         sizes = {split.load(i).size for i in range(min(n, 200))}
         if len(sizes) == 1:
-            r["pipeline_device_resize"], r["stages_device_resize"], dev_features = _timed_run(ds, a, cache, "device")
-            small = np.stack([np.asarray(split.load(i), np.uint8) for i in range(m)])
-            r["ceiling_device_resize"] = _ceiling(next(reversed(extraction._MODELS.values())), small, a.batch_size)
+            own = lambda: np.stack([np.asarray(split.load(i), np.uint8) for i in range(m)])
+            dev_features, _ = _rounds(r, "_device_resize", ds, a, cache, "device", own)
             r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
             r["feed_per_core_device_resize"] = _feed_alone(ds, extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]))
-    r["ratio"] = r["pipeline"] / r["ceiling"]
-    if "ceiling_device_resize" in r:
-        r["ratio_device_resize"] = r["pipeline_device_resize"] / r["ceiling_device_resize"]
     r["feed_per_core"] = _feed_alone(ds, extraction.PooledRecipe(size))
     r["model_gflop_per_image"] = model_flops(model) / 1e9
     r["model_gflop_per_s_at_ceiling"] = r["model_gflop_per_image"] * r["ceiling"]
@@ -226,8 +243,9 @@ def tables(r: dict) -> str:
            + f", batch {r['batch_size']}, keras backend {r['backend']}, {r['machine']}", "",
            "| path | images/s |", "|---|---|"]
     out += [f"| {label} | {r[key]:.1f} |" for label, key in rows if key in r]
-    out += ["", f"pipeline / ceiling: {r['ratio']:.3f}"
-            + (f"; with --resize device: {r['ratio_device_resize']:.3f}" if "ratio_device_resize" in r else ""),
+    out += ["", f"pipeline / ceiling: {r['ratio']:.3f} (median of rounds: {r['ratios']})"
+            + (f"; with --resize device: {r['ratio_device_resize']:.3f} ({r['ratios_device_resize']})"
+               if "ratio_device_resize" in r else ""),
             f"where time went (s): {r['stages']}",
             f"model: {r['model_gflop_per_image']:.2f} GFLOP/image, {r['model_gflop_per_s_at_ceiling']:.0f} GFLOP/s at "
             f"its ceiling; this machine's float32 matmul through the backend: {r['matmul_gflop_per_s_float32']:.0f} "

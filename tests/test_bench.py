@@ -1,0 +1,33 @@
+"""The speed benchmark runs and says what the README's speed table is made from."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = [sys.executable, str(REPO / "bench" / "extract_speed.py"), "--base", "tiny_cnn", "--images", "40",
+         "--rounds", "3"]
+
+
+def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
+    run = subprocess.run(BENCH + ["--json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    for key in ("pipeline", "ceiling", "lab_loop", "feed_per_core", "ratio", "stages", "model_gflop_per_s_at_ceiling",
+                "matmul_gflop_per_s_float32", "pipeline_device_resize", "ceiling_device_resize"):
+        assert key in r, key
+    assert len(r["ratios"]) == 3 and r["ratio"] == round(float(np.median(r["ratios"])), 4)
+    stages = r["stages"]
+    assert {"decode", "resize", "start", "model", "write", "finish", "feed"} <= set(stages)
+    assert r["images"] == 40 and all(r[k] > 0 for k in ("pipeline", "ceiling", "lab_loop", "feed_per_core"))
+
+
+def test_extract_speed_prints_a_table_without_json():
+    run = subprocess.run(BENCH, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "| bottleneck pipeline (files -> cache) |" in run.stdout and "pipeline / ceiling:" in run.stdout
+    assert "median of rounds" in run.stdout
