@@ -398,7 +398,7 @@ class PartialRun:
                 start = dset.shape[0]
                 dset.resize(start + len(block), axis=0)
                 dset[start:] = block
-                self._hashes[name].update(memoryview(block).cast("B"))
+                self._hashes[name].update(block)  # (C-contiguous: its bytes, not copied)
                 self._unsynced += block.nbytes
             if self._unsynced >= SYNC_EVERY:
                 self._sync()
