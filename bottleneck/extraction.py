@@ -427,40 +427,34 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
     # Every worker has a chunk in hand and one waiting.
     ahead = workers + 2
     with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool:
-        todo = iter(jobs)
-        pending: collections.deque = collections.deque()
-
-        def submit_next() -> None:
-            job = next(todo, None)
-            if job is not None:
-                pending.append((job, pool.submit(job.work) if job.need else None))
-
-        for _ in range(ahead):
-            submit_next()
-        stages.start += time.perf_counter() - t
-        while pending:
-            job, future = pending.popleft()
-            made = None
-            if future is not None:
+        submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead)
+        try:
+            stages.start += time.perf_counter() - t
+            for job in jobs:
                 t = time.perf_counter()
-                made = future.result()
-                stages.wait += time.perf_counter() - t
-                stages.decode += made.decode
-                stages.resize += made.resize
-            submit_next()  # a worker (and a slot) is free again: give it the next chunk
-            if made is None:
-                yield job, None
-                continue
-            if model is None:
+                future = submitted.next()
+                made = None
+                if future is not None:
+                    made = future.result()
+                    stages.wait += time.perf_counter() - t
+                    stages.decode += made.decode
+                    stages.resize += made.resize
+                    submitted.done()  # a worker (and a slot) is free again: it takes the next chunk
+                if made is None:
+                    yield job, None
+                    continue
+                if model is None:
+                    t = time.perf_counter()
+                    model = built_model(p.order, batch_size)
+                    stages.build = time.perf_counter() - t
                 t = time.perf_counter()
-                model = built_model(p.order, batch_size)
-                stages.build = time.perf_counter() - t
-            t = time.perf_counter()
-            # a whole batch, zeros after the chunk's rows: one shape, compiled once
-            out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
-            stages.model += time.perf_counter() - t
-            pool.release(made)
-            yield job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
+                # a whole batch, zeros after the chunk's rows: one shape, compiled once
+                out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
+                stages.model += time.perf_counter() - t
+                pool.release(made)
+                yield job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
+        finally:
+            submitted.close()  # before the pool closes: nothing is submitted to a closed pool
 
 
 def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:

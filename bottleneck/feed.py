@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -217,6 +218,54 @@ class Feed:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Ahead:
+    """Submits ``works`` to ``pool`` from a thread of its own, at most ``depth`` in flight, and
+    hands their futures back in order (None for a work that is None: nothing to make). So the
+    first submissions, which start the pool's worker processes one by one, overlap the first
+    chunks' decoding and the model's first batches instead of holding them up.
+
+    ``next()`` is the next future; ``done()`` says one was consumed (a place is free again);
+    ``close()`` stops submitting (the pool cancels what was submitted when it closes)."""
+
+    def __init__(self, pool: Feed, works: list, depth: int):
+        self._places = threading.Semaphore(depth)
+        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._submit, args=(pool, works), daemon=True)
+        self._thread.start()
+
+    def _submit(self, pool: Feed, works: list) -> None:
+        try:
+            for work in works:
+                if work is not None:
+                    self._places.acquire()
+                    if self._stop.is_set():
+                        return
+                    work = pool.submit(work)
+                self._out.put(work)
+        except BaseException as e:  # a broken pool: raised where the futures are awaited
+            self._out.put(_Failed(e))
+
+    def next(self) -> cf.Future | None:
+        item = self._out.get()
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def done(self) -> None:
+        self._places.release()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._places.release()
+        self._thread.join()
+
+
+@dataclasses.dataclass
+class _Failed:
+    error: BaseException
 
 
 def cores() -> int:
