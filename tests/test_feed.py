@@ -1,7 +1,9 @@
 """The feed (threads or processes), resizing on the device, and where extraction time goes."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
+import time
 
 import numpy as np
 import pytest
@@ -126,3 +128,50 @@ def test_make_chunk_times_its_stages_and_marks_skipped_rows(small_cifar):
     assert chunk.pixels.shape == (2, 48, 48, 3) and chunk.pixels.dtype == np.uint8
     assert chunk.valid.all() and chunk.decode > 0 and chunk.resize > 0
     assert np.array_equal(chunk.pixels[1], PooledRecipe(48).pixels(split, 1, digests[1]))
+
+
+class _CountingPool:
+    """Stands in for a Feed: records what was submitted and when; futures it returns are done."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.submitted, self.fail_at = [], fail_at
+
+    def submit(self, work):
+        if work == self.fail_at:
+            raise cf.process.BrokenProcessPool("a worker died")
+        self.submitted.append(work)
+        f = cf.Future()
+        f.set_result(work * 10)
+        return f
+
+
+def _settle(pool, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while len(pool.submitted) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # long enough for a submission beyond n to show
+    return list(pool.submitted)
+
+
+def test_ahead_keeps_depth_in_flight_hands_futures_in_order_and_stops_on_close():
+    pool = _CountingPool()
+    works = [1, None, 2, 3, 4, 5, 6]
+    ahead = feed.Ahead(pool, works, depth=2)
+    assert _settle(pool, 2) == [1, 2]  # two in flight, no more: the third waits for a place
+    got = [ahead.next(), ahead.next(), ahead.next()]
+    assert got[0].result() == 10 and got[1] is None and got[2].result() == 20  # in order; None: nothing to make
+    assert _settle(pool, 3) == [1, 2]
+    ahead.done()
+    assert _settle(pool, 3) == [1, 2, 3]
+    ahead.close()
+    time.sleep(0.05)
+    assert pool.submitted == [1, 2, 3]  # closed: nothing more submitted
+
+
+def test_ahead_raises_a_failed_submission_where_the_futures_are_awaited():
+    pool = _CountingPool(fail_at=2)
+    ahead = feed.Ahead(pool, [1, 2, 3], depth=4)
+    assert ahead.next().result() == 10
+    with pytest.raises(cf.process.BrokenProcessPool):
+        ahead.next()
+    ahead.close()
