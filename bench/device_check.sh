@@ -13,16 +13,18 @@ BACKENDS=${BACKENDS:-jax torch}
 ACCURACY=${ACCURACY:-1}
 WORKERS=${WORKERS:-14}
 EXTRA=${EXTRA:-}  # e.g. --no-lab
+ROUNDS=${ROUNDS:-2}  # pipeline/ceiling rounds per run (medians reported; 2 keeps all four runs within one call)
 nvidia-smi -L; echo "cores: $(nproc)"
 for be in $BACKENDS; do
   for ds in cifar10 gtsrb; do
     extra="$EXTRA"; [ "$ds" = cifar10 ] && [ "${BF16:-1}" = 1 ] && extra="$extra --bf16"
-    KERAS_BACKEND=$be timeout ${BENCH_TIMEOUT:-140} python3 bench/extract_speed.py --weights imagenet --dataset $ds --images "$IMAGES" \
-      --batch-size "$BATCH" --feed processes --workers "$WORKERS" --json $extra > "$OUT/gpu_${be}_$ds.json" 2> "$OUT/gpu_${be}_$ds.err"
+    KERAS_BACKEND=$be timeout ${BENCH_TIMEOUT:-200} python3 bench/extract_speed.py --weights imagenet --dataset $ds --images "$IMAGES" \
+      --batch-size "$BATCH" --rounds "$ROUNDS" --feed processes --workers "$WORKERS" --json $extra > "$OUT/gpu_${be}_$ds.json" 2> "$OUT/gpu_${be}_$ds.err"
     python3 - "$OUT/gpu_${be}_$ds.json" <<'EOF' || tail -4 "$OUT/gpu_${be}_$ds.err"
 import json, sys
 r = json.load(open(sys.argv[1]))
-keys = ("pipeline", "ceiling", "ratio", "pipeline_device_resize", "ceiling_device_resize", "ratio_device_resize",
+keys = ("pipeline", "ceiling", "ratio", "ratios", "pipeline_device_resize", "ceiling_device_resize",
+        "ratio_device_resize", "ratios_device_resize",
         "feed_per_core", "feed_per_core_device_resize", "ceiling_bf16", "bf16_max_feature_difference", "lab_loop")
 print(r["backend"], r["dataset"], {k: r[k] for k in keys if k in r}, r["stages"])
 EOF
