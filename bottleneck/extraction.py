@@ -403,6 +403,10 @@ def model_of(order: ModelOrder):
     return _MODELS[order.key]
 
 
+# The writer may fall this far behind the model (two chunks at least) before the model waits for it.
+WRITE_AHEAD_BYTES = 64 * 2**20
+
+
 @dataclasses.dataclass
 class Job:
     """Chunk ``k`` of a file: its ``rows``; ``need``, the positions among them to compute (the
@@ -491,19 +495,20 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     rows_done = sum(min(batch_size, n - k * batch_size) for k in done)
     bar = tqdm(total=n, initial=rows_done, unit="img", desc=f"{p.spec.name} {p.dataset.name}/{p.split}",
                disable=not options.progress, leave=False)
-    writes: collections.deque = collections.deque()
+    writes: collections.deque = collections.deque()  # (future, bytes) of each chunk queued for the writer
 
-    def drain(keep: int = 0) -> None:
-        """Wait for queued chunk writes (all but ``keep``), surfacing their errors (disk full)."""
+    def drain(keep: int = 0, keep_bytes: int = 0) -> None:
+        """Wait for queued chunk writes until ``keep`` chunks or ``keep_bytes`` bytes at most are
+        left, surfacing their errors (disk full)."""
         t = time.perf_counter()
-        while len(writes) > keep:
-            writes.popleft().result()
+        while len(writes) > keep and sum(size for _, size in writes) > keep_bytes:
+            writes.popleft()[0].result()
         stages.write += time.perf_counter() - t
 
     stages.start = time.perf_counter() - t_start  # the engine adds the time it takes to start
     try:
         # Chunks are written by one background thread, in order, so the model never waits on disk
-        # (unless the disk is slower than it).
+        # (unless the disk is slower than it on average: the queue evens out a slow fsync).
         with contextlib.closing(engine), cf.ThreadPoolExecutor(1) as writer:
             for job, made in engine:
                 rows, need = job.rows, job.need
@@ -524,10 +529,11 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                                 chunk[name] = np.empty((len(rows),) + value.shape, value.dtype)
                             chunk[name][j] = value
                         reused += 1
-                writes.append(writer.submit(partial.add, job.k, chunk, valid))
-                drain(keep=2)
-                while writes and writes[0].done():
-                    writes.popleft().result()  # surfaces write errors promptly
+                writes.append((writer.submit(partial.add, job.k, chunk, valid),
+                               sum(a.nbytes for a in chunk.values())))
+                drain(keep=2, keep_bytes=WRITE_AHEAD_BYTES)
+                while writes and writes[0][0].done():
+                    writes.popleft()[0].result()  # surfaces write errors promptly
                 rows_done += len(rows)
                 bar.update(len(rows))
                 if os.environ.get("BOTTLENECK_FAULT"):

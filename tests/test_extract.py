@@ -256,6 +256,29 @@ def test_the_file_is_assembled_as_its_chunks_come(kill_dataset, tmp_path, monkey
     assert store.verify(resumed.path) and not list((tmp_path / "b").glob("*.partial"))
 
 
+def test_a_slow_writer_does_not_hold_up_the_model(kill_dataset, tmp_path, monkeypatch):
+    """The writer may fall behind by up to WRITE_AHEAD_BYTES (not just two chunks): a disk that
+    stalls on one chunk's fsync does not stop the model."""
+    import time
+
+    from bottleneck import store
+
+    made, seen = [], []
+    real_outputs, real_add = ex.PooledRecipe.outputs, store.PartialRun.add
+    monkeypatch.setattr(ex.PooledRecipe, "outputs", lambda self, out: made.append(1) or real_outputs(self, out))
+
+    def slow_add(self, k, arrays, valid):
+        seen.append(len(made))  # chunks the model had made when the writer took chunk k
+        time.sleep(0.5 if k == 0 else 0)
+        real_add(self, k, arrays, valid)
+
+    monkeypatch.setattr(store.PartialRun, "add", slow_add)
+    fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path, batch_size=4,
+                 weights="random", progress=False, feed="threads", workers=2)
+    assert len(fs) == 40 and store.verify(fs.path)
+    assert seen[1] == 10  # all 10 made while the writer was stuck on the first (3 with a two-chunk limit)
+
+
 @pytest.mark.parametrize("feed", FEEDS)
 def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path, feed):
     import uuid
