@@ -428,12 +428,13 @@ def cmd_train(a) -> int:
         if not (a.features and a.test_features):
             raise BottleneckError("--features needs --test-features (and the other way round)",
                                   "pass both feature files, the training one and the test one")
-        if (a.target not in (None, "class") or a.holdout_classes or a.loss or a.recipe or a.crop is not None
-                or a.resize != "host" or a.compute != "float32" or a.views != 1 or a.test_views != 1
-                or a.stack):
+        given = _given(("--target", a.target not in (None, "class")), ("--holdout-classes", a.holdout_classes),
+                       ("--loss", a.loss), ("--recipe", a.recipe), ("--crop", a.crop is not None),
+                       ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
+                       ("--views", a.views != 1), ("--test-views", a.test_views != 1), ("--stack", a.stack))
+        if given:
             raise BottleneckError("--features files are trained on the class labels they hold, as they were made",
-                                  "drop --target/--holdout-classes/--loss/--recipe/--crop/--resize/--compute/"
-                                  "--views/--stack, or train from --base and --dataset")
+                                  f"drop {', '.join(given)}, or train from --base and --dataset")
         row = train_on_features(read_features(a.features), read_features(a.test_features), a.head or "logreg",
                                 a.seed, head_params=_head_params(a), base=a.base, dataset=a.dataset)
     elif not (a.base and a.dataset):
@@ -551,14 +552,11 @@ def cmd_info(a) -> int:
 def cmd_finetune(a) -> int:
     from .finetune import finetune
 
-    unused = [opt for opt, given in (("--layer", a.layer), ("--pooling", a.pooling != "avg"),
-                                     ("--skip-bad-images", a.skip_bad_images), ("--crop", a.crop is not None),
-                                     ("--views", a.views != 1), ("--test-views", a.test_views != 1),
-                                     ("--stack", a.stack),
-                                     ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
-                                     ("--feed", a.feed != "auto"), ("--workers", a.workers),
-                                     ("--engine", a.engine != "local"), ("--address", a.address),
-                                     ("--profile", a.profile)) if given]
+    unused = _given(("--layer", a.layer), ("--pooling", a.pooling != "avg"), ("--skip-bad-images", a.skip_bad_images),
+                    ("--crop", a.crop is not None), ("--views", a.views != 1), ("--test-views", a.test_views != 1),
+                    ("--stack", a.stack), ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
+                    ("--feed", a.feed != "auto"), ("--workers", a.workers), ("--engine", a.engine != "local"),
+                    ("--address", a.address), ("--profile", a.profile))
     if unused:
         raise BottleneckError(f"finetune does not take {', '.join(unused)}: it unfreezes blocks of the whole base, "
                               "average-pooled, and trains on every drawn image",
@@ -584,6 +582,11 @@ def cmd_scratch(a) -> int:
     return 0
 
 
+def _given(*options: tuple[str, object]) -> list[str]:
+    """The flags, of (flag, given) pairs, that were given: to name them in a refusal."""
+    return [flag for flag, given in options if given]
+
+
 def _no_profile(a, command: str) -> None:
     if a.profile:
         raise BottleneckError(f"{command} does not take --profile", "use it with extract, train or compare")
@@ -594,12 +597,11 @@ def cmd_export_lab(a) -> int:
     from .labpickle import export_lab_pickles
 
     _no_profile(a, "export-lab")
-    kw = _extract_kwargs(a)
-    given = [opt for key, opt in (("views", "--views"), ("test_views", "--test-views"), ("stack", "--stack"))
-             if kw.get(key)]
+    given = _given(("--views", a.views != 1), ("--test-views", a.test_views != 1), ("--stack", a.stack))
     if given:
         raise BottleneckError(f"export-lab writes the lab's pickles, one row of one base's features per image; "
                               f"{', '.join(given)} would make other files", f"drop {', '.join(given)}")
+    kw = _extract_kwargs(a)
     tr = extract(a.base, a.dataset, "train", a.per_class, a.seed, **kw)
     te = extract(a.base, a.dataset, "test", None, 0, **kw)
     for path in export_lab_pickles(tr, te, a.out, a.network):

@@ -263,5 +263,6 @@ def test_view_and_stack_options_are_refused_where_they_would_do_nothing_or_harm(
 
 def test_train_on_given_feature_files_refuses_extraction_settings(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--features", str(tmp_path / "a.h5"), "--test-features",
-                       str(tmp_path / "b.h5"), "--crop", "0.1")
+                       str(tmp_path / "b.h5"), "--crop", "0.1", "--test-views", "2")
     _clear(code, err, "--features files are trained on the class labels they hold, as they were made")
+    assert "drop --crop, --test-views, or train" in err  # names what was given
