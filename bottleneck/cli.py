@@ -492,6 +492,7 @@ def _per_class_text(row: dict) -> str:
 
 def cmd_compare(a) -> int:
     from .report import compare, markdown_table
+    from .results import recipe_costs
 
     rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
@@ -512,20 +513,6 @@ def cmd_compare(a) -> int:
         print(f"results in {a.out}/" + (f" (it holds {held} runs: {held - len(rows)} more from earlier runs with "
                                         "other settings, kept and listed in its tables)" if held > len(rows) else ""))
     return 0
-
-
-def recipe_costs(rows: list[dict]) -> str:
-    """What each recipe cost in this command: images run through a base, extraction and head
-    seconds (a cache file two recipes share is counted for the first that made it)."""
-    lines = []
-    for name in dict.fromkeys(r.get("recipe") for r in rows):
-        mine = [r for r in rows if r.get("recipe") == name and not r.get("reused_row")]
-        images = sum(r.get("extracted_images", 0) for r in mine)
-        extract = sum(r.get("extract_seconds", 0) for r in mine)
-        heads = sum(r.get("train_seconds", 0) for r in mine)
-        lines.append(f"recipe {name}: {images} images run through the bases in {extract:.0f} s, heads trained in "
-                     f"{heads:.0f} s ({len(mine)} runs this time)")
-    return "\n".join(lines)
 
 
 def cmd_info(a) -> int:

@@ -217,3 +217,17 @@ def _table(rows: list[dict], metric: str) -> str:
                  + ("; every training frame" if all(r.get("task") == "segmentation" for r in rows)
                     else "; N = training images per class"))
     return "\n".join(lines)
+
+
+def recipe_costs(rows: list[dict]) -> str:
+    """What each recipe cost in this command: images run through a base, extraction and head
+    seconds (a cache file two recipes share is counted for the first that made it)."""
+    lines = []
+    for name in dict.fromkeys(r.get("recipe") for r in rows):
+        mine = [r for r in rows if r.get("recipe") == name and not r.get("reused_row")]
+        images = sum(r.get("extracted_images", 0) for r in mine)
+        extract = sum(r.get("extract_seconds", 0) for r in mine)
+        heads = sum(r.get("train_seconds", 0) for r in mine)
+        lines.append(f"recipe {name}: {images} images run through the bases in {extract:.0f} s, heads trained in "
+                     f"{heads:.0f} s ({len(mine)} runs this time)")
+    return "\n".join(lines)
