@@ -84,7 +84,7 @@ class Views:
 
     def _view(self, digest: str, j: int, mirrored_as: int | None, label: int) -> str:
         if self.test and j == 1 and self.flips == "any":  # test time: the mirror image first, whole
-            return "v1:f1:0.0000,0.0000,1.0000,1.0000:r0.00:c1.000,1.000,1.000"
+            return _spelled(1, "1", (0.0, 0.0, 1.0, 1.0), 0.0, (1.0, 1.0, 1.0))
         rng = np.random.default_rng(int(hashlib.sha256(f"{digest}/{j}/{AUGMENT_VERSION}".encode()).hexdigest()[:16],
                                         16))
         area, ratio = rng.uniform(*AREA), np.exp(rng.uniform(*np.log(RATIO)))
@@ -94,8 +94,14 @@ class Views:
         angle = rng.uniform(-self.rotate, self.rotate) if self.rotate else 0.0
         colour = rng.uniform(1 - COLOUR, 1 + COLOUR, size=3)
         f = "0" if not flip else ("1" if mirrored_as == label else f"m{mirrored_as}")  # m<class>: the label changes
-        return (f"v{j}:f{f}:{x0:.4f},{y0:.4f},{x0 + w:.4f},{y0 + h:.4f}:r{angle:.2f}:"
-                f"c{colour[0]:.3f},{colour[1]:.3f},{colour[2]:.3f}")
+        return _spelled(j, f, (x0, y0, x0 + w, y0 + h), angle, colour)
+
+
+def _spelled(j: int, flip: str, box, angle: float, colour) -> str:
+    """View ``j``'s transform as its row digest spells it (what ``apply`` reads back)."""
+    x0, y0, x1, y1 = box
+    return (f"v{j}:f{flip}:{x0:.4f},{y0:.4f},{x1:.4f},{y1:.4f}:r{angle:.2f}:"
+            f"c{colour[0]:.3f},{colour[1]:.3f},{colour[2]:.3f}")
 
 
 def views_for(dataset_name: str, count: int, test: bool = False) -> Views:
