@@ -506,6 +506,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
         stages.write += time.perf_counter() - t
 
     stages.start = time.perf_counter() - t_start  # the engine adds the time it takes to start
+    looped = False
     try:
         # Chunks are written by one background thread, in order, so the model never waits on disk
         # (unless the disk is slower than it on average: the queue evens out a slow fsync).
@@ -540,21 +541,19 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
                     drain()  # so the injected fault strikes after chunk k is durable
                     _faults.checkpoint("after-chunk", job.k)
             drain()
+        looped = True
     except KeyboardInterrupt:
-        partial.abandon()  # the file being assembled; the chunks written stay, to resume from
         raise Interrupted(rows_done, n, p.path) from None
     except cf.process.BrokenProcessPool:
-        partial.abandon()
         raise BottleneckError(f"a feed worker process died after {rows_done} of {n} images of {p.path.name} "
                               "(killed, out of memory, or it failed to start)",
                               "run the same command again (it resumes), with fewer --workers or --feed threads; "
                               "from a Python script, put the calls under `if __name__ == \"__main__\":` (worker "
                               "processes import the script, as with any multiprocessing)") from None
-    except BaseException:
-        partial.abandon()
-        raise
     finally:
         bar.close()
+        if not looped:  # stopped, however: drop the file begun; the chunks written stay, to resume from
+            partial.abandon()
     t_finish = time.perf_counter()
     seconds = t_finish - t0
     info = {"extract_seconds": round(seconds, 3), "images_computed": computed,

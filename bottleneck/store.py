@@ -402,8 +402,7 @@ class PartialRun:
                 self._unsynced += block.nbytes
             if self._unsynced >= SYNC_EVERY:
                 self._sync()
-        except OSError as e:
-            self.abandon()
+        except OSError as e:  # (whoever stops the run drops the file begun: ``abandon``)
             raise _write_error(e, self.final) from e
         self._row += len(valid)
         self._next += 1
