@@ -4,7 +4,10 @@ For one base at its native size (random weights are fine for speed) over image f
 
 - pipeline     ``bottleneck`` from files to a finished cache file (model built and compiled
                beforehand): the feed (read, decode, resize) in workers, the model, the writer;
-- ceiling      the same model's ``predict_on_batch`` alone on preloaded, resized uint8 tensors;
+- ceiling      the same model's forward pass alone on preloaded, resized uint8 tensors, run as
+               the pipeline runs it (``bottleneck.forward``: ``predict_on_batch`` under
+               TensorFlow; under JAX and PyTorch two batches in flight, the next sent before the
+               last is read back, with ``ceiling_predict_on_batch``, one at a time, beside it);
 - *_device     the same two with ``--resize device`` (the model resizes; the feed ships the
                images' own pixels), when every image has one size (CIFAR-10);
 - feed_per_core  the feed alone, one worker, no model: images/s one core gives (so a GPU's
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck import extraction, feed
+from bottleneck import extraction, feed, forward
 from bottleneck.bases import build_feature_model, compute_dtype, get_base
 from bottleneck.datasets import load_dataset
 from bottleneck.images import resize
@@ -78,9 +81,9 @@ def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarr
     """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
     options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
     plan = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
-    model = extraction.model_of(plan.order)
+    run = forward.forward_of(extraction.model_of(plan.order))
     h, w = plan.recipe.input_shape
-    model.predict_on_batch(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8))  # compile
+    run.take(run.send(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8)))  # compile
     t = time.perf_counter()
     fs = extraction.run(plan, options)
     rate = len(fs) / (time.perf_counter() - t)
@@ -92,28 +95,48 @@ def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> 
     in the same state. Into ``r``: the median of each and of the per-round ratios, every
     round's ratio (the spread) and the stages of the median round. Returns the features and
     the ceiling's preloaded pixels (``pixels()``, made once)."""
-    pipelines, ceilings, stages, x = [], [], [], None
+    pipelines, ceilings, singles, stages, x = [], [], [], [], None
     for i in range(a.rounds):
         rate, stage, features = _timed_run(ds, a, f"{cache}/{resize_on}{i}", resize_on)
         if x is None:
             x = pixels()
         pipelines.append(rate)
         stages.append(stage)
-        ceilings.append(_ceiling(next(reversed(extraction._MODELS.values())), x, a.batch_size))
+        model = next(reversed(extraction._MODELS.values()))
+        ceilings.append(_ceiling(model, x, a.batch_size))
+        if forward.forward_of(model).queued:
+            singles.append(_ceiling(model, x, a.batch_size, one_at_a_time=True))
     ratios = [p / c for p, c in zip(pipelines, ceilings)]
     middle = int(np.argsort(ratios)[len(ratios) // 2])
     r.update({f"pipeline{suffix}": float(np.median(pipelines)), f"ceiling{suffix}": float(np.median(ceilings)),
               f"ratio{suffix}": float(np.median(ratios)), f"ratios{suffix}": [round(v, 4) for v in ratios],
               f"stages{suffix}": stages[middle]})
+    if singles:
+        r[f"ceiling_predict_on_batch{suffix}"] = float(np.median(singles))
     return features, x
 
 
-def _ceiling(model, x: np.ndarray, batch: int) -> float:
-    full = len(x) - len(x) % batch  # whole batches only: the shape the pipeline compiles
-    model.predict_on_batch(x[:batch])
+def _ceiling(model, x: np.ndarray, batch: int, one_at_a_time: bool = False) -> float:
+    """images/s of the model alone over ``x``, whole batches only (the shape the pipeline
+    compiles): through ``Forward`` as the pipeline runs it, or ``predict_on_batch`` one batch
+    at a time."""
+    full = len(x) - len(x) % batch
+    run = forward.forward_of(model)
+    if one_at_a_time:
+        model.predict_on_batch(x[:batch])
+        t = time.perf_counter()
+        for s in range(0, full, batch):
+            np.asarray(model.predict_on_batch(x[s:s + batch]))
+        return full / (time.perf_counter() - t)
+    run.take(run.send(x[:batch]))
     t = time.perf_counter()
+    sent = []
     for s in range(0, full, batch):
-        np.asarray(model.predict_on_batch(x[s:s + batch]))
+        sent.append(run.send(x[s:s + batch]))
+        if len(sent) >= forward.IN_FLIGHT or not run.queued:
+            run.take(sent.pop(0))
+    for handle in sent:
+        run.take(handle)
     return full / (time.perf_counter() - t)
 
 
@@ -230,8 +253,9 @@ def _lab_loop(spec, size, split, x, n) -> float:
 
 
 def tables(r: dict) -> str:
-    rows = [("bottleneck pipeline (files -> cache)", "pipeline"), ("model ceiling (predict_on_batch, preloaded)",
+    rows = [("bottleneck pipeline (files -> cache)", "pipeline"), ("model ceiling (preloaded, as the pipeline runs it)",
                                                                   "ceiling"),
+            ("model ceiling, predict_on_batch one batch at a time", "ceiling_predict_on_batch"),
             ("pipeline, --resize device", "pipeline_device_resize"),
             ("ceiling, --resize device (model takes the source size)", "ceiling_device_resize"),
             ("ceiling with XLA (jit_compile)", "ceiling_xla"), ("ceiling, mixed_bfloat16", "ceiling_bf16"),

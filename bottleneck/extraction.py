@@ -4,7 +4,8 @@ Two steps. ``plan`` decides *what* will be made without running anything: the
 samples drawn, their content hashes, every setting that shapes the features, and
 so the cache file's name. ``run`` makes it (or opens it when it is cached already):
 images are decoded and resized in a thread pool a few batches ahead of the model
-(PIL releases the GIL), so the CPU or GPU running the base stays busy; only the
+(PIL releases the GIL), so the CPU or GPU running the base stays busy (on a GPU
+the next batch is sent before the last is read back: ``forward.py``); only the
 current batches are in memory, whatever the dataset's size. How a run goes (batch
 size, threads, progress bars) never changes the features or the file's name.
 """
@@ -29,6 +30,7 @@ from . import _faults, augment
 from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, check_pooling, compute_dtype,
                     estimate_batch_bytes, get_base, resolve_image_size, resolve_layer, weights_identity)
 from . import feed
+from . import forward as forward_mod
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError
 from .images import DEVICE_RESIZE, RESIZE_METHOD, resize
@@ -427,36 +429,50 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
     t = time.perf_counter()
     kind, workers = feed.choose(options.feed, p.samples.source, sum(len(job.need) for job in jobs), options.workers)
     about["feed"] = f"{kind} x {workers}"
-    recipe, model = p.recipe, None
-    # Every worker has a chunk in hand and one waiting.
+    recipe, forward = p.recipe, None
+    # Every worker has a chunk in hand and one waiting; the model holds up to IN_FLIGHT more.
     ahead = workers + 2
-    with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size, slots=ahead + 1) as pool:
+    sent: collections.deque = collections.deque()  # (job, chunk, handle) on the device, oldest first
+
+    def taken():
+        """The oldest batch sent, read back: its job and (outputs, valid rows)."""
+        job, made, handle = sent.popleft()
+        t = time.perf_counter()
+        out = recipe.outputs(forward.take(handle))
+        stages.model += time.perf_counter() - t
+        pool.release(made)  # only now: the device may read a batch's pixels until its outputs are back
+        return job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
+
+    with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size,
+                   slots=ahead + forward_mod.IN_FLIGHT) as pool:
         submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead)
         try:
             stages.start += time.perf_counter() - t
             for job in jobs:
                 t = time.perf_counter()
                 future = submitted.next()
-                made = None
-                if future is not None:
-                    made = future.result()
-                    stages.wait += time.perf_counter() - t
-                    stages.decode += made.decode
-                    stages.resize += made.resize
-                    submitted.done()  # a worker (and a slot) is free again: it takes the next chunk
-                if made is None:
+                if future is None:  # every row from donors: yield it in its place, after those sent
+                    while sent:
+                        yield taken()
                     yield job, None
                     continue
-                if model is None:
+                made = future.result()
+                stages.wait += time.perf_counter() - t
+                stages.decode += made.decode
+                stages.resize += made.resize
+                submitted.done()  # a worker is free again: it takes the next chunk
+                if forward is None:
                     t = time.perf_counter()
-                    model = built_model(p.order, batch_size)
+                    forward = forward_mod.forward_of(built_model(p.order, batch_size))
                     stages.build = time.perf_counter() - t
                 t = time.perf_counter()
                 # a whole batch, zeros after the chunk's rows: one shape, compiled once
-                out = recipe.outputs(model.predict_on_batch(pool.pixels(made)))
+                sent.append((job, made, forward.send(pool.pixels(made))))
                 stages.model += time.perf_counter() - t
-                pool.release(made)
-                yield job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
+                if len(sent) >= forward_mod.IN_FLIGHT or not forward.queued:
+                    yield taken()
+            while sent:
+                yield taken()
         finally:
             submitted.close()  # before the pool closes: nothing is submitted to a closed pool
 
