@@ -377,7 +377,10 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
             stages.wait += time.perf_counter() - t
             job, i = in_flight.pop(ref)
             load[i] -= 1
-            r = _result(ray, ref, job, pool.names[i], p)
+            # An actor runs its tasks in the order sent: when it dies, all its chunks fail together, and
+            # the one it was computing is its oldest, whichever failure ray.wait returns first.
+            computing = min([job] + [j for j, w in in_flight.values() if w == i], key=lambda j: j.k)
+            r = _result(ray, ref, computing, pool.names[i], p)
             stages.decode += r["decode"]
             stages.resize += r["resize"]
             stages.model += r["model"]  # summed over workers, as decode and resize are
@@ -447,8 +450,9 @@ def _drop_pool(ray) -> None:
         ray.kill(actor, no_restart=True)
 
 
-def _result(ray, ref, job, worker: str, p) -> dict:
-    """A chunk's result; a worker's error as the same clear error a local run gives."""
+def _result(ray, ref, computing, worker: str, p) -> dict:
+    """A chunk's result; a worker's error as the same clear error a local run gives (a worker
+    that died names ``computing``, the job it was on)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
@@ -458,6 +462,6 @@ def _result(ray, ref, job, worker: str, p) -> dict:
     except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
         reason = str(e).strip().splitlines()[0][:300]
         raise BottleneckError(f"a Ray worker ({worker} when it started) died {RETRIES + 1} times computing chunk "
-                              f"{job.k} of {p.path.name}: killed, or out of memory ({reason})",
+                              f"{computing.k} of {p.path.name}: killed, or out of memory ({reason})",
                               "run the same command again: it resumes from the chunks written; if it dies again, "
                               "use fewer --workers or a smaller --batch-size") from None
