@@ -89,7 +89,7 @@ def test_chunks_from_donor_files_keep_their_place_between_queued_batches(small_c
 JAX_CHECK = """
 import numpy as np
 from bottleneck import forward
-from bottleneck.bases import build_feature_model, compute_dtype, get_base
+from bottleneck.bases import build_feature_model, build_pyramid_model, compute_dtype, get_base
 from bottleneck.extraction import extract, model_of, plan
 
 spec = get_base("tiny_cnn")
@@ -102,6 +102,11 @@ for dtype in ("float32", "bfloat16"):
     handles = [run.send(x), run.send(x[::-1])]
     assert np.array_equal(run.take(handles[0]), model.predict_on_batch(x)), dtype
     assert np.array_equal(run.take(handles[1]), model.predict_on_batch(x[::-1])), dtype
+pyramid = build_pyramid_model(spec, (32, 48), None, None)  # a dict of maps, as segmentation extracts
+run = forward.forward_of(pyramid)
+frames = np.concatenate([x, x[:, :, :16]], axis=2)  # 32 x 48
+got, want = run.take(run.send(frames)), pyramid.predict_on_batch(frames)
+assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
 
 ds = "folder:" + DATA
 fs = extract("tiny_cnn", ds, "train", None, cache_dir=CACHE, batch_size=4, feed="processes", workers=2,
