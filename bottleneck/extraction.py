@@ -445,7 +445,7 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
 
     with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size,
                    slots=ahead + forward_mod.IN_FLIGHT) as pool:
-        submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead)
+        submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead, first=feed.cores())
         try:
             stages.start += time.perf_counter() - t
             for job in jobs:

@@ -227,10 +227,15 @@ class Ahead:
     chunks' decoding and the model's first batches instead of holding them up.
 
     ``next()`` is the next future; ``done()`` says one was consumed (a place is free again);
-    ``close()`` stops submitting (the pool cancels what was submitted when it closes)."""
+    ``close()`` stops submitting (the pool cancels what was submitted when it closes).
 
-    def __init__(self, pool: Feed, works: list, depth: int):
+    Until the first chunk is made, at most ``first`` are in flight: more workers than cores
+    (threads x 6 on 2 cores) would otherwise all decode at once and the first chunk, which
+    the model waits for, would come when they all do."""
+
+    def __init__(self, pool: Feed, works: list, depth: int, first: int | None = None):
         self._places = threading.Semaphore(depth)
+        self._first = max(1, min(first or depth, depth))
         self._out: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._submit, args=(pool, works), daemon=True)
@@ -238,12 +243,18 @@ class Ahead:
 
     def _submit(self, pool: Feed, works: list) -> None:
         try:
+            started: list = []  # the futures submitted before the first chunk was made
             for work in works:
                 if work is not None:
+                    if started is not None and len(started) == self._first:
+                        cf.wait(started[:1])
+                        started = None
                     self._places.acquire()
                     if self._stop.is_set():
                         return
                     work = pool.submit(work)
+                    if started is not None:
+                        started.append(work)
                 self._out.put(work)
         except BaseException as e:  # a broken pool: raised where the futures are awaited
             self._out.put(_Failed(e))

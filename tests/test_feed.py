@@ -168,6 +168,27 @@ def test_ahead_keeps_depth_in_flight_hands_futures_in_order_and_stops_on_close()
     assert pool.submitted == [1, 2, 3]  # closed: nothing more submitted
 
 
+def test_ahead_holds_back_more_than_first_until_the_first_chunk_is_made():
+    """More workers than cores: the first chunk, which the model waits for, is not made
+    alongside all the others."""
+
+    class HeldPool(_CountingPool):
+        def submit(self, work):
+            self.submitted.append(work)
+            self.futures.append(cf.Future())
+            return self.futures[-1]
+
+    pool = HeldPool()
+    pool.futures = []
+    ahead = feed.Ahead(pool, [1, 2, 3, 4, 5], depth=4, first=2)
+    assert _settle(pool, 2) == [1, 2]  # places for 4, but only 2 until the first is made
+    pool.futures[1].set_result(20)
+    assert _settle(pool, 3) == [1, 2]  # the second being made does not count
+    pool.futures[0].set_result(10)
+    assert _settle(pool, 4) == [1, 2, 3, 4]  # then up to depth
+    ahead.close()
+
+
 def test_ahead_raises_a_failed_submission_where_the_futures_are_awaited():
     pool = _CountingPool(fail_at=2)
     ahead = feed.Ahead(pool, [1, 2, 3], depth=4)
