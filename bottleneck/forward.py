@@ -13,20 +13,19 @@ stateless call that Keras's predict step compiles, and PyTorch's runs the same e
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 IN_FLIGHT = 2  # batches sent and not yet read back, at most: one computing, one being read
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def forward_of(model) -> Forward:
     """The model's ``Forward``, made once per model (JAX compiles its call once, as Keras
-    compiles ``predict_on_batch`` once)."""
-    if model not in _FORWARDS:
-        _FORWARDS[model] = Forward(model)
-    return _FORWARDS[model]
+    compiles ``predict_on_batch`` once). It is kept on the model, so it lives exactly as long
+    as the model does (a table of them would keep every model of a grid alive)."""
+    run = getattr(model, "_bottleneck_forward", None)
+    if run is None:
+        run = model._bottleneck_forward = Forward(model)
+    return run
 
 
 class Forward:

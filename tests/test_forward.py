@@ -57,6 +57,20 @@ def test_tensorflow_runs_one_batch_at_a_time_with_predict_on_batchs_features():
     assert np.array_equal(run.take(run.send(x)), model.predict_on_batch(x))
 
 
+def test_a_models_forward_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    from bottleneck.bases import build_feature_model, get_base
+
+    model = build_feature_model(get_base("tiny_cnn"), 32, None)
+    forward.forward_of(model)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # a grid over many bases frees each model it is done with
+
+
 @pytest.mark.parametrize("feed_kind", ["threads", "processes"])
 def test_a_queued_forward_keeps_each_batch_until_it_is_read_back(kill_dataset, tmp_path, monkeypatch, feed_kind):
     ds = f"folder:{kill_dataset}"
