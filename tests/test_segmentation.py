@@ -187,8 +187,11 @@ def test_training_reads_maps_lazily(tmp_path):
                              cwd=REPO, timeout=300)
         assert out.returncode == 0, out.stderr
         peaks[n] = int(out.stdout.strip().splitlines()[-1])
-    all_maps = 64 * 48 * 8 * 4 * 80  # the s2 maps of every frame alone, in float32
-    assert peaks[80] < 2 * peaks[20] and peaks[80] < all_maps, peaks
+    # 60 more frames must cost less than their s2 maps alone as stored (float16): reading every
+    # frame's maps at once would add at least that. (Not the peak against all maps in float32:
+    # TensorFlow's own allocations make the peak nearly that much, within 1% some runs.)
+    extra_maps = 64 * 48 * 8 * 2 * (80 - 20)
+    assert peaks[80] < 2 * peaks[20] and peaks[80] - peaks[20] < extra_maps, peaks
 
 
 def test_camvid_end_to_end_twice(tmp_path, capsys):
