@@ -133,7 +133,7 @@ def _ceiling(model, x: np.ndarray, batch: int, one_at_a_time: bool = False) -> f
     sent = []
     for s in range(0, full, batch):
         sent.append(run.send(x[s:s + batch]))
-        if len(sent) >= forward.IN_FLIGHT or not run.queued:
+        if len(sent) >= run.in_flight:
             run.take(sent.pop(0))
     for handle in sent:
         run.take(handle)

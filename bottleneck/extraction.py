@@ -469,7 +469,7 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
                 # a whole batch, zeros after the chunk's rows: one shape, compiled once
                 sent.append((job, made, forward.send(pool.pixels(made))))
                 stages.model += time.perf_counter() - t
-                if len(sent) >= forward_mod.IN_FLIGHT or not forward.queued:
+                if len(sent) >= forward.in_flight:
                     yield taken()
             while sent:
                 yield taken()

@@ -51,6 +51,12 @@ class Forward:
         """Whether ``send`` returns before the model has run (JAX, PyTorch)."""
         return self._call is not None
 
+    @property
+    def in_flight(self) -> int:
+        """How many batches to send before taking the oldest back: ``IN_FLIGHT`` where ``send``
+        returns at once, else 1 (its result is there already)."""
+        return IN_FLIGHT if self.queued else 1
+
     def send(self, x: np.ndarray):
         if self._call is None:
             return self.model.predict_on_batch(x)

@@ -28,20 +28,20 @@ class LateForward:
     """A queued ``Forward`` whose device reads each batch only when it is taken back, a while
     later: a batch whose pixels changed in between gives other features."""
 
-    queued = True
+    queued, in_flight = True, forward.IN_FLIGHT
 
     def __init__(self, model):
-        self.model, self.events, self.in_flight, self.most_in_flight = model, [], 0, 0
+        self.model, self.events, self.pending, self.most_in_flight = model, [], 0, 0
 
     def send(self, x):
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.pending += 1
+        self.most_in_flight = max(self.most_in_flight, self.pending)
         self.events.append("send")
         return x  # the batch itself, not a copy: what the device will read
 
     def take(self, x):
         time.sleep(0.05)  # the feed's workers run meanwhile
-        self.in_flight -= 1
+        self.pending -= 1
         self.events.append("take")
         return self.model.predict_on_batch(x)
 
@@ -51,7 +51,7 @@ def test_tensorflow_runs_one_batch_at_a_time_with_predict_on_batchs_features():
 
     model = build_feature_model(get_base("tiny_cnn"), 32, None)
     run = forward.forward_of(model)
-    assert run.backend == "tensorflow" and not run.queued
+    assert run.backend == "tensorflow" and not run.queued and run.in_flight == 1
     assert forward.forward_of(model) is run  # made once per model
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     assert np.array_equal(run.take(run.send(x)), model.predict_on_batch(x))
@@ -81,7 +81,7 @@ def test_a_queued_forward_keeps_each_batch_until_it_is_read_back(kill_dataset, t
                      workers=2, **TINY)
     late = made[0]
     assert late.most_in_flight == forward.IN_FLIGHT  # batch k+1 was sent before batch k was read back
-    assert late.events[:3] == ["send", "send", "take"] and late.in_flight == 0
+    assert late.events[:3] == ["send", "send", "take"] and late.pending == 0
     # the shared-memory slot of a batch in flight was not handed to the next chunk
     assert np.array_equal(queued.features, plain.features) and queued.source_ids == plain.source_ids
 
@@ -112,7 +112,7 @@ for dtype in ("float32", "bfloat16"):
     with compute_dtype(dtype):
         model = build_feature_model(spec, 32, None)
     run = forward.forward_of(model)
-    assert run.backend == "jax" and run.queued
+    assert run.backend == "jax" and run.queued and run.in_flight == forward.IN_FLIGHT
     handles = [run.send(x), run.send(x[::-1])]
     assert np.array_equal(run.take(handles[0]), model.predict_on_batch(x)), dtype
     assert np.array_equal(run.take(handles[1]), model.predict_on_batch(x[::-1])), dtype
