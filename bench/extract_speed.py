@@ -77,10 +77,14 @@ def _dataset(a):
     return ds, repeats
 
 
+def _plan(ds, a, cache: str, resize_on: str):
+    return extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
+
+
 def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarray]:
     """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
     options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
-    plan = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
+    plan = _plan(ds, a, cache, resize_on)
     run = forward.forward_of(extraction.model_of(plan.order))
     h, w = plan.recipe.input_shape
     run.take(run.send(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8)))  # compile
@@ -90,30 +94,36 @@ def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarr
     return rate, {"feed": fs.info["feed"], **json.loads(fs.info["stages"])}, fs.features
 
 
-def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> tuple[np.ndarray, np.ndarray]:
-    """``--rounds`` rounds of pipeline then ceiling, alternating, so that both see the machine
-    in the same state. Into ``r``: the median of each and of the per-round ratios, every
-    round's ratio (the spread) and the stages of the median round. Returns the features and
-    the ceiling's preloaded pixels (``pixels()``, made once)."""
-    pipelines, ceilings, singles, stages, x = [], [], [], [], None
+def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> tuple:
+    """A ceiling, then ``--rounds`` rounds of pipeline then ceiling: each round's ratio is its
+    pipeline against the mean of the ceilings just before and just after it, so that a drift
+    in the machine's speed (its ceiling moves by several percent within minutes here) falls
+    on both sides alike. Into ``r``: the medians of the pipelines, the ceilings (each round's
+    mean) and the per-round ratios; every pipeline, ceiling and ratio measured (the spread);
+    the stages of the median round.
+    Returns the features, the ceiling's preloaded pixels (``pixels()``, made first: it also
+    reads every file once, so that no round reads them cold) and the model."""
+    x = pixels()
+    model = extraction.model_of(_plan(ds, a, f"{cache}/{resize_on}", resize_on).order)  # the pipeline's model
+    ceilings, singles = [_ceiling(model, x, a.batch_size)], []
+    pipelines, stages = [], []
     for i in range(a.rounds):
         rate, stage, features = _timed_run(ds, a, f"{cache}/{resize_on}{i}", resize_on)
-        if x is None:
-            x = pixels()
         pipelines.append(rate)
         stages.append(stage)
-        model = next(reversed(extraction._MODELS.values()))
         ceilings.append(_ceiling(model, x, a.batch_size))
         if forward.forward_of(model).queued:
             singles.append(_ceiling(model, x, a.batch_size, one_at_a_time=True))
-    ratios = [p / c for p, c in zip(pipelines, ceilings)]
+    around = [(before + after) / 2 for before, after in zip(ceilings, ceilings[1:])]
+    ratios = [p / c for p, c in zip(pipelines, around)]
     middle = int(np.argsort(ratios)[len(ratios) // 2])
-    r.update({f"pipeline{suffix}": float(np.median(pipelines)), f"ceiling{suffix}": float(np.median(ceilings)),
+    r.update({f"pipeline{suffix}": float(np.median(pipelines)), f"ceiling{suffix}": float(np.median(around)),
               f"ratio{suffix}": float(np.median(ratios)), f"ratios{suffix}": [round(v, 4) for v in ratios],
-              f"stages{suffix}": stages[middle]})
+              f"stages{suffix}": stages[middle], f"pipelines{suffix}": [round(v, 2) for v in pipelines],
+              f"ceilings{suffix}": [round(v, 2) for v in ceilings]})
     if singles:
         r[f"ceiling_predict_on_batch{suffix}"] = float(np.median(singles))
-    return features, x
+    return features, x, model
 
 
 def _ceiling(model, x: np.ndarray, batch: int, one_at_a_time: bool = False) -> float:
@@ -206,12 +216,11 @@ def measure(a) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         m = min(n, CEILING_IMAGES)
         host = lambda: np.stack([resize(split.load(i, size), size) for i in range(m)])  # as the pipeline feeds it
-        features, x = _rounds(r, "", ds, a, cache, "host", host)
-        model = next(reversed(extraction._MODELS.values()))
+        features, x, model = _rounds(r, "", ds, a, cache, "host", host)
         sizes = {split.load(i).size for i in range(min(n, 200))}
         if len(sizes) == 1:
             own = lambda: np.stack([np.asarray(split.load(i), np.uint8) for i in range(m)])
-            dev_features, _ = _rounds(r, "_device_resize", ds, a, cache, "device", own)
+            dev_features, _, _ = _rounds(r, "_device_resize", ds, a, cache, "device", own)
             r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
             r["feed_per_core_device_resize"] = _feed_alone(ds, extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]))
     r["feed_per_core"] = _feed_alone(ds, extraction.PooledRecipe(size))

@@ -166,7 +166,7 @@ class RunOptions:
     skip_bad_images: bool = False
     progress: bool = True
     workers: int | None = None
-    feed: str = "auto"  # threads, processes, or auto: processes for many image files on more than 2 cores
+    feed: str = "auto"  # threads, processes, or auto: processes for many image files (see feed.choose)
     engine: str = "local"  # local (this process and its feed) or ray (a pool of Ray actors, see cluster.py)
     address: str | None = None  # --engine ray: an existing cluster's address, or None to start one for the run
 
@@ -427,8 +427,11 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
     every row of the job came from donors, else (outputs of the needed rows, {array name:
     values}; which of them were readable images). Says its workers in ``about["feed"]``."""
     t = time.perf_counter()
-    kind, workers = feed.choose(options.feed, p.samples.source, sum(len(job.need) for job in jobs), options.workers)
-    about["feed"] = f"{kind} x {workers}"
+    on_cpu = forward_mod.on_cpu()
+    kind, workers = feed.choose(options.feed, p.samples.source, sum(len(job.need) for job in jobs), options.workers,
+                                on_cpu)
+    idle = kind == "processes" and on_cpu  # the workers take only the cycles the model leaves
+    about["feed"] = f"{kind} x {workers}" + (", idle priority" if idle else "")
     recipe, forward = p.recipe, None
     # Every worker has a chunk in hand and one waiting; the model holds up to IN_FLIGHT more.
     ahead = workers + 2
@@ -444,7 +447,7 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
         return job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
 
     with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size,
-                   slots=ahead + forward_mod.IN_FLIGHT) as pool:
+                   slots=ahead + forward_mod.IN_FLIGHT, idle=idle) as pool:
         submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead, first=feed.cores())
         try:
             stages.start += time.perf_counter() - t

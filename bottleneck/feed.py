@@ -9,6 +9,12 @@ so where time goes is visible (``Stages``).
 
 Processes never outlive the run: the pool is shut down when the run ends, however it
 ends, and a worker whose run was killed (SIGKILL) notices within half a second and exits.
+
+When the model computes on this machine's CPU, the worker processes run at idle priority
+(``yield_cpu``): they take only the cycles the model leaves (its threads leave about a tenth
+of two cores idle here, and the feed needs a few percent), and never preempt one of its
+threads, whose whole operation would wait for it. Threads cannot do that: a low-priority
+thread holding the GIL would hold up the model's thread instead.
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ from .images import BadImage
 
 KINDS = ("auto", "threads", "processes")
 # "auto" uses processes for image files when there are at least this many rows to make: below
-# it, starting them (under a second for 14 on a 16-core machine) costs more than it saves.
+# it, starting them (under a second for 14 on a 16-core machine, 0.25 s for 2 on 2 cores)
+# costs more than it saves.
 PROCESS_MIN_ROWS = 2000
 
 
@@ -76,7 +83,11 @@ class Chunk:
 def make_chunk(split, recipe, rows: list[tuple[int, str, str]], skip_bad: bool, out: np.ndarray | None = None,
                batch_size: int | None = None) -> Chunk:
     """Pixels for ``rows`` ((split index, view, digest) each), through ``recipe``, written into
-    ``out`` (a batch: at least len(rows) rows), or into a new batch of ``batch_size`` rows."""
+    ``out`` (a batch: at least len(rows) rows), or into a new batch of ``batch_size`` rows.
+    Its ``decode`` and ``resize`` are this thread's CPU seconds: a worker's wall-clock time
+    would count the time other threads ran instead (the model's, whose cycles an idle-priority
+    worker only takes when they are free), and waiting for a slow disk shows as the model's
+    ``wait``."""
     height, width = recipe.input_shape
     if out is None:
         out = np.zeros((batch_size or len(rows), height, width, 3), np.uint8)
@@ -85,7 +96,7 @@ def make_chunk(split, recipe, rows: list[tuple[int, str, str]], skip_bad: bool, 
     valid = np.ones(len(rows), bool)
     decode = resize = 0.0
     for j, (index, view, digest) in enumerate(rows):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         try:
             image = recipe.decode(split, index, digest)
         except BadImage:
@@ -94,11 +105,11 @@ def make_chunk(split, recipe, rows: list[tuple[int, str, str]], skip_bad: bool, 
             valid[j] = False
             out[j] = 0
             continue
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         out[j] = recipe.fit(image, view)
         del image  # a decoded image can be huge: never hold one across the next decode
         decode += t1 - t0
-        resize += time.perf_counter() - t1
+        resize += time.thread_time() - t1
     return Chunk(out, valid, decode, resize)
 
 
@@ -121,8 +132,19 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _start(split, recipe, skip_bad: bool, run_pid: int) -> None:
+def yield_cpu() -> None:
+    """Run this process at idle priority: Linux's SCHED_IDLE (it runs only on a core nothing
+    else wants), or the lowest nice level where there is no such policy."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or a sandbox that forbids it
+        os.nice(19 - os.nice(0))
+
+
+def _start(split, recipe, skip_bad: bool, run_pid: int, idle: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if idle:
+        yield_cpu()
     _WORK.update(split=split, recipe=recipe, skip_bad=skip_bad, slots={})
 
     # The run killed (SIGKILL): nothing will shut this pool down, and the fork server (this
@@ -154,12 +176,15 @@ class Feed:
     whole batch of ``batch_size`` rows; ``release(chunk)`` once the model has used it.
 
     Processes write each chunk into one of ``slots`` shared-memory batches (the chunks in
-    flight at most), so pixels never cross a pipe; threads make a new array per chunk."""
+    flight at most), so pixels never cross a pipe; threads make a new array per chunk.
+    ``idle``: processes run at idle priority (``yield_cpu``), for a model on the same cores."""
 
     def __init__(self, split, recipe, skip_bad: bool, workers: int, kind: str = "threads", batch_size: int = 32,
-                 slots: int = 1):
+                 slots: int = 1, idle: bool = False):
         if kind not in ("threads", "processes"):
             raise ValueError(f"unknown feed kind {kind!r}")
+        if idle and kind != "processes":
+            raise ValueError("only worker processes can run at idle priority (a thread would hold the GIL)")
         self.kind, self.workers, self.batch_size = kind, workers, batch_size
         self.split, self.recipe, self.skip_bad = split, recipe, skip_bad
         self._shared: list = []
@@ -184,7 +209,7 @@ class Feed:
         context.set_forkserver_preload(["bottleneck.extraction"])  # what unpickling a recipe needs
         slim = dataclasses.replace(split, ids=[], labels=np.empty(0), groups=[])  # workers read the source only
         self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
-                                            initargs=(slim, recipe, skip_bad, os.getpid()))
+                                            initargs=(slim, recipe, skip_bad, os.getpid(), idle))
 
     def submit(self, rows: list[tuple[int, str, str]]) -> cf.Future:
         if self.kind == "threads":
@@ -284,13 +309,17 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
 
 
-def choose(kind: str, source, rows: int, workers: int | None) -> tuple[str, int]:
-    """The feed's kind and number of workers for ``rows`` rows of ``source``."""
+def choose(kind: str, source, rows: int, workers: int | None, model_on_cpu: bool = False) -> tuple[str, int]:
+    """The feed's kind and number of workers for ``rows`` rows of ``source``; ``model_on_cpu``:
+    the model computes on this machine's cores (processes then run at idle priority)."""
     if kind not in KINDS:
         raise BottleneckError(f"unknown feed {kind!r}", f"use one of {', '.join(KINDS)}")
     n_cores = cores()
     if kind == "auto":
-        kind = "processes" if isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS and n_cores > 2 else "threads"
+        # Beside a GPU on 2 cores, threads leave the model's host thread a core; beside a model on
+        # the CPU, idle-priority processes take only the cycles it leaves.
+        many = isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS
+        kind = "processes" if many and (n_cores > 2 or model_on_cpu) else "threads"
     if workers is None:
         # processes: one per core; threads: more than cores, since they wait on files with the GIL released
         workers = n_cores if kind == "processes" else min(32, n_cores + 4)

@@ -18,6 +18,22 @@ import numpy as np
 IN_FLIGHT = 2  # batches sent and not yet read back, at most: one computing, one being read
 
 
+def on_cpu() -> bool:
+    """Whether Keras's backend runs models on this machine's CPU (it sees no GPU or TPU): the
+    model then competes with the feed for the same cores."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":  # Keras's torch backend picks CUDA, then MPS, when there is one
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        return not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
+    if backend in ("tensorflow", "jax"):
+        return all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
+    return True
+
+
 def forward_of(model) -> Forward:
     """The model's ``Forward``, made once per model (JAX compiles its call once, as Keras
     compiles ``predict_on_batch`` once). It is kept on the model, so it lives exactly as long

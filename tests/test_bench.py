@@ -21,6 +21,11 @@ def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
                 "matmul_gflop_per_s_float32", "pipeline_device_resize", "ceiling_device_resize"):
         assert key in r, key
     assert len(r["ratios"]) == 3 and r["ratio"] == round(float(np.median(r["ratios"])), 4)
+    # each round against the ceilings measured just before and just after it (a drift falls on both sides)
+    pipelines, ceilings = r["pipelines"], r["ceilings"]
+    assert len(pipelines) == 3 and len(ceilings) == 4
+    around = [(ceilings[i] + ceilings[i + 1]) / 2 for i in range(3)]
+    assert np.allclose(r["ratios"], [p / c for p, c in zip(pipelines, around)], atol=2e-3)
     stages = r["stages"]
     assert {"decode", "resize", "start", "model", "write", "finish", "feed"} <= set(stages)
     assert r["images"] == 40 and all(r[k] > 0 for k in ("pipeline", "ceiling", "lab_loop", "feed_per_core"))

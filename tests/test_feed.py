@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_process_feed_gives_the_thread_feeds_features_bit_for_bit(small_cifar, t
     assert a.path.name == b.path.name  # how the feed ran is not part of what the features are
     assert np.array_equal(a.features, b.features) and a.source_ids == b.source_ids
     assert a.info["feed"].startswith("threads x")
-    assert b.info["feed"] == "processes x 2"
+    assert b.info["feed"] == "processes x 2, idle priority"  # the model computes on this machine's CPU
 
 
 def test_a_bad_image_in_a_worker_process_is_named_or_skipped(small_cifar, tmp_path):
@@ -114,9 +115,28 @@ def test_auto_feed_uses_processes_only_where_they_pay(monkeypatch, tmp_path):
     assert feed.choose("auto", ArraySource(np.zeros((1, 2, 2, 3), np.uint8)), 10 ** 6, None)[0] == "threads"
     assert feed.choose("threads", files, 10, 3) == ("threads", 3)
     monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert feed.choose("auto", files, 10 ** 6, None)[0] == "threads"  # 2 cores: the model needs them
+    assert feed.choose("auto", files, 10 ** 6, None)[0] == "threads"  # 2 cores beside a GPU: its host thread's
+    # beside a model on the same 2 cores, processes at idle priority take only the cycles it leaves
+    assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS, None, model_on_cpu=True) == ("processes", 2)
+    assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS - 1, None, model_on_cpu=True)[0] == "threads"
     with pytest.raises(BottleneckError, match="unknown feed"):
         feed.choose("gpu", files, 10, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's (CI runs on Linux)")
+@pytest.mark.parametrize("idle", [True, False])
+def test_worker_processes_run_at_idle_priority_only_when_asked(small_cifar, idle):
+    from bottleneck.datasets import load_dataset
+
+    split = load_dataset(f"folder:{small_cifar}").split("train")
+    rows = [(0, "", split.digests([0])[0])]
+    with feed.Feed(split, PooledRecipe(32), False, 2, "processes", 4, slots=2, idle=idle) as pool:
+        pool.release(pool.submit(rows).result())  # a worker has started and made a chunk
+        policies = {os.sched_getscheduler(pid) for pid in pool._pool._processes}
+    assert policies == ({os.SCHED_IDLE} if idle else {os.SCHED_OTHER})
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process, the model's, is left as it was
+    with pytest.raises(ValueError, match="GIL"):
+        feed.Feed(split, PooledRecipe(32), False, 2, "threads", idle=True)
 
 
 def test_make_chunk_times_its_stages_and_marks_skipped_rows(small_cifar):
@@ -128,6 +148,19 @@ def test_make_chunk_times_its_stages_and_marks_skipped_rows(small_cifar):
     assert chunk.pixels.shape == (2, 48, 48, 3) and chunk.pixels.dtype == np.uint8
     assert chunk.valid.all() and chunk.decode > 0 and chunk.resize > 0
     assert np.array_equal(chunk.pixels[1], PooledRecipe(48).pixels(split, 1, digests[1]))
+
+
+def test_feed_stages_are_cpu_seconds_not_the_time_a_worker_waited(small_cifar):
+    from bottleneck.datasets import load_dataset
+
+    class SlowDisk(PooledRecipe):
+        def decode(self, split, index, digest):
+            time.sleep(0.2)  # waiting (for a disk, or for a core the model holds) is not the feed's work
+            return super().decode(split, index, digest)
+
+    split = load_dataset(f"folder:{small_cifar}").split("train")
+    chunk = feed.make_chunk(split, SlowDisk(48), [(0, "", split.digests([0])[0])], False)
+    assert 0 < chunk.decode < 0.1 and 0 < chunk.resize < 0.1
 
 
 class _CountingPool:

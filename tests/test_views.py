@@ -217,7 +217,7 @@ def test_views_made_in_worker_processes_are_the_threads_views_bit_for_bit(tmp_pa
     a = extract("tiny_cnn", ds, "train", 2, 0, cache_dir=tmp_path / "a", views=3, crop=0.1, feed="threads", **TINY)
     b = extract("tiny_cnn", ds, "train", 2, 0, cache_dir=tmp_path / "b", views=3, crop=0.1, feed="processes",
                 workers=2, **TINY)
-    assert b.info["feed"] == "processes x 2" and a.digests == b.digests
+    assert b.info["feed"] == "processes x 2, idle priority" and a.digests == b.digests
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.labels, b.labels)
 
