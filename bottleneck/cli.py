@@ -95,7 +95,8 @@ def _common() -> argparse.ArgumentParser:
                    help="the base's compute dtype (bfloat16: mixed precision, for GPUs; a recorded setting)")
     g.add_argument("--feed", choices=["auto", "threads", "processes"], default="auto",
                    help="who decodes and resizes: threads, processes, or auto (processes for 2,000 or more "
-                        "image files on more than 2 cores)")
+                        "image files on more than 2 cores, or beside a model on the CPU; there they run at "
+                        "idle priority)")
     g.add_argument("--workers", type=_positive_int, help="feed workers (default: one process per core, or "
                                                          "cores + 4 threads); with --engine ray, Ray actors "
                                                          "(default: one per CPU of the cluster)")
