@@ -316,8 +316,9 @@ def choose(kind: str, source, rows: int, workers: int | None, model_on_cpu: bool
         raise BottleneckError(f"unknown feed {kind!r}", f"use one of {', '.join(KINDS)}")
     n_cores = cores()
     if kind == "auto":
-        # Beside a GPU on 2 cores, threads leave the model's host thread a core; beside a model on
-        # the CPU, idle-priority processes take only the cycles it leaves.
+        # Beside a model on the CPU, idle-priority processes take only the cycles it leaves (they
+        # gained about 0.015 of the ceiling over threads on 2 cores); beside a GPU on 2 cores,
+        # where that was never measured, threads as before.
         many = isinstance(source, FileSource) and rows >= PROCESS_MIN_ROWS
         kind = "processes" if many and (n_cores > 2 or model_on_cpu) else "threads"
     if workers is None:

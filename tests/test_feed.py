@@ -115,7 +115,7 @@ def test_auto_feed_uses_processes_only_where_they_pay(monkeypatch, tmp_path):
     assert feed.choose("auto", ArraySource(np.zeros((1, 2, 2, 3), np.uint8)), 10 ** 6, None)[0] == "threads"
     assert feed.choose("threads", files, 10, 3) == ("threads", 3)
     monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert feed.choose("auto", files, 10 ** 6, None)[0] == "threads"  # 2 cores beside a GPU: its host thread's
+    assert feed.choose("auto", files, 10 ** 6, None)[0] == "threads"  # 2 cores beside a GPU: as before
     # beside a model on the same 2 cores, processes at idle priority take only the cycles it leaves
     assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS, None, model_on_cpu=True) == ("processes", 2)
     assert feed.choose("auto", files, feed.PROCESS_MIN_ROWS - 1, None, model_on_cpu=True)[0] == "threads"
