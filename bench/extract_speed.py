@@ -77,14 +77,9 @@ def _dataset(a):
     return ds, repeats
 
 
-def _plan(ds, a, cache: str, resize_on: str):
-    return extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights, resize=resize_on)
-
-
-def _timed_run(ds, a, cache: str, resize_on: str) -> tuple[float, dict, np.ndarray]:
+def _timed_run(plan, a) -> tuple[float, dict, np.ndarray]:
     """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
     options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
-    plan = _plan(ds, a, cache, resize_on)
     run = forward.forward_of(extraction.model_of(plan.order))
     h, w = plan.recipe.input_shape
     run.take(run.send(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8)))  # compile
@@ -104,11 +99,14 @@ def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> 
     Returns the features, the ceiling's preloaded pixels (``pixels()``, made first: it also
     reads every file once, so that no round reads them cold) and the model."""
     x = pixels()
-    model = extraction.model_of(_plan(ds, a, f"{cache}/{resize_on}", resize_on).order)  # the pipeline's model
+    # one plan per round, each with a cache folder of its own, so that every round extracts
+    plans = [extraction.plan(a.base, ds, "train", None, cache_dir=f"{cache}/{resize_on}{i}", weights=a.weights,
+                             resize=resize_on) for i in range(a.rounds)]
+    model = extraction.model_of(plans[0].order)  # the pipeline's model (built once: every round's is this one)
     ceilings, singles = [_ceiling(model, x, a.batch_size)], []
     pipelines, stages = [], []
-    for i in range(a.rounds):
-        rate, stage, features = _timed_run(ds, a, f"{cache}/{resize_on}{i}", resize_on)
+    for plan in plans:
+        rate, stage, features = _timed_run(plan, a)
         pipelines.append(rate)
         stages.append(stage)
         ceilings.append(_ceiling(model, x, a.batch_size))
