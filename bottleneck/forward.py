@@ -87,16 +87,20 @@ class Forward:
 
 
 def _jax_call(model):
-    """The model's stateless inference call, compiled by XLA as Keras's predict step compiles it."""
+    """The model's stateless inference call, compiled by XLA as Keras's predict step compiles it.
+
+    The variables' values are read at each call, not once: Keras replaces them whenever the
+    model's weights are set, and its own ``predict_on_batch`` donates them to XLA on a GPU
+    (deleting the arrays this call would otherwise still hold), then stores new ones."""
     import jax
 
-    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    trainable, non_trainable = list(model.trainable_variables), list(model.non_trainable_variables)
 
     @jax.jit
     def call(trainable, non_trainable, x):
         return model.stateless_call(trainable, non_trainable, x, training=False)[0]
 
-    return lambda x: call(*state, x)
+    return lambda x: call([v.value for v in trainable], [v.value for v in non_trainable], x)
 
 
 def _torch_call(model):

@@ -116,6 +116,11 @@ for dtype in ("float32", "bfloat16"):
     handles = [run.send(x), run.send(x[::-1])]
     assert np.array_equal(run.take(handles[0]), model.predict_on_batch(x)), dtype
     assert np.array_equal(run.take(handles[1]), model.predict_on_batch(x[::-1])), dtype
+# the weights as they are now, not as they were when the forward pass was made: set anew, or
+# replaced by predict_on_batch (which donates them to XLA on a GPU and stores new arrays)
+model.set_weights([w * 0.5 for w in model.get_weights()])
+assert np.array_equal(run.take(run.send(x)), model.predict_on_batch(x))
+assert np.array_equal(run.take(run.send(x)), model.predict_on_batch(x))
 pyramid = build_pyramid_model(spec, (32, 48), None, None)  # a dict of maps, as segmentation extracts
 run = forward.forward_of(pyramid)
 frames = np.concatenate([x, x[:, :, :16]], axis=2)  # 32 x 48
