@@ -23,7 +23,7 @@ for be in $BACKENDS; do
     python3 - "$OUT/gpu_${be}_$ds.json" <<'EOF' || tail -4 "$OUT/gpu_${be}_$ds.err"
 import json, sys
 r = json.load(open(sys.argv[1]))
-keys = ("pipeline", "ceiling", "ratio", "ratios", "ceiling_predict_on_batch", "pipeline_device_resize", "ceiling_device_resize",
+keys = ("pipeline", "ceiling", "ratio", "ratios", "ceiling_predict_on_batch", "device_resize", "pipeline_device_resize", "ceiling_device_resize",
         "ratio_device_resize", "ratios_device_resize", "ceiling_predict_on_batch_device_resize",
         "feed_per_core", "feed_per_core_device_resize", "ceiling_bf16", "bf16_max_feature_difference", "lab_loop")
 print(r["backend"], r["dataset"], {k: r[k] for k in keys if k in r}, r["stages"])

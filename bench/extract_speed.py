@@ -8,8 +8,10 @@ For one base at its native size (random weights are fine for speed) over image f
                the pipeline runs it (``bottleneck.forward``: ``predict_on_batch`` under
                TensorFlow; under JAX and PyTorch two batches in flight, the next sent before the
                last is read back, with ``ceiling_predict_on_batch``, one at a time, beside it);
-- *_device     the same two with ``--resize device`` (the model resizes; the feed ships the
-               images' own pixels), when every image has one size (CIFAR-10);
+- *_device     the same two with the model resizing (the feed ships the images' own pixels):
+               ``--resize device`` when every image has one size (CIFAR-10), else
+               ``--resize device-mixed`` (each image in a canvas with its size; GTSRB); which one
+               is ``device_resize``;
 - feed_per_core  the feed alone, one worker, no model: images/s one core gives (so a GPU's
                ceiling divided by it says how many cores that GPU needs);
 - lab_loop     the classic lab's way: batches of 16, decode, resize per batch, ``model.predict``;
@@ -216,11 +218,15 @@ def measure(a) -> dict:
         host = lambda: np.stack([resize(split.load(i, size), size) for i in range(m)])  # as the pipeline feeds it
         features, x, model = _rounds(r, "", ds, a, cache, "host", host)
         sizes = {split.load(i).size for i in range(min(n, 200))}
-        if len(sizes) == 1:
-            own = lambda: np.stack([np.asarray(split.load(i), np.uint8) for i in range(m)])
-            dev_features, _, _ = _rounds(r, "_device_resize", ds, a, cache, "device", own)
-            r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
-            r["feed_per_core_device_resize"] = _feed_alone(ds, extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]))
+        if len(sizes) == 1:  # the model takes the images' own size
+            mode, device, draft = "device", extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]), None
+        else:  # each image in a sized canvas (larger ones resized on the host)
+            mode, device, draft = "device-mixed", extraction.PooledRecipe(size, each_size=True), size
+        own = lambda: np.stack([device.fit(split.load(i, draft), "") for i in range(m)])  # as the pipeline feeds it
+        dev_features, _, _ = _rounds(r, "_device_resize", ds, a, cache, mode, own)
+        r["device_resize"] = mode
+        r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
+        r["feed_per_core_device_resize"] = _feed_alone(ds, device)
     r["feed_per_core"] = _feed_alone(ds, extraction.PooledRecipe(size))
     r["model_gflop_per_image"] = model_flops(model) / 1e9
     r["model_gflop_per_s_at_ceiling"] = r["model_gflop_per_image"] * r["ceiling"]
@@ -263,11 +269,11 @@ def tables(r: dict) -> str:
     rows = [("bottleneck pipeline (files -> cache)", "pipeline"), ("model ceiling (preloaded, as the pipeline runs it)",
                                                                   "ceiling"),
             ("model ceiling, predict_on_batch one batch at a time", "ceiling_predict_on_batch"),
-            ("pipeline, --resize device", "pipeline_device_resize"),
-            ("ceiling, --resize device (model takes the source size)", "ceiling_device_resize"),
+            ("pipeline, --resize device(-mixed)", "pipeline_device_resize"),
+            ("ceiling, --resize device(-mixed) (the model resizes)", "ceiling_device_resize"),
             ("ceiling with XLA (jit_compile)", "ceiling_xla"), ("ceiling, mixed_bfloat16", "ceiling_bf16"),
             ("feed alone, one core (decode + resize)", "feed_per_core"),
-            ("feed alone, one core, --resize device (decode)", "feed_per_core_device_resize"),
+            ("feed alone, one core, --resize device(-mixed) (decode)", "feed_per_core_device_resize"),
             ("lab loop (batch 16, resize per batch, model.predict)", "lab_loop")]
     out = [f"{r['base']} at {r['image_size']}px, {r['images']} images of {r['dataset']}"
            + (f" (files repeated x{r['files_repeated']})" if r["files_repeated"] > 1 else "")
@@ -275,7 +281,7 @@ def tables(r: dict) -> str:
            "| path | images/s |", "|---|---|"]
     out += [f"| {label} | {r[key]:.1f} |" for label, key in rows if key in r]
     out += ["", f"pipeline / ceiling: {r['ratio']:.3f} (median of rounds: {r['ratios']})"
-            + (f"; with --resize device: {r['ratio_device_resize']:.3f} ({r['ratios_device_resize']})"
+            + (f"; with --resize {r['device_resize']}: {r['ratio_device_resize']:.3f} ({r['ratios_device_resize']})"
                if "ratio_device_resize" in r else ""),
             f"where time went (s): {r['stages']}",
             f"model: {r['model_gflop_per_image']:.2f} GFLOP/image, {r['model_gflop_per_s_at_ceiling']:.0f} GFLOP/s at "

@@ -455,10 +455,12 @@ def compute_dtype(name: str):
 
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
                         layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8",
-                        source_size: tuple[int, int] | None = None):
+                        source_size: tuple[int, int] | None = None, sized_canvas: bool = False):
     """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode.
     With ``source_size`` (height, width) the model takes images of that size and resizes them
-    to S x S itself (bilinear, half-pixel centres, in float32), on the device."""
+    to S x S itself (bilinear, half-pixel centres, in float32), on the device. With
+    ``sized_canvas`` it takes images of any size up to S x S, each in a canvas with its size
+    (``sized_canvas``, ``resize_each_image``), and resizes each by its own scale."""
     import keras
     from keras import layers, ops
 
@@ -468,14 +470,74 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
         _check_layer_in(spec, layer, layer_names(trunk))
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
     trunk.trainable = False
-    inputs = keras.Input(shape=(*(source_size or (image_size, image_size)), 3), dtype=input_dtype, name="pixels")
+    shape = (image_size + 1, image_size) if sized_canvas else (source_size or (image_size, image_size))
+    inputs = keras.Input(shape=(*shape, 3), dtype=input_dtype, name="pixels")
     x = inputs
     if source_size is not None:
         x = layers.Resizing(image_size, image_size, interpolation="bilinear", antialias=False,
                             name="resize_on_device")(ops.cast(x, "float32"))
+    if sized_canvas:
+        x = resize_each_image(image_size)(x)
     x = trunk(_preprocess_layer(spec.preprocessing)(x), training=False)
     return keras.Model(inputs, pool(x, pooling), name=f"{spec.name}_features")
 
+
+def sized_canvas(image: np.ndarray, size: int) -> np.ndarray:
+    """An image of at most ``size`` x ``size`` pixels (H, W, 3 uint8) as ``resize_each_image``
+    takes it: at the top left of a ``size`` x ``size`` canvas of zeros, with one more row that
+    holds its height and width (pixel 0: height // 256, height % 256; pixel 1: the same of
+    the width). The size travels inside the batch, so the feed, its shared memory and the
+    forward pass carry one uint8 array, as for every other recipe."""
+    h, w = image.shape[:2]
+    if h > size or w > size:
+        raise ValueError(f"a {w} x {h} image does not fit a {size} x {size} canvas")
+    canvas = np.zeros((size + 1, size, 3), np.uint8)
+    canvas[:h, :w] = image
+    canvas[size, 0, :2] = divmod(h, 256)
+    canvas[size, 1, :2] = divmod(w, 256)
+    return canvas
+
+
+def _each_scale_weights(length, size: int):
+    """(N, size, size) weights: output pixel o of each image from its input pixels i < length:
+    PIL's bilinear filter (a triangle, widened by the scale when shrinking, so antialiased),
+    normalised over the pixels the image has. An image of ``size`` pixels gets the identity."""
+    from keras import ops
+
+    centre = (ops.arange(size, dtype="float32") + 0.5)[None, :, None]
+    pixel = (ops.arange(size, dtype="float32") + 0.5)[None, None, :]
+    length = ops.maximum(length, 1.0)[:, None, None]  # a skipped image or padding row is all zeros
+    scale = length / size
+    weights = ops.relu(1.0 - ops.abs(pixel - centre * scale) / ops.maximum(scale, 1.0))
+    weights = weights * ops.cast(pixel < length, "float32")
+    return weights / ops.sum(weights, axis=2, keepdims=True)
+
+
+def resize_each_image(size: int, name: str = "resize_each_on_device"):
+    """A layer: sized canvases (N, S + 1, S, 3) uint8 (``sized_canvas``, S = ``size``) ->
+    (N, S, S, 3) float32, each image resized from its own size to S x S with PIL's bilinear
+    filter, in float32, as two matrix products per image (rows, then columns). Pixels outside
+    an image's size get weight 0, so whatever the canvas holds there changes nothing."""
+    import keras
+    from keras import ops
+
+    class ResizeEachImage(keras.layers.Layer):
+        def __init__(self, size: int, **kwargs):
+            super().__init__(dtype="float32", **kwargs)  # float32 under any policy: resizing is not the model
+            self.size = size
+
+        def call(self, x):
+            s = self.size
+            x = ops.cast(x, "float32")
+            height = x[:, s, 0, 0] * 256.0 + x[:, s, 0, 1]
+            width = x[:, s, 1, 0] * 256.0 + x[:, s, 1, 1]
+            rows = ops.einsum("boh,bhwc->bowc", _each_scale_weights(height, s), x[:, :s])
+            return ops.einsum("bpw,bowc->bopc", _each_scale_weights(width, s), rows)
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], self.size, self.size, input_shape[3])
+
+    return ResizeEachImage(size, name=name)
 
 POOLINGS = ("avg", "max", "none") + tuple(f"grid{g}" for g in range(2, 9))
 

@@ -63,6 +63,8 @@ def _seed(text: str) -> int:
 
 
 def _common() -> argparse.ArgumentParser:
+    from .images import RESIZES
+
     p = _Parser(add_help=False)
     g = p.add_argument_group("data and cache")
     g.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"),
@@ -75,9 +77,11 @@ def _common() -> argparse.ArgumentParser:
                    help="folder holding weights files under Keras's names (env BOTTLENECK_WEIGHTS_DIR)")
     g.add_argument("--image-size", type=_positive_int, help="input size (default: the base's native size)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
-    g.add_argument("--resize", choices=["host", "device"], default="host",
-                   help="resize on the host (PIL, default) or inside the model on the device (images of one "
-                        "size only, e.g. CIFAR-10: ships 32x32 pixels, not 224x224; a recorded setting)")
+    g.add_argument("--resize", choices=RESIZES, default="host",
+                   help="resize on the host (PIL, default) or inside the model on the device: device for images of "
+                        "one size (e.g. CIFAR-10: ships 32x32 pixels, not 224x224), device-mixed for any sizes (each "
+                        "ships as it is up to the input size, with its size; larger ones resized on the host); "
+                        "a recorded setting")
     g.add_argument("--crop", type=_fraction, metavar="MARGIN",
                    help="crop each image to its box (GTSRB's CSVs) grown by MARGIN of its size on each side, before "
                         "resizing; a recorded setting (e.g. --crop 0.1)")

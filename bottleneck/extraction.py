@@ -28,12 +28,12 @@ import numpy as np
 
 from . import _faults, augment
 from .bases import (BaseSpec, build_feature_model, check_compute, check_layer, check_pooling, compute_dtype,
-                    estimate_batch_bytes, get_base, resolve_image_size, resolve_layer, weights_identity)
+                    estimate_batch_bytes, get_base, resolve_image_size, resolve_layer, sized_canvas, weights_identity)
 from . import feed
 from . import forward as forward_mod
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError
-from .images import DEVICE_RESIZE, RESIZE_METHOD, resize
+from .images import DEVICE_RESIZE, DEVICE_RESIZE_EACH, RESIZE_METHOD, RESIZES, resize
 from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
                     find_donors, move_aside, read_features)
 
@@ -60,20 +60,27 @@ class PooledRecipe:
 
     ``source`` (height, width): every image has this size and is resized inside the model,
     on the device, rather than on the host (``--resize device``): the feed then ships the
-    images' own pixels (32 x 32 for CIFAR-10, 49 times fewer bytes than 224 x 224)."""
+    images' own pixels (32 x 32 for CIFAR-10, 49 times fewer bytes than 224 x 224).
+
+    ``each_size``: images of any size (``--resize device-mixed``). One that fits in the
+    input size travels as it is, in a sized canvas (``bases.sized_canvas``), and the model
+    resizes it by its own scale; a larger one is resized on the host first, as by default
+    (the model's resize of a full-size image is then the identity)."""
 
     views = ("",)  # one view of each image: itself
     dtypes = {"features": "float32"}
     per_row_chunks = False
 
     def __init__(self, size: int, source: tuple[int, int] | None = None, crop: float | None = None,
-                 views: int = 1):
-        self.size, self.source, self.crop = size, source, crop
+                 views: int = 1, each_size: bool = False):
+        self.size, self.source, self.crop, self.each_size = size, source, crop, each_size
         # view 0: the image; views 1..K-1: the transform written in each row's digest (augment.py)
         self.views = ("",) + tuple(f"v{j}" for j in range(1, views))
 
     @property
     def input_shape(self) -> tuple[int, int]:
+        if self.each_size:
+            return self.size + 1, self.size  # the canvas and its size row
         return self.source or (self.size, self.size)
 
     def decode(self, split: Split, index: int, digest: str):
@@ -94,10 +101,14 @@ class PooledRecipe:
         if image.size[::-1] != tuple(self.source):
             raise DatasetError(f"{split.source.name(index)} is {image.size[0]} x {image.size[1]} pixels, but "
                                f"--resize device needs every image at one size ({self.source[1]} x "
-                               f"{self.source[0]}, the first image's)", "drop --resize device: resize on the host")
+                               f"{self.source[0]}, the first image's)",
+                               "use --resize device-mixed (images of any size), or drop --resize device")
         return image
 
     def fit(self, image, view: str) -> np.ndarray:
+        if self.each_size:
+            fits = image.size[0] <= self.size and image.size[1] <= self.size
+            return sized_canvas(np.asarray(image, np.uint8) if fits else resize(image, self.size), self.size)
         return np.asarray(image, np.uint8) if self.source else resize(image, self.size)
 
     def pixels(self, split: Split, index: int, digest: str, view: str = "") -> np.ndarray:
@@ -107,7 +118,7 @@ class PooledRecipe:
         s = order.settings
         with compute_dtype(s.get("compute", "float32")):
             return build_feature_model(order.spec, s["image_size"], order.weights_path, s["layer"], s["pooling"],
-                                       source_size=self.source)
+                                       source_size=self.source, sized_canvas=self.each_size)
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {"features": np.asarray(out, np.float32)}
@@ -204,18 +215,19 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     drawn_for = ds.target(target)
     selected, short = drawn_for.draw(s, per_class, seed)
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
-    if resize not in ("host", "device"):
-        raise BottleneckError(f"unknown --resize {resize!r}", "use host (PIL, the default) or device (in the model)")
+    if resize not in RESIZES:
+        raise BottleneckError(f"unknown --resize {resize!r}", "use host (PIL, the default), device (in the model, "
+                                                              "images of one size) or device-mixed (any sizes)")
     # On the device, every image must have the first one's size (checked as each is decoded).
-    source = None if resize == "host" or not len(selected) else s.load(int(selected[0])).size[::-1]
+    source = None if resize != "device" or not len(selected) else s.load(int(selected[0])).size[::-1]
     digests = s.digests(selected)
     if crop is not None:
         digests = _with_boxes(ds, s, selected, digests, crop, resize)
     aug = augment.views_for(canonical_dataset(ds.name), views, for_test)
     if views > 1:
         if resize != "host":
-            raise BottleneckError("--views and --resize device do not go together (views differ in size)",
-                                  "drop --resize device")
+            raise BottleneckError(f"--views and --resize {resize} do not go together (views differ in size)",
+                                  f"drop --resize {resize}")
         if drawn_for.task.kind != "single_label":
             raise BottleneckError(f"--views are for one class per image; target {drawn_for.name} is "
                                   f"{drawn_for.task.kind}", "drop --views (a view can move a box or mirror a label)")
@@ -225,7 +237,8 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
         "test_fraction": test_fraction,
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
-        "image_size": size, "resize": RESIZE_METHOD if source is None else DEVICE_RESIZE,
+        "image_size": size, "resize": {"host": RESIZE_METHOD, "device": DEVICE_RESIZE,
+                                       "device-mixed": DEVICE_RESIZE_EACH}[resize],
         "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
         "draw": drawn_for.draw_key if per_class is not None else None,
@@ -243,7 +256,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     if views > 1:  # each row's transform is in its digest: these only say how many, and how they were drawn
         settings["augment"], settings["augment_views"] = aug.description, views
     return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
-                PooledRecipe(size, source, crop, views))
+                PooledRecipe(size, source, crop, views, each_size=resize == "device-mixed"))
 
 
 def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
@@ -253,8 +266,8 @@ def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float
     if not 0 <= crop <= 1:
         raise BottleneckError(f"--crop {crop} is not a margin between 0 and 1", "e.g. --crop 0.1: 10% on each side")
     if resize != "host":
-        raise BottleneckError("--crop and --resize device do not go together (crops differ in size)",
-                              "drop --resize device")
+        raise BottleneckError(f"--crop and --resize {resize} do not go together (crops differ in size)",
+                              f"drop --resize {resize}")
     boxes = ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]
     return [f"{d}:{','.join(f'{v:.6f}' for v in box)}" for d, box in zip(digests, boxes)]
 
@@ -385,7 +398,7 @@ class ModelOrder:
     def key(self) -> str:
         s = self.settings
         return json.dumps({k: s.get(k) for k in ("base", "weights", "image_size", "layer", "pooling", "levels",
-                                                 "geometry", "source_size", "compute")}, sort_keys=True)
+                                                 "geometry", "resize", "source_size", "compute")}, sort_keys=True)
 
 
 def built_model(order: ModelOrder, batch_size: int):

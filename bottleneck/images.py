@@ -25,6 +25,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm
 RESIZE_METHOD = "pil-bilinear+jpeg-draft"
 # --resize device: the images' own pixels to the model, which resizes them (bilinear, half-pixel centres, in float).
 DEVICE_RESIZE = "keras-bilinear-in-model"
+# --resize device-mixed: images up to the input size to the model with their sizes, each resized there by its own
+# scale (PIL's bilinear filter, in float); larger ones resized on the host as by default.
+DEVICE_RESIZE_EACH = "pil-bilinear-in-model-each-size+host-above-input"
+RESIZES = ("host", "device", "device-mixed")  # where images are resized: --resize
 BYTES_PER_PIXEL = 8  # what decoding one pixel may hold at once (the decoded image and its RGB conversion)
 
 

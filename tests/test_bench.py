@@ -29,6 +29,16 @@ def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
     stages = r["stages"]
     assert {"decode", "resize", "start", "model", "write", "finish", "feed"} <= set(stages)
     assert r["images"] == 40 and all(r[k] > 0 for k in ("pipeline", "ceiling", "lab_loop", "feed_per_core"))
+    assert r["device_resize"] == "device"  # CIFAR-10: every image 32 x 32
+
+
+def test_extract_speed_measures_device_mixed_for_images_of_many_sizes():
+    run = subprocess.run(BENCH[:-1] + ["1", "--dataset", "gtsrb", "--no-lab", "--json"], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    assert r["device_resize"] == "device-mixed" and r["pipeline_device_resize"] > 0
+    assert r["feed_per_core_device_resize"] > 0 and len(r["ratios_device_resize"]) == 1
 
 
 def test_extract_speed_prints_a_table_without_json():

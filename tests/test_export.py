@@ -216,7 +216,8 @@ def test_saved_predictions_are_plain_arrays(tmp_path):
         assert z["y_true"].shape == (500,) and z["outputs"].shape == (500, 10) and len(z["thumbs"]) == 48
 
 
-@pytest.mark.parametrize("setting", [{"crop": 0.1}, {"resize": "device"}, {"compute": "bfloat16"}])
+@pytest.mark.parametrize("setting", [{"crop": 0.1}, {"resize": "device"}, {"resize": "device-mixed"},
+                                     {"compute": "bfloat16"}])
 def test_export_refuses_features_the_exported_model_would_not_make(tmp_path, setting):
     """The exported model takes whole images, resized on the host, in float32: a head trained on
     cropped, device-resized or bfloat16 features would see other features there."""

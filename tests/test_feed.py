@@ -14,7 +14,7 @@ from bottleneck import feed
 from bottleneck.cli import main
 from bottleneck.errors import BottleneckError, DatasetError
 from bottleneck.extraction import PooledRecipe, extract, plan
-from bottleneck.images import DEVICE_RESIZE, RESIZE_METHOD, BadImage
+from bottleneck.images import DEVICE_RESIZE, DEVICE_RESIZE_EACH, RESIZE_METHOD, BadImage, resize
 
 TINY = dict(weights="random", progress=False)
 
@@ -82,7 +82,61 @@ def test_device_resize_refuses_an_image_of_another_size(small_cifar, tmp_path):
     Image.new("RGB", (40, 30), (9, 9, 9)).save(odd)
     with pytest.raises(DatasetError, match="zz_big.png is 40 x 30 pixels") as e:
         extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path, resize="device", **TINY)
-    assert "drop --resize device" in str(e.value)
+    assert "drop --resize device" in str(e.value) and "use --resize device-mixed" in str(e.value)
+
+
+def _mixed_sizes(folder):
+    """Images of other sizes beside the 32 x 32 ones: smaller than 64, and one larger."""
+    rng = np.random.default_rng(1)
+    for name, (w, h) in {"zz_wide": (40, 30), "zz_tall": (7, 63), "zz_big": (100, 80)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / "train" / "cat" / f"{name}.png")
+
+
+def test_resize_each_image_is_pils_bilinear_within_rounding_and_a_full_size_image_is_untouched():
+    from bottleneck.bases import resize_each_image, sized_canvas
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(17, 40), (64, 64), (1, 1), (63, 5)]]
+    canvases = np.stack([sized_canvas(im, 64) for im in images])
+    assert canvases.shape == (4, 65, 64, 3) and list(canvases[0, 64, :2, :2].ravel()) == [0, 17, 0, 40]
+    canvases[0, 20:64] = 255  # outside its image: weight 0, whatever the canvas holds
+    got = np.asarray(resize_each_image(64)(canvases))
+    for image, out in zip(images, got):
+        host = resize(Image.fromarray(image), 64).astype(np.float32)  # PIL rounds after each of its two passes
+        assert np.abs(out - host).max() <= 1.0, image.shape
+    assert np.array_equal(got[1], images[1])  # its own size: the identity, bit for bit
+    assert np.all(got[2] == images[2][0, 0])  # one pixel: everywhere
+    with pytest.raises(ValueError, match="does not fit"):
+        sized_canvas(np.zeros((65, 3, 3), np.uint8), 64)
+
+
+def test_device_mixed_ships_each_image_with_its_size_and_resizes_larger_ones_on_the_host(small_cifar, tmp_path):
+    _mixed_sizes(small_cifar)
+    ds = f"folder:{small_cifar}"
+    p = plan("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, weights="random",
+             resize="device-mixed")
+    host = plan("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, weights="random")
+    assert p.settings["resize"] == DEVICE_RESIZE_EACH and "source_size" not in p.settings and p.path != host.path
+    assert p.recipe.input_shape == (65, 64)  # the canvas and the row that holds each image's size
+    rows = {p.dataset.split("train").ids[i].split("/")[-1]: (i, d) for (i, _), d in zip(p.rows, p.digests)}
+    wide = p.recipe.pixels(p.samples, *rows["zz_wide.png"])
+    assert list(wide[64, :2, :2].ravel()) == [0, 30, 0, 40] and not wide[30:64].any() and not wide[:, 40:].any()
+    assert np.array_equal(wide[:30, :40], np.asarray(Image.open(small_cifar / "train" / "cat" / "zz_wide.png")))
+    big = p.recipe.pixels(p.samples, *rows["zz_big.png"])  # 100 x 80: resized on the host, as by default
+    assert list(big[64, :2, :2].ravel()) == [0, 64, 0, 64]
+    assert np.array_equal(big[:64], host.recipe.pixels(host.samples, *rows["zz_big.png"]))
+
+
+@pytest.mark.parametrize("feed_kind", ["threads", "processes"])
+def test_device_mixed_features_are_close_to_host_resize(small_cifar, tmp_path, feed_kind):
+    _mixed_sizes(small_cifar)
+    ds = f"folder:{small_cifar}"
+    host = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, **TINY)
+    each = extract("tiny_cnn", ds, "train", None, cache_dir=tmp_path, image_size=64, resize="device-mixed",
+                   feed=feed_kind, workers=2, **TINY)
+    assert each.source_ids == host.source_ids and len(each) == 27
+    scale = np.abs(host.features).max()
+    assert 0 < np.abs(each.features - host.features).max() < 0.02 * scale
 
 
 def test_stages_are_recorded_in_the_file_the_row_and_info(small_cifar, tmp_path, capsys):

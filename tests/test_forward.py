@@ -127,6 +127,13 @@ frames = np.concatenate([x, x[:, :, :16]], axis=2)  # 32 x 48
 got, want = run.take(run.send(frames)), pyramid.predict_on_batch(frames)
 assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
 
+from PIL import Image
+from bottleneck.bases import resize_each_image, sized_canvas
+from bottleneck.images import resize
+image = np.random.default_rng(1).integers(0, 256, (17, 40, 3), dtype=np.uint8)  # --resize device-mixed, under JAX
+each = np.asarray(resize_each_image(64)(sized_canvas(image, 64)[None]))[0]
+assert np.abs(each - resize(Image.fromarray(image), 64)).max() <= 1.0
+
 ds = "folder:" + DATA
 fs = extract("tiny_cnn", ds, "train", None, cache_dir=CACHE, batch_size=4, feed="processes", workers=2,
              weights="random", progress=False)
