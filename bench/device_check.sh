@@ -10,13 +10,14 @@ OUT=${OUT:-/tmp}
 IMAGES=${IMAGES:-8192}
 BATCH=${BATCH:-256}
 BACKENDS=${BACKENDS:-jax torch}
+DATASETS=${DATASETS:-cifar10 gtsrb}  # GTSRB also measures --resize device-mixed (its images differ in size)
 ACCURACY=${ACCURACY:-1}
 WORKERS=${WORKERS:-14}
 EXTRA=${EXTRA:-}  # e.g. --no-lab
 ROUNDS=${ROUNDS:-2}  # pipeline/ceiling rounds per run (medians reported; 2 keeps all four runs within one call)
 nvidia-smi -L; echo "cores: $(nproc)"
 for be in $BACKENDS; do
-  for ds in cifar10 gtsrb; do
+  for ds in $DATASETS; do
     extra="$EXTRA"; [ "$ds" = cifar10 ] && [ "${BF16:-1}" = 1 ] && extra="$extra --bf16"
     KERAS_BACKEND=$be timeout ${BENCH_TIMEOUT:-200} python3 bench/extract_speed.py --weights imagenet --dataset $ds --images "$IMAGES" \
       --batch-size "$BATCH" --rounds "$ROUNDS" --feed processes --workers "$WORKERS" --json $extra > "$OUT/gpu_${be}_$ds.json" 2> "$OUT/gpu_${be}_$ds.err"
