@@ -455,12 +455,12 @@ def compute_dtype(name: str):
 
 def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | None,
                         layer: str | None = None, pooling: str = "avg", input_dtype: str = "uint8",
-                        source_size: tuple[int, int] | None = None, sized_canvas: bool = False):
+                        source_size: tuple[int, int] | None = None, each_size: bool = False):
     """pixels (N, S, S, 3) in 0..255 (uint8 by default) -> features, always in inference mode.
     With ``source_size`` (height, width) the model takes images of that size and resizes them
     to S x S itself (bilinear, half-pixel centres, in float32), on the device. With
-    ``sized_canvas`` it takes images of any size up to S x S, each in a canvas with its size
-    (``sized_canvas``, ``resize_each_image``), and resizes each by its own scale."""
+    ``each_size`` it takes images of any size up to S x S, each in a canvas with its size
+    (``sized_canvas``), and resizes each by its own scale (``resize_each_image``)."""
     import keras
     from keras import layers, ops
 
@@ -470,13 +470,13 @@ def build_feature_model(spec: BaseSpec, image_size: int, weights_path: Path | No
         _check_layer_in(spec, layer, layer_names(trunk))
         trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output)
     trunk.trainable = False
-    shape = (image_size + 1, image_size) if sized_canvas else (source_size or (image_size, image_size))
+    shape = (image_size + 1, image_size) if each_size else (source_size or (image_size, image_size))
     inputs = keras.Input(shape=(*shape, 3), dtype=input_dtype, name="pixels")
     x = inputs
     if source_size is not None:
         x = layers.Resizing(image_size, image_size, interpolation="bilinear", antialias=False,
                             name="resize_on_device")(ops.cast(x, "float32"))
-    if sized_canvas:
+    if each_size:
         x = resize_each_image(image_size)(x)
     x = trunk(_preprocess_layer(spec.preprocessing)(x), training=False)
     return keras.Model(inputs, pool(x, pooling), name=f"{spec.name}_features")
@@ -538,6 +538,7 @@ def resize_each_image(size: int, name: str = "resize_each_on_device"):
             return (input_shape[0], self.size, self.size, input_shape[3])
 
     return ResizeEachImage(size, name=name)
+
 
 POOLINGS = ("avg", "max", "none") + tuple(f"grid{g}" for g in range(2, 9))
 

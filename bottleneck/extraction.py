@@ -118,7 +118,7 @@ class PooledRecipe:
         s = order.settings
         with compute_dtype(s.get("compute", "float32")):
             return build_feature_model(order.spec, s["image_size"], order.weights_path, s["layer"], s["pooling"],
-                                       source_size=self.source, sized_canvas=self.each_size)
+                                       source_size=self.source, each_size=self.each_size)
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {"features": np.asarray(out, np.float32)}
