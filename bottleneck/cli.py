@@ -77,7 +77,7 @@ def _common() -> argparse.ArgumentParser:
                    help="folder holding weights files under Keras's names (env BOTTLENECK_WEIGHTS_DIR)")
     g.add_argument("--image-size", type=_positive_int, help="input size (default: the base's native size)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
-    g.add_argument("--resize", choices=RESIZES, default="host",
+    g.add_argument("--resize", choices=list(RESIZES), default="host",
                    help="resize on the host (PIL, default) or inside the model on the device: device for images of "
                         "one size (e.g. CIFAR-10: ships 32x32 pixels, not 224x224), device-mixed for any sizes (each "
                         "ships as it is up to the input size, with its size; larger ones resized on the host); "

@@ -33,7 +33,7 @@ from . import feed
 from . import forward as forward_mod
 from .datasets import Dataset, Split, load_dataset
 from .errors import BottleneckError, DatasetError
-from .images import DEVICE_RESIZE, DEVICE_RESIZE_EACH, RESIZE_METHOD, RESIZES, resize
+from .images import RESIZES, resize
 from .store import (DamagedCache, FeatureSet, PartialRun, cache_path, canonical_dataset, check_writable, exclusive,
                     find_donors, move_aside, read_features)
 
@@ -237,8 +237,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         "dataset": canonical_dataset(ds.name), "dataset_id": ds.identity(split), "split": split,
         "test_fraction": test_fraction,
         "base": spec.name, "weights": weights_id, "layer": resolve_layer(spec, layer), "pooling": pooling,
-        "image_size": size, "resize": {"host": RESIZE_METHOD, "device": DEVICE_RESIZE,
-                                       "device-mixed": DEVICE_RESIZE_EACH}[resize],
+        "image_size": size, "resize": RESIZES[resize],
         "preprocessing": spec.preprocessing,
         "per_class": per_class, "seed": seed if per_class is not None else None,
         "draw": drawn_for.draw_key if per_class is not None else None,

@@ -28,7 +28,8 @@ DEVICE_RESIZE = "keras-bilinear-in-model"
 # --resize device-mixed: images up to the input size to the model with their sizes, each resized there by its own
 # scale (PIL's bilinear filter, in float); larger ones resized on the host as by default.
 DEVICE_RESIZE_EACH = "pil-bilinear-in-model-each-size+host-above-input"
-RESIZES = ("host", "device", "device-mixed")  # where images are resized: --resize
+# --resize: where images are resized -> the method recorded in each cache file's settings
+RESIZES = {"host": RESIZE_METHOD, "device": DEVICE_RESIZE, "device-mixed": DEVICE_RESIZE_EACH}
 BYTES_PER_PIXEL = 8  # what decoding one pixel may hold at once (the decoded image and its RGB conversion)
 
 
