@@ -500,15 +500,15 @@ def sized_canvas(image: np.ndarray, size: int) -> np.ndarray:
 
 def _each_scale_weights(length, size: int):
     """(N, size, size) weights: output pixel o of each image from its input pixels i < length:
-    PIL's bilinear filter (a triangle, widened by the scale when shrinking, so antialiased),
-    normalised over the pixels the image has. An image of ``size`` pixels gets the identity."""
+    PIL's bilinear filter (a triangle one input pixel wide: a sized canvas never holds an image
+    larger than ``size``, so nothing is shrunk and PIL would not widen it), normalised over the
+    pixels the image has. An image of ``size`` pixels gets the identity."""
     from keras import ops
 
     centre = (ops.arange(size, dtype="float32") + 0.5)[None, :, None]
     pixel = (ops.arange(size, dtype="float32") + 0.5)[None, None, :]
     length = ops.maximum(length, 1.0)[:, None, None]  # a skipped image or padding row is all zeros
-    scale = length / size
-    weights = ops.relu(1.0 - ops.abs(pixel - centre * scale) / ops.maximum(scale, 1.0))
+    weights = ops.relu(1.0 - ops.abs(pixel - centre * (length / size)))
     weights = weights * ops.cast(pixel < length, "float32")
     return weights / ops.sum(weights, axis=2, keepdims=True)
 
