@@ -87,8 +87,11 @@ def _timed_run(plan, a) -> tuple[float, dict, np.ndarray]:
     run.take(run.send(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8)))  # compile
     t = time.perf_counter()
     fs = extraction.run(plan, options)
-    rate = len(fs) / (time.perf_counter() - t)
-    return rate, {"feed": fs.info["feed"], **json.loads(fs.info["stages"])}, fs.features
+    seconds = time.perf_counter() - t
+    stages = json.loads(fs.info["stages"])
+    wall = sum(v for k, v in stages.items() if k not in ("decode", "resize"))  # (those two are CPU seconds in workers)
+    # ``other``: the run's time in no stage (the main loop's own work between them)
+    return len(fs) / seconds, {"feed": fs.info["feed"], **stages, "other": round(seconds - wall, 3)}, fs.features
 
 
 def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> tuple:

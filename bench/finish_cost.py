@@ -4,7 +4,8 @@ files (how extraction worked before) against appended chunk by chunk as they com
 Writes ``--rows`` x ``--dim`` float32 features (random numbers; the cost does not depend on the
 values) as chunks of ``--batch`` rows through ``store.PartialRun``, times the writer's share during
 the run (each chunk kept, and now also appended: the writer thread's time, off the model's path)
-and the finish (labels, ids, record, sync, rename, and the run's read of the finished file),
+and the finish (labels, ids, record, sync, rename, and the features returned: kept in memory as
+they were appended, read back from the file when it was assembled at the end),
 alternating the two ways ``--rounds`` times:
 
     .venv/bin/python bench/finish_cost.py --rows 32768 --dim 1280     # 168 MB: a JAX H200 run of 2.7 s
@@ -35,7 +36,8 @@ def one(way: str, chunks: list[np.ndarray], ids: list[str], folder: Path) -> tup
     writer = time.perf_counter() - t
     t = time.perf_counter()
     run.finish(len(chunks), {"bench": way}, ids, np.zeros(n, int), ids, ["c"], ids, {})
-    store.read_features(folder / "f.h5", verify=False)  # as extraction.run returns the file it wrote
+    fs = store.read_features(folder / "f.h5", load=False)  # as extraction.run returns the file it wrote
+    fs.features = run.features  # (kept in memory either way: the chunks appended at the end are too)
     finish = time.perf_counter() - t
     assert store.verify(folder / "f.h5")
     return writer, finish

@@ -413,7 +413,8 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
              "start": "resume, donor rows, pool start", "build": "building the model (first use in this process)",
              "wait": "model waiting for the feed (workers starting too)",
              "model": "model forward passes, transfers included", "write": "waiting for the cache writer",
-             "finish": "assembling and checksumming the file"}
+             "stop": "closing the feed's workers and shared memory",
+             "finish": "the file's last chunks, record, sync and rename"}
     if feed and feed.startswith("ray"):  # each actor decodes and runs the model itself
         notes.update(decode="read + decode, summed over Ray workers", resize="resize, summed over Ray workers",
                      start="resume, donor rows, starting Ray and its actors",

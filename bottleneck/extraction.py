@@ -458,8 +458,9 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
         pool.release(made)  # only now: the device may read a batch's pixels until its outputs are back
         return job, ({name: values[:len(job.need)] for name, values in out.items()}, made.valid)
 
-    with feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size,
-                   slots=ahead + forward_mod.IN_FLIGHT, idle=idle) as pool:
+    pool = feed.Feed(p.samples, recipe, options.skip_bad_images, workers, kind, batch_size,
+                     slots=ahead + forward_mod.IN_FLIGHT, idle=idle)
+    try:
         submitted = feed.Ahead(pool, [job.work if job.need else None for job in jobs], ahead, first=feed.cores())
         try:
             stages.start += time.perf_counter() - t
@@ -490,6 +491,12 @@ def _local_chunks(p: Plan, options: RunOptions, jobs: list[Job], stages: feed.St
                 yield taken()
         finally:
             submitted.close()  # before the pool closes: nothing is submitted to a closed pool
+        # Every chunk is out: the workers end while the caller finishes the file (it waits for them
+        # before it returns, ``about["stopped"]``, so that none outlives the run).
+        about["stopped"] = pool.close_later()
+    finally:
+        if "stopped" not in about:  # stopped early (an error, Ctrl-C, the caller closing us): at once
+            pool.close()
 
 
 def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
@@ -585,24 +592,35 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
         bar.close()
         if not looped:  # stopped, however: drop the file begun; the chunks written stay, to resume from
             partial.abandon()
+            if "stopped" in about:  # (the last write failed after the feed was done: that error is the one to say)
+                with contextlib.suppress(Exception):
+                    about.pop("stopped")()
     t_finish = time.perf_counter()
     seconds = t_finish - t0
     info = {"extract_seconds": round(seconds, 3), "images_computed": computed,
             "images_per_second": round(computed / seconds, 2) if computed else 0.0,
             "model_images_per_second": round(computed / stages.model, 2) if computed and stages.model else 0.0,
             "batch_size": batch_size, "feed": about.get("feed", ""), "stages": json.dumps(stages.as_dict())}
-    index = [i for i, _ in rows_of]
-    labels = np.array([augment.label_of(d, int(y)) for d, y in zip(p.digests, s.labels[index])], np.int64)
-    skipped = partial.finish(n_chunks, p.settings, p.ids, labels, [s.groups[i] for i in index],
-                             p.dataset.class_names, p.digests, info)
+    try:
+        index = [i for i, _ in rows_of]
+        labels = np.array([augment.label_of(d, int(y)) for d, y in zip(p.digests, s.labels[index])], np.int64)
+        skipped = partial.finish(n_chunks, p.settings, p.ids, labels, [s.groups[i] for i in index],
+                                 p.dataset.class_names, p.digests, info)
+        # Neither hashed nor read again: ``finish`` hashed these bytes as it wrote them (every later
+        # open verifies), and kept pooled features in memory as it did.
+        fs = read_features(p.path, expect=p.settings, load=False)
+        if partial.features is not None:
+            fs.features = partial.features
+    finally:
+        stages.finish = time.perf_counter() - t_finish
+        if "stopped" in about:  # the feed's workers, ending meanwhile
+            about.pop("stopped")()
+            stages.stop = time.perf_counter() - t_finish - stages.finish
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
-    # Not hashed again: ``finish`` hashed these bytes as it wrote them (every later open verifies).
-    fs = read_features(p.path, expect=p.settings, verify=False)
-    stages.finish = time.perf_counter() - t_finish
     seconds = time.perf_counter() - t0
     fs.info.update(extracted=computed, reused=reused, seconds=seconds, cached=False,
-                   stages=json.dumps(stages.as_dict()))  # the file's record has all but the finish
+                   stages=json.dumps(stages.as_dict()))  # the file's record has all but the finish and stop
     return fs
 
 

@@ -18,9 +18,11 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import h5py
@@ -299,7 +301,37 @@ def exclusive(path: Path):
 
 # The file being assembled is flushed to disk every this many bytes, by the writer thread, so that
 # making the finished file durable at the end costs little more than its last few chunks.
-SYNC_EVERY = 64 * 2**20
+SYNC_EVERY = 16 * 2**20
+
+# A finished run's chunk folder is renamed ``.NAME.partial.removing-PID-K``, then deleted by a thread.
+REMOVING = ".removing-"
+_removals = itertools.count()
+
+
+def _remove_in_background(folder: Path) -> None:
+    """Delete a finished run's chunk files (their rows are in the final file now) in a thread of
+    its own: freeing them took 0.09 s for 168 MB on a GPU machine, time the run need not wait.
+    The folder is renamed first, so a process killed meanwhile leaves a ``.removing-`` folder,
+    which the next run in the same cache folder deletes (``_sweep``); the thread is not a
+    daemon, so a process that exits normally finishes the deletion first."""
+    trash = folder.with_name(f".{folder.name}{REMOVING}{os.getpid()}-{next(_removals)}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    threading.Thread(target=shutil.rmtree, args=(trash, True), name="bottleneck-remove-chunks").start()
+
+
+def _sweep(cache_dir: Path) -> None:
+    """Delete the chunk folders left by processes killed while removing them (not those of a
+    process still running: it is deleting its own)."""
+    from .feed import _alive
+
+    for left in cache_dir.glob(f".*{REMOVING}*"):
+        pid = left.name.rsplit(REMOVING, 1)[1].split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 class PartialRun:
@@ -310,7 +342,11 @@ class PartialRun:
     (``assembling.h5``), so that when the last chunk is in, the file needs only its labels and
     record before it is renamed into place. ``dtypes``: how each array is stored (float32
     pooled features by default); with ``per_row_chunks`` each row is its own HDF5 chunk, so
-    one image's maps read alone; ``rows``: the rows the file will hold (for HDF5's chunking)."""
+    one image's maps read alone; ``rows``: the rows the file will hold (for HDF5's chunking).
+
+    Pooled features (one ``features`` array, what a FeatureSet holds in memory) are also kept
+    in memory as they are appended, the very bytes written and hashed: ``features`` hands them
+    over once the file is finished, so the run need not read back the file it has just written."""
 
     def __init__(self, final: Path, manifest: dict, dtypes: dict[str, str] | None = None,
                  per_row_chunks: bool = False, rows: int = 256):
@@ -326,6 +362,10 @@ class PartialRun:
         self._skipped: list[int] = []  # which it does not
         self._hashes = {name: hashlib.sha256() for name in self.dtypes}
         self._unsynced = 0
+        self._pooled = list(self.dtypes) == ["features"]  # as ``read_features`` tells them
+        self._in_memory: np.ndarray | None = None  # pooled features appended so far (rows kept)
+        self._kept = 0
+        self._finished = False
 
     @property
     def assembling(self) -> Path:
@@ -340,6 +380,7 @@ class PartialRun:
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+        _sweep(self.dir.parent)
         try:
             self.dir.mkdir(parents=True)
             _atomic_write(self.dir / "manifest.json", json.dumps(self.manifest).encode())
@@ -400,12 +441,32 @@ class PartialRun:
                 dset[start:] = block
                 self._hashes[name].update(block)  # (C-contiguous: its bytes, not copied)
                 self._unsynced += block.nbytes
+                if self._pooled:
+                    self._keep_in_memory(block)
             if self._unsynced >= SYNC_EVERY:
                 self._sync()
         except OSError as e:  # (whoever stops the run drops the file begun: ``abandon``)
             raise _write_error(e, self.final) from e
         self._row += len(valid)
         self._next += 1
+
+    def _keep_in_memory(self, block: np.ndarray) -> None:
+        end = self._kept + len(block)
+        if self._in_memory is None or end > len(self._in_memory):  # the first block, or more rows than announced
+            grown = np.empty((max(self.rows, 2 * end),) + block.shape[1:], block.dtype)
+            if self._in_memory is not None:
+                grown[:self._kept] = self._in_memory[:self._kept]
+            self._in_memory = grown
+        self._in_memory[self._kept:end] = block
+        self._kept = end
+
+    @property
+    def features(self) -> np.ndarray | None:
+        """The finished file's pooled features, kept in memory as they were written (None when
+        the file holds other arrays, or is not finished)."""
+        if not self._finished or self._in_memory is None:
+            return None
+        return self._in_memory[:self._kept]
 
     def _sync(self) -> None:
         self._file.flush()
@@ -418,6 +479,7 @@ class PartialRun:
             with contextlib.suppress(Exception):
                 self._file.close()
             self._file = None
+        self._in_memory = None
         self.assembling.unlink(missing_ok=True)
 
     def finish(self, n_chunks: int, settings: dict, ids: list[str], labels: np.ndarray, groups: list[str],
@@ -451,12 +513,13 @@ class PartialRun:
             _fsync(self.assembling)
             _faults.checkpoint("before-rename")
             os.replace(self.assembling, self.final)
+            self._finished = True
         except BaseException as e:
             self.abandon()
             if isinstance(e, OSError):
                 raise _write_error(e, self.final) from e
             raise
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_in_background(self.dir)
         return skipped
 
 

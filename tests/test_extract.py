@@ -1,6 +1,7 @@
 """The feature cache: reuse, mismatch, atomic writes, resume after SIGKILL, nested draws."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import bottleneck.extraction as ex
+from bottleneck import store
 from bottleneck.errors import CacheError
 from bottleneck.extraction import extract
 from bottleneck.images import BadImage
@@ -241,7 +243,6 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, 
 def test_the_file_is_assembled_as_its_chunks_come(kill_dataset, tmp_path, monkeypatch):
     """Each chunk goes into the final file when it is written, not read back at the end: a
     fresh run reads no chunk file; a resumed one reads only those its killed predecessor left."""
-    from bottleneck import store
 
     read = []
     real = store.PartialRun.read_chunk
@@ -256,12 +257,92 @@ def test_the_file_is_assembled_as_its_chunks_come(kill_dataset, tmp_path, monkey
     assert store.verify(resumed.path) and not list((tmp_path / "b").glob("*.partial"))
 
 
+def _join_removals():
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "bottleneck-remove-chunks":
+            t.join()
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_the_run_returns_the_bytes_it_wrote_without_reading_them_back(small_cifar, tmp_path, monkeypatch, feed):
+    """Pooled features come from memory, kept as they were appended (a bad image skipped too):
+    they equal the file's bytes, read afresh and verified; the run reads back only ids and record."""
+    from bottleneck import extraction
+
+    (small_cifar / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    loads = []
+    real = extraction.read_features
+    monkeypatch.setattr(extraction, "read_features", lambda path, **kw: loads.append(kw.get("load", True))
+                        or real(path, **kw))
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path, skip_bad_images=True,
+                 batch_size=4, feed=feed, workers=2, **TINY)
+    assert loads == [False] and len(fs) == 24 and "train/cat/zz_broken.jpg" in fs.info["skipped"]
+    disk = read_features(fs.path)  # verified against the checksum written with the file
+    assert fs.features.dtype == disk.features.dtype and np.array_equal(fs.features, disk.features)
+    assert fs.source_ids == disk.source_ids and np.array_equal(fs.labels, disk.labels)
+    _join_removals()
+    assert not [p for p in tmp_path.rglob("*") if p.suffix == ".npz" or store.REMOVING in p.name]
+
+
+def test_the_feed_closes_while_the_file_is_finished_and_the_run_waits_for_it(small_cifar, tmp_path, monkeypatch):
+    """No worker outlives the run, though the feed is closed in the background (a slow close here)."""
+    import multiprocessing
+    import time
+
+    from bottleneck import feed
+
+    real = feed.Feed.close
+    monkeypatch.setattr(feed.Feed, "close", lambda pool: time.sleep(0.5) or real(pool))
+    fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path, batch_size=4,
+                 feed="processes", workers=2, **TINY)
+    assert not multiprocessing.active_children()
+    stages = json.loads(fs.info["stages"])
+    assert stages["stop"] > 0.2 and stages["stop"] + stages["finish"] >= 0.5
+
+
+def test_pooled_features_in_memory_match_however_the_rows_were_announced(tmp_path):
+    """``PartialRun`` keeps what it appends, growing past a wrong row count, per-row chunks too."""
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    for rows, per_row in ((2, False), (12, True)):
+        run = store.PartialRun(tmp_path / f"f{rows}.h5", {"rows": rows}, rows=rows, per_row_chunks=per_row)
+        run.open()
+        valid = [np.ones(4, bool), np.array([True, False, True, True]), np.ones(4, bool)]
+        for k, (block, ok) in enumerate(zip(blocks, valid)):
+            run.add(k, {"features": block}, ok)
+        assert run.features is None  # not finished yet
+        run.finish(3, {"rows": rows}, [str(i) for i in range(12)], np.zeros(12, int), ["g"] * 12, ["c"],
+                   [str(i) for i in range(12)], {})
+        expect = np.concatenate([b[ok] for b, ok in zip(blocks, valid)])
+        assert np.array_equal(run.features, expect)
+        assert np.array_equal(read_features(tmp_path / f"f{rows}.h5").features, expect)
+
+
+def test_chunk_folders_left_by_a_killed_removal_are_swept(small_cifar, tmp_path):
+    """A finished run's chunk folder is renamed, then deleted by a thread; one left by a process
+    killed meanwhile goes with the next run in that cache folder, one of a live process stays."""
+    import subprocess as sp
+
+    dead = sp.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".x.h5.partial{store.REMOVING}{dead.pid}-0"
+    busy = tmp_path / f".y.h5.partial{store.REMOVING}{os.getpid()}-7"
+    for folder in (left, busy):
+        folder.mkdir(parents=True)
+        (folder / "chunk-000000.npz").write_bytes(b"rows")
+    extract("tiny_cnn", f"folder:{small_cifar}", "train", 2, cache_dir=tmp_path, **TINY)
+    _join_removals()
+    assert not left.exists() and (busy / "chunk-000000.npz").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
 def test_a_slow_writer_does_not_hold_up_the_model(kill_dataset, tmp_path, monkeypatch):
     """The writer may fall behind by up to WRITE_AHEAD_BYTES (not just two chunks): a disk that
     stalls on one chunk's fsync does not stop the model."""
     import time
 
-    from bottleneck import store
 
     made, seen = [], []
     real_outputs, real_add = ex.PooledRecipe.outputs, store.PartialRun.add
@@ -297,7 +378,6 @@ def test_ctrl_c_exits_130_with_a_resume_hint(kill_dataset, tmp_path, feed):
 def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache_dir, monkeypatch, feed):
     import errno
 
-    from bottleneck import store
 
     ds = f"folder:{small_cifar}"
     TINY = dict(weights="random", progress=False, feed=feed, workers=2)

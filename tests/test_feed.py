@@ -144,10 +144,10 @@ def test_stages_are_recorded_in_the_file_the_row_and_info(small_cifar, tmp_path,
             str(tmp_path / "c"), "--quiet", "--profile"]
     assert main(["train", *args, "--per-class", "2", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    for stage in ("decode", "resize", "start", "build", "wait", "model", "write", "finish"):
+    for stage in ("decode", "resize", "start", "build", "wait", "model", "write", "stop", "finish"):
         assert f"  {stage} " in out
     row = json.loads((tmp_path / "r" / "results.json").read_text())[0]
-    assert set(row["extract_stages"]) == {"decode", "resize", "start", "build", "wait", "model", "write",
+    assert set(row["extract_stages"]) == {"decode", "resize", "start", "build", "wait", "model", "write", "stop",
                                          "finish"}
     assert row["extract_stages"]["finish"] > 0
     assert row["extract_stages"]["model"] > 0
