@@ -403,6 +403,10 @@ def _print_profile(a, rows: list[dict]) -> None:
                        sum(r.get("extracted_images", 0) for r in rows), "ray" if a.engine == "ray" else None))
 
 
+# --profile says the feed is the limit when the model waited for it this share of the run or more.
+FEED_BOUND = 0.25
+
+
 def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:
     """Where extraction time went, one line per stage (``--profile``)."""
     if not stages:
@@ -423,6 +427,13 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
                      model="model forward passes, summed over Ray workers")
     for key, what in notes.items():
         lines.append(f"  {key:7s} {stages.get(key, 0.0):9.2f} s {per(stages.get(key, 0.0))}  ({what})")
+    wall = sum(stages.get(k, 0.0) for k in ("start", "build", "wait", "model", "write", "stop", "finish"))
+    ray = bool(feed and feed.startswith("ray"))
+    if not ray and wall > 0 and stages.get("wait", 0.0) >= FEED_BOUND * wall:
+        lines.append(f"  the model waited for the feed {stages['wait'] / wall:.0%} of the run: the feed is the limit. "
+                     "More cores (--workers), or --resize device (images of one size) / device-mixed (any "
+                     "sizes), where the model resizes and the feed only decodes (a setting of its own cache "
+                     "file; README, Speed), would raise it")
     return "\n".join(lines)
 
 

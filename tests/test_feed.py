@@ -283,3 +283,14 @@ def test_ahead_raises_a_failed_submission_where_the_futures_are_awaited():
     with pytest.raises(cf.process.BrokenProcessPool):
         ahead.next()
     ahead.close()
+
+
+def test_profile_says_when_the_feed_is_the_limit():
+    from bottleneck.cli import profile_text
+
+    fed = {"decode": 9.0, "resize": 3.0, "start": 0.02, "wait": 0.1, "model": 1.4, "stop": 0.03, "finish": 0.08}
+    starved = dict(fed, wait=1.0)
+    assert "the feed is the limit" not in profile_text(fed, 32768, "processes x 14")
+    text = profile_text(starved, 32768, "processes x 14")
+    assert "waited for the feed 40% of the run" in text and "--resize device" in text
+    assert "the feed is the limit" not in profile_text(starved, 32768, "ray x 2")  # there wait is all the work
