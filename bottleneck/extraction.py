@@ -592,9 +592,7 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
         bar.close()
         if not looped:  # stopped, however: drop the file begun; the chunks written stay, to resume from
             partial.abandon()
-            if "stopped" in about:  # (the last write failed after the feed was done: that error is the one to say)
-                with contextlib.suppress(Exception):
-                    about.pop("stopped")()
+            _feed_stopped(about, quiet=True)  # (the last write failed after the feed was done)
     t_finish = time.perf_counter()
     seconds = t_finish - t0
     info = {"extract_seconds": round(seconds, 3), "images_computed": computed,
@@ -611,17 +609,28 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
         fs = read_features(p.path, expect=p.settings, load=False)
         if partial.features is not None:
             fs.features = partial.features
-    finally:
-        stages.finish = time.perf_counter() - t_finish
-        if "stopped" in about:  # the feed's workers, ending meanwhile
-            about.pop("stopped")()
-            stages.stop = time.perf_counter() - t_finish - stages.finish
+    except BaseException:
+        _feed_stopped(about, quiet=True)
+        raise
+    stages.finish = time.perf_counter() - t_finish
+    t = time.perf_counter()
+    _feed_stopped(about)  # the feed's workers, ending meanwhile
+    stages.stop = time.perf_counter() - t
     if skipped:
         log.warning("skipped %d unreadable images: %s", len(skipped), ", ".join(skipped[:10]))
     seconds = time.perf_counter() - t0
     fs.info.update(extracted=computed, reused=reused, seconds=seconds, cached=False,
                    stages=json.dumps(stages.as_dict()))  # the file's record has all but the finish and stop
     return fs
+
+
+def _feed_stopped(about: dict, quiet: bool = False) -> None:
+    """Wait for the feed that ``_local_chunks`` is closing in the background, if it is; ``quiet``:
+    drop an error of closing (another error is on its way, and it is the one to say)."""
+    wait = about.pop("stopped", None)
+    if wait is not None:
+        with contextlib.suppress(Exception) if quiet else contextlib.nullcontext():
+            wait()
 
 
 def stages_of(sets: list[FeatureSet]) -> dict | None:
