@@ -302,6 +302,27 @@ def test_the_feed_closes_while_the_file_is_finished_and_the_run_waits_for_it(sma
     assert stages["stop"] > 0.2 and stages["stop"] + stages["finish"] >= 0.5
 
 
+def test_an_error_closing_the_feed_is_said_unless_finishing_the_file_failed_first(small_cifar, tmp_path, monkeypatch):
+    import errno
+
+    from bottleneck import feed
+
+    def broken(pool):
+        raise RuntimeError("the feed failed to close")
+
+    monkeypatch.setattr(feed.Feed, "close", broken)
+    kw = dict(batch_size=4, feed="threads", workers=2, **TINY)
+    with pytest.raises(RuntimeError, match="failed to close"):  # never silently dropped
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path / "a", **kw)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.PartialRun, "finish", full)
+    with pytest.raises(OSError, match="No space left"):  # the file's error, not the feed's
+        extract("tiny_cnn", f"folder:{small_cifar}", "train", None, cache_dir=tmp_path / "b", **kw)
+
+
 def test_pooled_features_in_memory_match_however_the_rows_were_announced(tmp_path):
     """``PartialRun`` keeps what it appends, growing past a wrong row count, per-row chunks too."""
     rng = np.random.default_rng(0)
