@@ -89,9 +89,9 @@ def _timed_run(plan, a) -> tuple[float, dict, np.ndarray]:
     fs = extraction.run(plan, options)
     seconds = time.perf_counter() - t
     stages = json.loads(fs.info["stages"])
-    wall = sum(v for k, v in stages.items() if k not in ("decode", "resize"))  # (those two are CPU seconds in workers)
     # ``other``: the run's time in no stage (the main loop's own work between them)
-    return len(fs) / seconds, {"feed": fs.info["feed"], **stages, "other": round(seconds - wall, 3)}, fs.features
+    other = round(seconds - feed.wall_seconds(stages), 3)
+    return len(fs) / seconds, {"feed": fs.info["feed"], **stages, "other": other}, fs.features
 
 
 def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> tuple:

@@ -409,6 +409,8 @@ FEED_BOUND = 0.25
 
 def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:
     """Where extraction time went, one line per stage (``--profile``)."""
+    from .feed import wall_seconds
+
     if not stages:
         return "profile: nothing was extracted (all features came from the cache)"
     lines = [f"profile: {images} images extracted" + (f", feed {feed}" if feed else "")]
@@ -419,7 +421,8 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
              "model": "model forward passes, transfers included", "write": "waiting for the cache writer",
              "stop": "closing the feed's workers and shared memory",
              "finish": "the file's last chunks, record, sync and rename"}
-    if feed and feed.startswith("ray"):  # each actor decodes and runs the model itself
+    ray = bool(feed and feed.startswith("ray"))
+    if ray:  # each actor decodes and runs the model itself
         notes.update(decode="read + decode, summed over Ray workers", resize="resize, summed over Ray workers",
                      start="resume, donor rows, starting Ray and its actors",
                      build="building the model (the slowest actor's first chunk)",
@@ -427,8 +430,7 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
                      model="model forward passes, summed over Ray workers")
     for key, what in notes.items():
         lines.append(f"  {key:7s} {stages.get(key, 0.0):9.2f} s {per(stages.get(key, 0.0))}  ({what})")
-    wall = sum(stages.get(k, 0.0) for k in ("start", "build", "wait", "model", "write", "stop", "finish"))
-    ray = bool(feed and feed.startswith("ray"))
+    wall = wall_seconds(stages)
     if not ray and wall > 0 and stages.get("wait", 0.0) >= FEED_BOUND * wall:
         lines.append(f"  the model waited for the feed {stages['wait'] / wall:.0%} of the run: the feed is the limit. "
                      "More cores (--workers), or --resize device (images of one size) / device-mixed (any "

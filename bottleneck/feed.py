@@ -65,6 +65,12 @@ class Stages:
         return {k: round(v, 3) for k, v in dataclasses.asdict(self).items()}
 
 
+def wall_seconds(stages: dict) -> float:
+    """The run's own time in a stage dict (``Stages.as_dict``): every stage but ``decode`` and
+    ``resize``, which are CPU seconds summed over the workers."""
+    return sum(stages.get(f.name, 0.0) for f in dataclasses.fields(Stages) if f.name not in ("decode", "resize"))
+
+
 def total(stages: list[dict]) -> dict | None:
     """Several runs' stage seconds (``Stages.as_dict``) added up; None for none."""
     return {k: round(sum(s.get(k, 0.0) for s in stages), 3) for k in stages[0]} if stages else None
