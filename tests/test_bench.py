@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.feed import wall_seconds
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = [sys.executable, str(REPO / "bench" / "extract_speed.py"), "--base", "tiny_cnn", "--images", "40",
          "--rounds", "3"]
@@ -27,7 +29,11 @@ def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
     around = [(ceilings[i] + ceilings[i + 1]) / 2 for i in range(3)]
     assert np.allclose(r["ratios"], [p / c for p, c in zip(pipelines, around)], atol=2e-3)
     stages = r["stages"]
-    assert {"decode", "resize", "start", "model", "write", "finish", "feed"} <= set(stages)
+    assert {"decode", "resize", "start", "model", "write", "stop", "finish", "other", "feed"} <= set(stages)
+    # ``other``: the reported round's time (its images / its pipeline rate) that no stage holds
+    middle = int(np.argsort(r["ratios"])[len(r["ratios"]) // 2])
+    seconds = r["images"] / r["pipelines"][middle]
+    assert abs(seconds - wall_seconds(stages) - stages["other"]) < 0.01
     assert r["images"] == 40 and all(r[k] > 0 for k in ("pipeline", "ceiling", "lab_loop", "feed_per_core"))
     assert r["device_resize"] == "device"  # CIFAR-10: every image 32 x 32
 
