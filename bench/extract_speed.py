@@ -38,11 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck import extraction, feed, forward
-from bottleneck.bases import build_feature_model, compute_dtype, get_base
-from bottleneck.datasets import load_dataset
-from bottleneck.images import resize
-from bottleneck.sampling import per_class_draw
+from bottleneck.extraction.model import model_of
+from bottleneck.extraction.plan import PooledFeatures, RunOptions
+from bottleneck.extraction.plan import plan as make_plan
+from bottleneck.extraction.run import run as run_plan
+from bottleneck.extraction import feed
+from bottleneck.extraction import forward
+from bottleneck.bases.build import build_feature_model, compute_dtype
+from bottleneck.bases.registry import get_base
+from bottleneck.data.datasets import load_dataset
+from bottleneck.data.images import resize
+from bottleneck.core.sampling import per_class_draw
 
 LAB_BATCH = 16  # the classic lab's batch
 CEILING_IMAGES = 8192  # the ceiling, the feed alone and the lab loop run on at most this many images
@@ -81,12 +87,12 @@ def _dataset(a):
 
 def _timed_run(plan, a) -> tuple[float, dict, np.ndarray]:
     """images/s of the pipeline, files -> cache file, with its model built and compiled first."""
-    options = extraction.RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
-    run = forward.forward_of(extraction.model_of(plan.order))
+    options = RunOptions(a.batch_size, progress=False, workers=a.workers, feed=a.feed)
+    run = forward.forward_of(model_of(plan.order))
     h, w = plan.recipe.input_shape
     run.take(run.send(np.zeros((min(a.batch_size, len(plan.selected)), h, w, 3), np.uint8)))  # compile
     t = time.perf_counter()
-    fs = extraction.run(plan, options)
+    fs = run_plan(plan, options)
     seconds = time.perf_counter() - t
     stages = json.loads(fs.info["stages"])
     # ``other``: the run's time in no stage (the main loop's own work between them)
@@ -105,9 +111,9 @@ def _rounds(r: dict, suffix: str, ds, a, cache: str, resize_on: str, pixels) -> 
     reads every file once, so that no round reads them cold) and the model."""
     x = pixels()
     # one plan per round, each with a cache folder of its own, so that every round extracts
-    plans = [extraction.plan(a.base, ds, "train", None, cache_dir=f"{cache}/{resize_on}{i}", weights=a.weights,
+    plans = [make_plan(a.base, ds, "train", None, cache_dir=f"{cache}/{resize_on}{i}", weights=a.weights,
                              resize=resize_on) for i in range(a.rounds)]
-    model = extraction.model_of(plans[0].order)  # the pipeline's model (built once: every round's is this one)
+    model = model_of(plans[0].order)  # the pipeline's model (built once: every round's is this one)
     ceilings, singles = [_ceiling(model, x, a.batch_size)], []
     pipelines, stages = [], []
     for plan in plans:
@@ -222,15 +228,15 @@ def measure(a) -> dict:
         features, x, model = _rounds(r, "", ds, a, cache, "host", host)
         sizes = {split.load(i).size for i in range(min(n, 200))}
         if len(sizes) == 1:  # the model takes the images' own size
-            mode, device, draft = "device", extraction.PooledRecipe(size, tuple(sizes.pop())[::-1]), None
+            mode, device, draft = "device", PooledFeatures(size, tuple(sizes.pop())[::-1]), None
         else:  # each image in a sized canvas (larger ones resized on the host)
-            mode, device, draft = "device-mixed", extraction.PooledRecipe(size, each_size=True), size
+            mode, device, draft = "device-mixed", PooledFeatures(size, each_size=True), size
         own = lambda: np.stack([device.fit(split.load(i, draft), "") for i in range(m)])  # as the pipeline feeds it
         dev_features, _, _ = _rounds(r, "_device_resize", ds, a, cache, mode, own)
         r["device_resize"] = mode
         r["device_resize_max_feature_difference"] = float(np.abs(dev_features - features).max())
         r["feed_per_core_device_resize"] = _feed_alone(ds, device)
-    r["feed_per_core"] = _feed_alone(ds, extraction.PooledRecipe(size))
+    r["feed_per_core"] = _feed_alone(ds, PooledFeatures(size))
     r["model_gflop_per_image"] = model_flops(model) / 1e9
     r["model_gflop_per_s_at_ceiling"] = r["model_gflop_per_image"] * r["ceiling"]
     r["matmul_gflop_per_s_float32"] = _matmul_rate()

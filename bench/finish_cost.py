@@ -21,7 +21,7 @@ from pathlib import Path
 import keras  # noqa: F401  (imported by any real run before its file is finished: not timed here)
 import numpy as np
 
-from bottleneck import store
+from bottleneck.cache import store
 
 
 def one(way: str, chunks: list[np.ndarray], ids: list[str], folder: Path) -> tuple[float, float]:

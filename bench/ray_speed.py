@@ -29,7 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck import cluster, extraction
+from bottleneck.extraction import ray_engine as cluster
+from bottleneck.extraction.model import clear_models, model_of
+from bottleneck.extraction.plan import RunOptions
+from bottleneck.extraction.plan import plan as make_plan
+from bottleneck.extraction.run import run as run_plan
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE))
@@ -52,11 +56,11 @@ def main() -> None:
 
 
 def _run(ds, a, cache: str, engine: str, workers: int | None) -> dict:
-    extraction._MODELS.clear()  # every engine builds its model from nothing
-    options = extraction.RunOptions(a.batch_size, progress=False, workers=workers, engine=engine)
-    plan = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights)
+    clear_models()  # every engine builds its model from nothing
+    options = RunOptions(a.batch_size, progress=False, workers=workers, engine=engine)
+    plan = make_plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights)
     t = time.perf_counter()
-    fs = extraction.run(plan, options)  # a local Ray instance is started and stopped inside
+    fs = run_plan(plan, options)  # a local Ray instance is started and stopped inside
     seconds = time.perf_counter() - t
     stages = json.loads(fs.info["stages"])
     startup = stages["start"] + stages["build"]
@@ -69,9 +73,9 @@ def _run(ds, a, cache: str, engine: str, workers: int | None) -> dict:
 def driver_costs(ds, a, cache: str) -> dict:
     """ms per image the driver spends on its share under Ray: reading the files it ships, and
     committing the returned features (``PartialRun.write_chunk``, fsync included)."""
-    from bottleneck.store import PartialRun
+    from bottleneck.cache.store import PartialRun
 
-    p = extraction.plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights)
+    p = make_plan(a.base, ds, "train", None, cache_dir=cache, weights=a.weights)
     work = [(i, view, d) for (i, view), d in zip(p.rows, p.digests)]
     n = len(work) - len(work) % a.batch_size
     t = time.perf_counter()
@@ -100,10 +104,10 @@ def measure(a) -> dict:
                 ray_start = time.perf_counter() - t
             runs.append({**_run(ds, a, os.path.join(tmp, f"ray{n}"), "ray", n),
                          "ray_init_seconds": round(ray_start, 2)})
-        plan = extraction.plan(a.base, ds, "train", None, cache_dir=tmp, weights=a.weights)
+        plan = make_plan(a.base, ds, "train", None, cache_dir=tmp, weights=a.weights)
         split = ds.split("train")
         x = np.stack([plan.recipe.pixels(split, i, d) for i, d in zip(range(len(split)), plan.digests)])
-        ceiling = _ceiling(extraction.model_of(plan.order), x, a.batch_size)  # as the pipeline feeds it
+        ceiling = _ceiling(model_of(plan.order), x, a.batch_size)  # as the pipeline feeds it
         driver = driver_costs(ds, a, os.path.join(tmp, "driver"))
     local = runs[0]["features"]
     for r in runs:

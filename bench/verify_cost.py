@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bottleneck import store
+from bottleneck.cache import store
 
 
 def main() -> None:

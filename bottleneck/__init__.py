@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
 
 
 def _warn_if_pypi_bottleneck() -> None:
@@ -27,26 +27,43 @@ def _warn_if_pypi_bottleneck() -> None:
 try:
     _warn_if_pypi_bottleneck()
 except ImportError:  # the launcher module is not installed (running from a source tree): nothing to check
-    pass  # keep TensorFlow's C++ chatter (e.g. no-CUDA notices) out of tables
+    pass
 
-# The public names, imported when first used (PEP 562): `import bottleneck.feed` in a feed
-# worker process then costs what that module needs, not scikit-learn and the rest.
-_EXPORTS = {"REGISTRY": "bases", "get_base": "bases", "list_bases": "bases", "list_datasets": "datasets",
-            "load_dataset": "datasets", "BottleneckError": "errors", "export": "export", "load_model": "export",
-            "extract": "extraction", "plan": "extraction", "run": "extraction", "predict": "predict",
-            "DenseHead": "heads", "LogRegHead": "heads", "MLPHead": "heads", "make_head": "heads",
-            "compare": "report", "train": "report", "markdown_table": "results", "read_features": "store",
-            "verify": "store"}
+
+# The public names, imported when first used (PEP 562): `import bottleneck.extraction.feed` in a
+# feed worker process then costs what that module needs, not scikit-learn and the rest.
+_EXPORTS = {
+    "REGISTRY": "bases.registry", "BaseSpec": "bases.registry", "WeightsSource": "bases.registry",
+    "get_base": "bases.registry", "list_bases": "bases.registry", "register_base": "bases.registry",
+    "list_datasets": "data.datasets", "load_dataset": "data.datasets", "register_dataset": "data.datasets",
+    "register_format": "data.datasets", "Dataset": "data.sources", "Split": "data.sources",
+    "BottleneckError": "core.errors",
+    "export": "deploy.export", "load_model": "deploy.export", "predict": "deploy.predict",
+    "extract": "extraction.run", "plan": "extraction.plan", "run": "extraction.run",
+    "DenseHead": "learn.heads", "LogRegHead": "learn.heads", "MLPHead": "learn.heads", "make_head": "learn.heads",
+    "register_head": "learn.heads",
+    "compare": "experiments.grid", "train": "experiments.run", "markdown_table": "report.results",
+    "read_features": "cache.store", "verify": "cache.store",
+}
+# Modules the documentation has named as `bottleneck.<name>` since before the subpackages.
+_MODULES = {"cluster": "extraction.ray_engine", "finetune": "experiments.finetune", "labpickle": "cache.labpickle",
+            "tasks": "core.tasks", "safepickle": "core.safepickle"}
+
 __version__ = "0.1.0"
+
+
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'bottleneck' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _MODULES:
+        value = importlib.import_module(f".{_MODULES[name]}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'bottleneck' has no attribute {name!r}")
     globals()[name] = value
     return value
 

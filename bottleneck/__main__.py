@@ -1,5 +1,8 @@
+"""``python -m bottleneck``: the command line."""
+from __future__ import annotations
+
 import sys
 
-from .cli import main
+from bottleneck.cli import main
 
 sys.exit(main())

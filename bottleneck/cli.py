@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from .errors import BottleneckError
+from bottleneck.core.errors import BottleneckError
 
 log = logging.getLogger("bottleneck")
 
@@ -52,6 +52,8 @@ def _number_in(low: float, high: float, what: str):
 
 
 _fraction = _number_in(0.0, 1.0, "between 0 and 1 (exclusive)")
+
+
 _positive_float = _number_in(0.0, float("inf"), "a positive number")
 
 
@@ -63,7 +65,7 @@ def _seed(text: str) -> int:
 
 
 def _common() -> argparse.ArgumentParser:
-    from .images import RESIZES
+    from bottleneck.data.images import RESIZES
 
     p = _Parser(add_help=False)
     g = p.add_argument_group("data and cache")
@@ -172,7 +174,7 @@ def _head_params(a) -> dict:
 
 
 def _head_options(p: argparse.ArgumentParser) -> None:
-    from .heads import C_GRID, HEADS
+    from bottleneck.learn.heads import C_GRID, HEADS
 
     g = p.add_argument_group("head")
     g.add_argument("--head", choices=list(HEADS),
@@ -318,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bases(a) -> int:
-    from .bases import REGISTRY, WeightsError, build_trunk, find_weights, get_base
+    from bottleneck.bases.build import build_trunk
+    from bottleneck.core.errors import WeightsError
+    from bottleneck.bases.registry import REGISTRY, get_base
+    from bottleneck.bases.weights import find_weights
 
     if a.layers:
         spec = get_base(a.layers)
@@ -348,7 +353,7 @@ def cmd_bases(a) -> int:
 
 
 def cmd_recipes(a) -> int:
-    from .recipes import RECIPES
+    from bottleneck.experiments.recipes import RECIPES
 
     width = max(len(name) for name in RECIPES)
     for r in RECIPES.values():
@@ -357,7 +362,7 @@ def cmd_recipes(a) -> int:
 
 
 def cmd_datasets(a) -> int:
-    from .datasets import list_datasets
+    from bottleneck.data.datasets import list_datasets
 
     for row in list_datasets(a.data_dir):
         print(f"{row['name']:10s} {row['found'] or 'not found under ' + str(a.data_dir)}  ({row['citation']})")
@@ -371,7 +376,7 @@ def cmd_datasets(a) -> int:
 
 
 def cmd_extract(a) -> int:
-    from .extraction import extract
+    from bottleneck.extraction.run import extract
 
     kw = _extract_kwargs(a)
     if kw.pop("stack", None):
@@ -387,7 +392,7 @@ def cmd_extract(a) -> int:
         + (f", reused {fs.info['reused']}" if fs.info["reused"] else ""))
     print(f"{fs.path}: {len(fs)} samples x {fs.features.shape[1:]} ({what})")
     if a.profile:
-        from .extraction import stages_of
+        from bottleneck.extraction.run import stages_of
 
         print(profile_text(stages_of([fs]), fs.info.get("extracted", 0), fs.info.get("feed")))
     return 0
@@ -397,7 +402,7 @@ def _print_profile(a, rows: list[dict]) -> None:
     """--profile on train/compare: the stages of the extractions these rows made, summed."""
     if not getattr(a, "profile", False):
         return
-    from .feed import total
+    from bottleneck.extraction.feed import total
 
     print(profile_text(total([r["extract_stages"] for r in rows if r.get("extract_stages")]),
                        sum(r.get("extracted_images", 0) for r in rows), "ray" if a.engine == "ray" else None))
@@ -409,7 +414,7 @@ FEED_BOUND = 0.25
 
 def profile_text(stages: dict | None, images: int, feed: str | None = None) -> str:
     """Where extraction time went, one line per stage (``--profile``)."""
-    from .feed import wall_seconds
+    from bottleneck.extraction.feed import wall_seconds
 
     if not stages:
         return "profile: nothing was extracted (all features came from the cache)"
@@ -440,8 +445,8 @@ def profile_text(stages: dict | None, images: int, feed: str | None = None) -> s
 
 
 def cmd_train(a) -> int:
-    from .report import train, train_on_features
-    from .store import read_features
+    from bottleneck.cache.store import read_features
+    from bottleneck.experiments.run import train, train_on_features
 
     if a.features or a.test_features:
         if not (a.features and a.test_features):
@@ -510,8 +515,8 @@ def _per_class_text(row: dict) -> str:
 
 
 def cmd_compare(a) -> int:
-    from .report import compare, markdown_table
-    from .results import recipe_costs
+    from bottleneck.experiments.grid import compare
+    from bottleneck.report.results import markdown_table, recipe_costs
 
     rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
@@ -526,7 +531,7 @@ def cmd_compare(a) -> int:
     if len(set(a.recipes)) > 1:
         print(recipe_costs(rows))
     if a.out:
-        from .results import ResultsDir
+        from bottleneck.report.results import ResultsDir
 
         held = len(ResultsDir(a.out).rows())
         print(f"results in {a.out}/" + (f" (it holds {held} runs: {held - len(rows)} more from earlier runs with "
@@ -535,7 +540,7 @@ def cmd_compare(a) -> int:
 
 
 def cmd_info(a) -> int:
-    from .store import read_features, verify
+    from bottleneck.cache.store import read_features, verify
 
     fs = read_features(a.file, load=False)
     print(f"{fs.path}")
@@ -556,7 +561,7 @@ def cmd_info(a) -> int:
 
 
 def cmd_finetune(a) -> int:
-    from .finetune import finetune
+    from bottleneck.experiments.finetune import finetune
 
     unused = _given(("--layer", a.layer), ("--pooling", a.pooling != "avg"), ("--skip-bad-images", a.skip_bad_images),
                     ("--crop", a.crop is not None), ("--views", a.views != 1), ("--test-views", a.test_views != 1),
@@ -579,7 +584,7 @@ def cmd_finetune(a) -> int:
 
 
 def cmd_scratch(a) -> int:
-    from .finetune import train_scratch
+    from bottleneck.experiments.finetune import train_scratch
 
     row = train_scratch(a.dataset, a.per_class, a.seed, image_size=a.image_size, epochs=a.epochs,
                         data_dir=a.data_dir, eval_per_class=a.eval_per_class, test_fraction=a.test_fraction)
@@ -599,8 +604,8 @@ def _no_profile(a, command: str) -> None:
 
 
 def cmd_export_lab(a) -> int:
-    from .extraction import extract
-    from .labpickle import export_lab_pickles
+    from bottleneck.cache.labpickle import export_lab_pickles
+    from bottleneck.extraction.run import extract
 
     _no_profile(a, "export-lab")
     given = _given(("--views", a.views != 1), ("--test-views", a.test_views != 1), ("--stack", a.stack))
@@ -616,7 +621,7 @@ def cmd_export_lab(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import export
+    from bottleneck.deploy.export import export
 
     _no_profile(a, "export")
     meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, target=a.target,
@@ -643,8 +648,8 @@ def cmd_predict(a) -> int:
     import csv
     import time
 
-    from .export import load_model
-    from .predict import predict
+    from bottleneck.deploy.export import load_model
+    from bottleneck.deploy.predict import predict
 
     model = load_model(a.model)
     names, kind = model.meta["output_names"], model.meta["task"]
@@ -684,7 +689,7 @@ def cmd_predict(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from .pages import write_report
+    from bottleneck.report.html import write_report
 
     path = write_report(a.results)
     print(f"{path} (pictures in {path.parent / 'plots'}/)")
@@ -723,7 +728,7 @@ def _say_warnings_as_notes(quiet: bool) -> None:
 
     from PIL import Image
 
-    from .heads import HeadWarning
+    from bottleneck.learn.heads import HeadWarning
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 

@@ -15,8 +15,8 @@ pickle from the web can run any code on your machine. Here they are read with
 from __future__ import annotations
 
 import bottleneck
-from bottleneck import safepickle
-from bottleneck.labpickle import export_lab_pickles
+from bottleneck.core import safepickle
+from bottleneck.cache.labpickle import export_lab_pickles
 
 from .common import DATA, base_for, options
 from .lesson1_feature_extraction import train_and_score

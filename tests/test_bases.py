@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bottleneck import bases
-from bottleneck.bases import REGISTRY, build_feature_model, get_base, resolve_image_size
-from bottleneck.errors import BaseError
+from bottleneck.bases import build as bases
+from bottleneck.bases import registry
+from bottleneck.bases.registry import REGISTRY, get_base, resolve_image_size
+from bottleneck.bases.build import build_feature_model
+from bottleneck.core.errors import BaseError
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -24,7 +26,7 @@ def test_every_base_builds_with_random_weights(name):
     order = [layer.name for layer in trunk.layers]
     positions = [order.index(layer) for _, layer in spec.cut_points]
     assert positions == sorted(positions) and spec.cut_points[-1][1] == spec.default_layer
-    assert spec.preprocessing in bases.PREPROCESSING and spec.min_size <= spec.native_size
+    assert spec.preprocessing in registry.PREPROCESSING and spec.min_size <= spec.native_size
 
 
 def test_inference_mode_batchnorm_uses_moving_statistics():
@@ -48,7 +50,7 @@ def test_inference_mode_batchnorm_uses_moving_statistics():
 def test_preprocessing(mode, pixel, expected):
     import keras
 
-    layer = bases._preprocess_layer(mode)
+    layer = bases.preprocess_layer(mode)
     out = keras.ops.convert_to_numpy(layer(np.array([[[pixel]]], dtype="float32")))
     np.testing.assert_allclose(out.ravel(), expected, rtol=1e-5, atol=1e-6)
 
@@ -96,7 +98,7 @@ def test_image_size_limits_and_unknown_base():
 def test_pyramid_levels_of_every_base(name):
     """Each base's pyramid: finest first, each level coarser than the one before, about
     input / stride (inception's "valid" padding makes its maps a little smaller)."""
-    from bottleneck.bases import build_pyramid_model
+    from bottleneck.bases.build import build_pyramid_model
 
     spec = get_base(name)
     shape = (96, 128) if name == "tiny_cnn" else (max(spec.min_size, 96) + 64, max(spec.min_size, 96) + 96)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.feed import wall_seconds
+from bottleneck.extraction.feed import wall_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = [sys.executable, str(REPO / "bench" / "extract_speed.py"), "--base", "tiny_cnn", "--images", "40",

@@ -23,7 +23,7 @@ def run(capsys, *argv):
 
 
 def test_bases_lists_the_registry(capsys):
-    from bottleneck.bases import REGISTRY
+    from bottleneck.bases.registry import REGISTRY
 
     code, out, _ = run(capsys, "bases")
     assert code == 0
@@ -134,7 +134,8 @@ def test_train_from_feature_files_refuses_mismatches(capsys, tmp_path, small_cif
 
 
 def test_weights_file_for_another_architecture_cli(capsys, tmp_path, small_cifar):
-    from bottleneck.bases import build_trunk, get_base
+    from bottleneck.bases.build import build_trunk
+    from bottleneck.bases.registry import get_base
 
     path = tmp_path / "tiny.weights.h5"
     build_trunk(get_base("tiny_cnn"), 32, None).save_weights(path)
@@ -161,12 +162,12 @@ def test_finetune_scratch_and_export_commands(capsys, tmp_path, small_cifar):
 
 
 def test_compare_lists_each_dataset_once(tmp_path, small_cifar, monkeypatch):
-    import bottleneck.report as report
+    import bottleneck.experiments.grid as grid
 
     calls = []
-    real = report.load_dataset
-    monkeypatch.setattr(report, "load_dataset", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    rows = report.compare(["tiny_cnn"], [f"folder:{small_cifar}"], [2, 3], [0, 1], weights="random",
+    real = grid.load_dataset
+    monkeypatch.setattr(grid, "load_dataset", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rows = grid.compare(["tiny_cnn"], [f"folder:{small_cifar}"], [2, 3], [0, 1], weights="random",
                           cache_dir=tmp_path, progress=False)
     assert len(rows) == 4 and calls == [f"folder:{small_cifar}"]
     assert {r["dataset"] for r in rows} == {"folder:cifar_small"}  # recorded by name; content is in the cache

@@ -10,10 +10,11 @@ import uuid
 import numpy as np
 import pytest
 
-from bottleneck import cluster
-from bottleneck.errors import BottleneckError, WeightsError
-from bottleneck.extraction import RunOptions, extract
-from bottleneck.store import read_features
+from bottleneck.extraction import ray_engine as cluster
+from bottleneck.core.errors import BottleneckError, WeightsError
+from bottleneck.extraction.plan import RunOptions
+from bottleneck.extraction.run import extract
+from bottleneck.cache.store import read_features
 
 from .test_extract import _cli, _extract_args, _marked_processes
 
@@ -130,9 +131,9 @@ def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, l
 
 def test_weights_are_checked_on_the_worker(kill_dataset, tmp_path):
     """A worker loads the driver's weights file by its path: it must be there, and the same bytes."""
-    from bottleneck.bases import hash_file
-    from bottleneck.cluster import Extractor
-    from bottleneck.extraction import plan
+    from bottleneck.bases.weights import hash_file
+    from bottleneck.extraction.ray_engine import Extractor
+    from bottleneck.extraction.plan import plan
 
     p = plan("tiny_cnn", f"folder:{kill_dataset}", "train", 1, cache_dir=tmp_path, weights="random")
     order = p.order
@@ -168,7 +169,7 @@ def test_an_address_nobody_answers_at_is_a_clear_error(kill_dataset, tmp_path):
 def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
     import json
 
-    from bottleneck import cluster
+    from bottleneck.extraction import ray_engine as cluster
 
     kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2, cache_dir=tmp_path)
     with cluster.session():

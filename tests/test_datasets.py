@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.datasets import list_datasets, load_dataset
-from bottleneck.errors import DatasetError
-from bottleneck.images import BadImage, load_image
+from bottleneck.data.datasets import list_datasets, load_dataset
+from bottleneck.core.errors import DatasetError
+from bottleneck.data.images import BadImage, load_image
 
 from .conftest import DATA
 
@@ -86,6 +86,20 @@ def test_gtsrb_lab_pickles(tmp_path):
     assert ds.class_names[0] == "Speed limit (20km/h)"
     assert ds.split("train").load(5).size == (32, 32)
 
+
+
+def test_a_head_trains_on_the_python_layout_whose_ids_hold_a_hash(tmp_path):
+    """CIFAR's batches give ids like ``data_batch_1#3``: joining the targets to the cached rows
+    must not cut them at the '#' (it once did, and every row was 'not in the dataset')."""
+    from bottleneck.extraction.views import image_id
+    from bottleneck.experiments.run import train
+
+    _cifar_python(tmp_path / "data" / "cifar-10-batches-py")
+    row = train("tiny_cnn", "cifar10", 2, data_dir=tmp_path / "data", cache_dir=tmp_path / "c", weights="random",
+                progress=False)
+    assert row["n_train"] > 0 and row["n_test"] == 4
+    assert image_id("data_batch_1#3") == ("data_batch_1#3", "")
+    assert image_id("data_batch_1#3#v2") == ("data_batch_1#3", "v2") and image_id("a.jpg#hflip") == ("a.jpg", "hflip")
 
 def test_pickle_label_out_of_range(tmp_path):
     root = tmp_path / "gtsrb"
@@ -181,7 +195,7 @@ def test_unknown_and_missing_datasets(tmp_path):
 
 
 def test_digests_follow_content_and_the_index_reads_only_changed_files(small_cifar):
-    from bottleneck.content import ContentIndex
+    from bottleneck.data.content import ContentIndex
 
     split = load_dataset(f"folder:{small_cifar}").split("train")
     everything = range(len(split))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bottleneck.cli import main
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import DatasetError
-from bottleneck.extraction import extract
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import DatasetError
+from bottleneck.extraction.run import extract
 
 from .conftest import DATA, copy_cifar_subset
 
@@ -138,9 +138,10 @@ def test_nan_features_reaching_a_head_name_the_file_and_image(small_cifar, tmp_p
     """A damaged weights file (an infinite bias) gives infinite features; no head may train on them."""
     from keras import ops
 
-    from bottleneck.bases import build_trunk, get_base
-    from bottleneck.errors import CacheError
-    from bottleneck.report import train
+    from bottleneck.bases.build import build_trunk
+    from bottleneck.bases.registry import get_base
+    from bottleneck.core.errors import CacheError
+    from bottleneck.experiments.run import train
 
     trunk = build_trunk(get_base("tiny_cnn"), 32, None)
     for w in trunk.weights:

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.bases import REGISTRY, build_feature_model
+from bottleneck.bases.registry import REGISTRY
+from bottleneck.bases.build import build_feature_model
 from bottleneck.cli import main
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import BottleneckError
-from bottleneck.export import export, feature_layers, load_model
-from bottleneck.images import BadImage, resize
-from bottleneck.predict import predict
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import BottleneckError
+from bottleneck.deploy.export import export, feature_layers, load_model
+from bottleneck.data.images import BadImage, resize
+from bottleneck.deploy.predict import predict
 
 from .conftest import DATA, copy_cifar_subset
 
@@ -189,8 +190,8 @@ def test_compare_plots_and_report_page(tmp_path, capsys):
 
 
 def test_pictures_of_the_other_tasks(tmp_path):
-    from bottleneck.pages import write_report
-    from bottleneck.report import train
+    from bottleneck.report.html import write_report
+    from bottleneck.experiments.run import train
 
     kw = dict(data_dir=DATA, cache_dir=tmp_path / "c", image_size=32, out=tmp_path / "R", plots=True, **TINY)
     multi = train("tiny_cnn", "gtsrb", 5, target="attributes", **kw)
@@ -208,7 +209,7 @@ def test_plots_need_an_out_folder(capsys):
 
 
 def test_saved_predictions_are_plain_arrays(tmp_path):
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     train("tiny_cnn", "cifar10", 3, data_dir=DATA, cache_dir=tmp_path / "c", out=tmp_path / "R", **TINY)
     (saved,) = (tmp_path / "R" / "rows").glob("*.npz")
@@ -221,8 +222,8 @@ def test_saved_predictions_are_plain_arrays(tmp_path):
 def test_export_refuses_features_the_exported_model_would_not_make(tmp_path, setting):
     """The exported model takes whole images, resized on the host, in float32: a head trained on
     cropped, device-resized or bfloat16 features would see other features there."""
-    from bottleneck.errors import BottleneckError
-    from bottleneck.export import export
+    from bottleneck.core.errors import BottleneckError
+    from bottleneck.deploy.export import export
 
     with pytest.raises(BottleneckError, match="exported model takes whole images"):
         export("tiny_cnn", "gtsrb", 2, data_dir=DATA, cache_dir=tmp_path / "c", weights="random", progress=False,

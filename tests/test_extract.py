@@ -11,12 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-import bottleneck.extraction as ex
-from bottleneck import store
-from bottleneck.errors import CacheError
-from bottleneck.extraction import extract
-from bottleneck.images import BadImage
-from bottleneck.store import read_features, verify
+import bottleneck.extraction.model as ex_model
+import bottleneck.extraction.plan as ex_plan
+from bottleneck.cache import store
+from bottleneck.core.errors import CacheError
+from bottleneck.extraction.run import extract
+from bottleneck.data.images import BadImage
+from bottleneck.cache.store import read_features, verify
 
 from .conftest import REPO, copy_cifar_subset
 
@@ -66,8 +67,8 @@ def test_record_and_reuse_without_running_the_base(small_cifar, cache_dir, monke
     def no_model(*a, **k):
         raise AssertionError("the base must not run for cached features")
 
-    monkeypatch.setattr(ex, "build_feature_model", no_model)
-    ex._MODELS.clear()
+    monkeypatch.setattr(ex_plan, "build_feature_model", no_model)
+    ex_model.clear_models()
     again = extract("tiny_cnn", f"folder:{small_cifar}", "train", 3, seed=1, cache_dir=cache_dir, **TINY)
     assert again.info["cached"] and again.path == fs.path
     assert np.array_equal(again.features, fs.features)
@@ -269,7 +270,7 @@ def _join_removals():
 def test_the_run_returns_the_bytes_it_wrote_without_reading_them_back(small_cifar, tmp_path, monkeypatch, feed):
     """Pooled features come from memory, kept as they were appended (a bad image skipped too):
     they equal the file's bytes, read afresh and verified; the run reads back only ids and record."""
-    from bottleneck import extraction
+    from bottleneck.extraction import run as extraction
 
     (small_cifar / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     loads = []
@@ -291,7 +292,7 @@ def test_the_feed_closes_while_the_file_is_finished_and_the_run_waits_for_it(sma
     import multiprocessing
     import time
 
-    from bottleneck import feed
+    from bottleneck.extraction import feed
 
     real, closed = feed.Feed.close, []
     monkeypatch.setattr(feed.Feed, "close", lambda pool: time.sleep(0.5) or real(pool)
@@ -309,7 +310,7 @@ def test_the_feed_closes_while_the_file_is_finished_and_the_run_waits_for_it(sma
 def test_an_error_closing_the_feed_is_said_unless_finishing_the_file_failed_first(small_cifar, tmp_path, monkeypatch):
     import errno
 
-    from bottleneck import feed
+    from bottleneck.extraction import feed
 
     def broken(pool):
         raise RuntimeError("the feed failed to close")
@@ -370,8 +371,8 @@ def test_a_slow_writer_does_not_hold_up_the_model(kill_dataset, tmp_path, monkey
 
 
     made, seen = [], []
-    real_outputs, real_add = ex.PooledRecipe.outputs, store.PartialRun.add
-    monkeypatch.setattr(ex.PooledRecipe, "outputs", lambda self, out: made.append(1) or real_outputs(self, out))
+    real_outputs, real_add = ex_plan.PooledFeatures.outputs, store.PartialRun.add
+    monkeypatch.setattr(ex_plan.PooledFeatures, "outputs", lambda self, out: made.append(1) or real_outputs(self, out))
 
     def slow_add(self, k, arrays, valid):
         seen.append(len(made))  # chunks the model had made when the writer took chunk k
@@ -447,7 +448,7 @@ def test_locks_are_per_file(kill_dataset, tmp_path):
     """Different features extract while another file's lock is held; the same features wait."""
     import subprocess as sp
 
-    from bottleneck.store import exclusive
+    from bottleneck.cache.store import exclusive
 
     cache = tmp_path / "c"
     held = extract("tiny_cnn", f"folder:{kill_dataset}", "train", 2, cache_dir=cache, **TINY).path

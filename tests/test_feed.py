@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck import feed
+from bottleneck.extraction import feed
 from bottleneck.cli import main
-from bottleneck.errors import BottleneckError, DatasetError
-from bottleneck.extraction import PooledRecipe, extract, plan
-from bottleneck.images import DEVICE_RESIZE, DEVICE_RESIZE_EACH, RESIZE_METHOD, BadImage, resize
+from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.extraction.plan import PooledFeatures, plan
+from bottleneck.extraction.run import extract
+from bottleneck.data.images import DEVICE_RESIZE, DEVICE_RESIZE_EACH, RESIZE_METHOD, BadImage, resize
 
 TINY = dict(weights="random", progress=False)
 
@@ -57,11 +58,11 @@ def test_device_resize_matches_the_hosts_bilinear_resize():
     """The model's resize layer against PIL's bilinear (which rounds to uint8): within rounding."""
     import keras
 
-    from bottleneck.bases import get_base
+    from bottleneck.bases.registry import get_base
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    recipe = PooledRecipe(96, (32, 32))
-    host = np.stack([PooledRecipe(96).fit(Image.fromarray(p), "") for p in pixels]).astype(np.float32)
+    recipe = PooledFeatures(96, (32, 32))
+    host = np.stack([PooledFeatures(96).fit(Image.fromarray(p), "") for p in pixels]).astype(np.float32)
     layer = keras.layers.Resizing(96, 96, interpolation="bilinear", antialias=False)
     device = np.asarray(layer(keras.ops.cast(np.stack([recipe.fit(Image.fromarray(p), "") for p in pixels]),
                                              "float32")))
@@ -93,7 +94,7 @@ def _mixed_sizes(folder):
 
 
 def test_resize_each_image_is_pils_bilinear_within_rounding_and_a_full_size_image_is_untouched():
-    from bottleneck.bases import resize_each_image, sized_canvas
+    from bottleneck.bases.build import resize_each_image, sized_canvas
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(17, 40), (64, 64), (1, 1), (63, 5)]]
@@ -160,7 +161,7 @@ def test_stages_are_recorded_in_the_file_the_row_and_info(small_cifar, tmp_path,
 
 
 def test_auto_feed_uses_processes_only_where_they_pay(monkeypatch, tmp_path):
-    from bottleneck.datasets import ArraySource, FileSource
+    from bottleneck.data.sources import ArraySource, FileSource
 
     files = FileSource(tmp_path, ["a.jpg"])
     monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
@@ -180,34 +181,34 @@ def test_auto_feed_uses_processes_only_where_they_pay(monkeypatch, tmp_path):
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's (CI runs on Linux)")
 @pytest.mark.parametrize("idle", [True, False])
 def test_worker_processes_run_at_idle_priority_only_when_asked(small_cifar, idle):
-    from bottleneck.datasets import load_dataset
+    from bottleneck.data.datasets import load_dataset
 
     split = load_dataset(f"folder:{small_cifar}").split("train")
     rows = [(0, "", split.digests([0])[0])]
-    with feed.Feed(split, PooledRecipe(32), False, 2, "processes", 4, slots=2, idle=idle) as pool:
+    with feed.Feed(split, PooledFeatures(32), False, 2, "processes", 4, slots=2, idle=idle) as pool:
         pool.release(pool.submit(rows).result())  # a worker has started and made a chunk
         policies = {os.sched_getscheduler(pid) for pid in pool._pool._processes}
     assert policies == ({os.SCHED_IDLE} if idle else {os.SCHED_OTHER})
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process, the model's, is left as it was
     with pytest.raises(ValueError, match="GIL"):
-        feed.Feed(split, PooledRecipe(32), False, 2, "threads", idle=True)
+        feed.Feed(split, PooledFeatures(32), False, 2, "threads", idle=True)
 
 
 def test_make_chunk_times_its_stages_and_marks_skipped_rows(small_cifar):
-    from bottleneck.datasets import load_dataset
+    from bottleneck.data.datasets import load_dataset
 
     split = load_dataset(f"folder:{small_cifar}").split("train")
     digests = split.digests([0, 1])
-    chunk = feed.make_chunk(split, PooledRecipe(48), [(0, "", digests[0]), (1, "", digests[1])], False)
+    chunk = feed.make_chunk(split, PooledFeatures(48), [(0, "", digests[0]), (1, "", digests[1])], False)
     assert chunk.pixels.shape == (2, 48, 48, 3) and chunk.pixels.dtype == np.uint8
     assert chunk.valid.all() and chunk.decode > 0 and chunk.resize > 0
-    assert np.array_equal(chunk.pixels[1], PooledRecipe(48).pixels(split, 1, digests[1]))
+    assert np.array_equal(chunk.pixels[1], PooledFeatures(48).pixels(split, 1, digests[1]))
 
 
 def test_feed_stages_are_cpu_seconds_not_the_time_a_worker_waited(small_cifar):
-    from bottleneck.datasets import load_dataset
+    from bottleneck.data.datasets import load_dataset
 
-    class SlowDisk(PooledRecipe):
+    class SlowDisk(PooledFeatures):
         def decode(self, split, index, digest):
             time.sleep(0.2)  # waiting (for a disk, or for a core the model holds) is not the feed's work
             return super().decode(split, index, digest)

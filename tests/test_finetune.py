@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bottleneck import finetune as ft
-from bottleneck.errors import BaseError
+from bottleneck.experiments import finetune as ft
+from bottleneck.core.errors import BaseError
 
 
 def test_finetune_moves_only_the_top_and_keeps_batchnorm(small_cifar, tmp_path, monkeypatch):

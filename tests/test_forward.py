@@ -16,8 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from bottleneck import extraction, forward
-from bottleneck.extraction import extract
+from bottleneck.extraction import run as extraction
+from bottleneck.extraction import forward
+from bottleneck.extraction.run import extract
 
 from .conftest import REPO
 
@@ -47,7 +48,8 @@ class LateForward:
 
 
 def test_tensorflow_runs_one_batch_at_a_time_with_predict_on_batchs_features():
-    from bottleneck.bases import build_feature_model, get_base
+    from bottleneck.bases.build import build_feature_model
+    from bottleneck.bases.registry import get_base
 
     model = build_feature_model(get_base("tiny_cnn"), 32, None)
     run = forward.forward_of(model)
@@ -61,7 +63,8 @@ def test_a_models_forward_does_not_keep_the_model_alive():
     import gc
     import weakref
 
-    from bottleneck.bases import build_feature_model, get_base
+    from bottleneck.bases.build import build_feature_model
+    from bottleneck.bases.registry import get_base
 
     model = build_feature_model(get_base("tiny_cnn"), 32, None)
     forward.forward_of(model)
@@ -102,9 +105,12 @@ def test_chunks_from_donor_files_keep_their_place_between_queued_batches(small_c
 
 JAX_CHECK = """
 import numpy as np
-from bottleneck import forward
-from bottleneck.bases import build_feature_model, build_pyramid_model, compute_dtype, get_base
-from bottleneck.extraction import extract, model_of, plan
+from bottleneck.extraction import forward
+from bottleneck.bases.build import build_feature_model, build_pyramid_model, compute_dtype
+from bottleneck.bases.registry import get_base
+from bottleneck.extraction.model import model_of
+from bottleneck.extraction.plan import plan
+from bottleneck.extraction.run import extract
 
 spec = get_base("tiny_cnn")
 x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
@@ -128,8 +134,8 @@ got, want = run.take(run.send(frames)), pyramid.predict_on_batch(frames)
 assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
 
 from PIL import Image
-from bottleneck.bases import resize_each_image, sized_canvas
-from bottleneck.images import resize
+from bottleneck.bases.build import resize_each_image, sized_canvas
+from bottleneck.data.images import resize
 image = np.random.default_rng(1).integers(0, 256, (17, 40, 3), dtype=np.uint8)  # --resize device-mixed, under JAX
 each = np.asarray(resize_each_image(64)(sized_canvas(image, 64)[None]))[0]
 assert np.abs(each - resize(Image.fromarray(image), 64)).max() <= 1.0

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from bottleneck import report
-from bottleneck.errors import BottleneckError
-from bottleneck.results import ResultsDir
+from bottleneck.experiments import grid
+from bottleneck.core.errors import BottleneckError
+from bottleneck.report.results import ResultsDir
 
 from .conftest import REPO, copy_cifar_subset
 
@@ -51,16 +51,16 @@ def test_a_stopped_grid_keeps_finished_rows_and_a_rerun_reuses_them(grid_data, t
 def test_everything_is_checked_before_the_first_extraction(grid_data, tmp_path):
     cache = tmp_path / "c"
     with pytest.raises(BottleneckError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"):
-        report.compare(["efficientnet_lite0", "vgg16"], [f"folder:{grid_data}"], [2], [0], cache_dir=cache,
+        grid.compare(["efficientnet_lite0", "vgg16"], [f"folder:{grid_data}"], [2], [0], cache_dir=cache,
                        progress=False)
     no_test = copy_cifar_subset(tmp_path / "no_test", classes=2, train=3, test=1)
     shutil.rmtree(no_test / "test")
     with pytest.raises(BottleneckError, match="has no split 'test'") as e:
-        report.compare(["tiny_cnn"], [f"folder:{grid_data}", f"folder:{no_test}"], [2], [0], weights="random",
+        grid.compare(["tiny_cnn"], [f"folder:{grid_data}", f"folder:{no_test}"], [2], [0], weights="random",
                        cache_dir=cache, progress=False)
     assert "--test-fraction" in e.value.todo
     with pytest.raises(ValueError, match="'epochs' parameter of MLPHead"):
-        report.compare(["tiny_cnn"], [f"folder:{grid_data}"], [2], [0], head="mlp", head_params={"epochs": 0},
+        grid.compare(["tiny_cnn"], [f"folder:{grid_data}"], [2], [0], head="mlp", head_params={"epochs": 0},
                        weights="random", cache_dir=cache, progress=False)
     assert not cache.exists() or not list(cache.rglob("*.h5"))  # nothing was extracted
 
@@ -123,7 +123,7 @@ def test_rows_of_different_kinds_share_one_csv(tmp_path):
     """A train row and a finetune row have different columns; the CSV holds both."""
     import csv
 
-    from bottleneck.results import write_results
+    from bottleneck.report.results import write_results
 
     train_row = {"base": "b", "dataset": "d", "per_class": 1, "seed": 0, "head": "logreg", "accuracy": 0.5,
                  "metrics": {"accuracy": 0.5}, "train_cache": "x.h5"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bottleneck.errors import BottleneckError
-from bottleneck.heads import HEADS, DenseHead, MLPHead, heads_for, make_head
+from bottleneck.core.errors import BottleneckError
+from bottleneck.learn.heads import HEADS, DenseHead, MLPHead, heads_for, make_head
 
 SINGLE = heads_for("single_label")
 
@@ -86,7 +86,7 @@ def test_get_params_set_params_and_clone(name):
     ("logreg", "max_iter", 2.5, r"'max_iter' parameter of LogRegHead must be an int"),
 ])
 def test_parameters_are_validated_like_scikit_learn(name, param, value, message):
-    from bottleneck.heads import InvalidParameter
+    from bottleneck.learn.heads import InvalidParameter
 
     with pytest.raises(ValueError, match=message):  # a ValueError, as scikit-learn raises...
         make_head(name, **{param: value})
@@ -125,7 +125,7 @@ def test_nan_or_infinite_features_are_refused(name, bad):
 
 
 def test_validation_that_cannot_take_effect_says_so():
-    from bottleneck.heads import HeadWarning
+    from bottleneck.learn.heads import HeadWarning
 
     X, y = _blobs(n=90)
     with pytest.warns(HeadWarning, match="held out nothing: every class of the training draw is a single group"):
@@ -164,7 +164,7 @@ def test_heads_in_pipelines_cross_validation_and_grid_search():
     from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import make_pipeline
 
-    from bottleneck.heads import LogRegHead
+    from bottleneck.learn.heads import LogRegHead
 
     X, y = _blobs(n=90)
     pipe = make_pipeline(PCA(n_components=5), LogRegHead())

@@ -6,10 +6,10 @@ import pickle
 import numpy as np
 import pytest
 
-from bottleneck.errors import DatasetError
-from bottleneck.extraction import extract
-from bottleneck.heads import LogRegHead
-from bottleneck.labpickle import export_lab_pickles, load_lab_pickle
+from bottleneck.core.errors import DatasetError
+from bottleneck.extraction.run import extract
+from bottleneck.learn.heads import LogRegHead
+from bottleneck.cache.labpickle import export_lab_pickles, load_lab_pickle
 
 
 def test_export_reads_like_the_lab_and_trains_the_same(small_cifar, tmp_path):

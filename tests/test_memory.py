@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck import extraction
-from bottleneck.bases import build_feature_model, get_base
-from bottleneck.errors import BottleneckError
-from bottleneck.extraction import extract
-from bottleneck.images import BadImage, decode
+from bottleneck.extraction.model import check_batch_memory
+from bottleneck.bases.build import build_feature_model
+from bottleneck.bases.registry import get_base
+from bottleneck.core.errors import BottleneckError
+from bottleneck.extraction.run import extract
+from bottleneck.data.images import BadImage, decode
 
 from .conftest import REPO, copy_cifar_subset
 
@@ -34,9 +35,9 @@ def test_a_huge_batch_size_is_capped_at_the_images_there_are(small_cifar, cache_
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_it_runs():
     model = build_feature_model(get_base("tiny_cnn"), 128, None)
     with pytest.raises(BottleneckError, match=r"a batch of 10000000 images at 128 px needs about .* GiB") as e:
-        extraction.check_batch_memory(model, 10_000_000, 128)
+        check_batch_memory(model, 10_000_000, 128)
     assert "--batch-size" in e.value.todo
-    extraction.check_batch_memory(model, 32, 128)  # an ordinary batch passes
+    check_batch_memory(model, 32, 128)  # an ordinary batch passes
 
 
 def test_image_size_is_bounded_per_base(small_cifar, cache_dir):
@@ -90,7 +91,7 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale(tmp_path):
 
 _PEAK = """
 import json, sys
-from bottleneck.extraction import extract
+from bottleneck.extraction.run import extract
 
 def peak_kb():  # this process's own high-water mark (ru_maxrss would include the parent's, from before exec)
     for line in open("/proc/self/status"):

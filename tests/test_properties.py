@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from bottleneck.images import BadImage, load_image
-from bottleneck.store import feature_key, fingerprint
+from bottleneck.data.images import BadImage, load_image
+from bottleneck.cache.store import feature_key, fingerprint
 
 from .conftest import DATA, REPO
 
@@ -19,7 +19,7 @@ SETTINGS = {"dataset": "cifar10", "dataset_id": "abc", "split": "train", "base":
 
 
 def test_fingerprint_stable_across_processes_and_key_order():
-    code = f"from bottleneck.store import fingerprint; print(fingerprint({SETTINGS!r}))"
+    code = f"from bottleneck.cache.store import fingerprint; print(fingerprint({SETTINGS!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == fingerprint(SETTINGS) == fingerprint(dict(reversed(SETTINGS.items())))
 
@@ -64,7 +64,7 @@ def test_cifar10_download_fallback_when_online(tmp_path, monkeypatch):
 
     import keras
 
-    from bottleneck.datasets import load_dataset
+    from bottleneck.data.datasets import load_dataset
 
     monkeypatch.setenv("BOTTLENECK_OFFLINE", "0")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

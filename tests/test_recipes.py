@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import BottleneckError
-from bottleneck.extraction import PooledRecipe, crop_to_box, extract, plan
-from bottleneck.images import resize
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import BottleneckError
+from bottleneck.extraction.plan import PooledFeatures, crop_to_box, plan
+from bottleneck.extraction.run import extract
+from bottleneck.data.images import resize
 
 from .conftest import DATA
 
@@ -41,7 +42,7 @@ def test_cropped_rows_are_the_crop_resized(tmp_path):
     s, i = p.samples, int(p.selected[0])
     box = [float(v) for v in p.digests[0].split(":")[1].split(",")]
     expected = resize(crop_to_box(s.load(i), box, 0.1), 32)
-    assert np.array_equal(PooledRecipe(32, crop=0.1).pixels(s, i, p.digests[0]), expected)
+    assert np.array_equal(PooledFeatures(32, crop=0.1).pixels(s, i, p.digests[0]), expected)
     full = resize(s.load(i), 32)
     assert not np.array_equal(expected, full)  # the crop changes what the base sees
     fs = extract("tiny_cnn", ds, "train", 1, cache_dir=tmp_path, crop=0.1, **TINY)
@@ -61,8 +62,8 @@ def test_crop_errors(tmp_path, small_cifar):
 def test_logreg_C_search_sees_the_training_draw_only(small_cifar, tmp_path, monkeypatch):
     import sklearn.model_selection as ms
 
-    from bottleneck.heads import C_GRID
-    from bottleneck.report import train
+    from bottleneck.learn.heads import C_GRID
+    from bottleneck.experiments.run import train
 
     seen = []
     real = ms.cross_val_score
@@ -86,7 +87,7 @@ def test_logreg_C_search_keeps_groups_whole(monkeypatch):
     """GTSRB's images come in tracks of one sign: a fold must never score a track it trained on."""
     import sklearn.model_selection as ms
 
-    from bottleneck.heads import LogRegHead
+    from bottleneck.learn.heads import LogRegHead
 
     used = []
     real = ms.cross_val_score
@@ -107,8 +108,8 @@ def test_logreg_C_search_keeps_groups_whole(monkeypatch):
 
 
 def test_logreg_C_search_is_for_one_label_per_image():
-    from bottleneck.heads import InvalidParameter, LogRegHead
-    from bottleneck.tasks import MultiLabel
+    from bottleneck.learn.heads import InvalidParameter, LogRegHead
+    from bottleneck.core.tasks import MultiLabel
 
     with pytest.raises(InvalidParameter, match="one class per image"):
         LogRegHead(C="cv", task=MultiLabel(("a", "b"))).fit(np.zeros((4, 2)), np.array([[0, 1], [1, 0]] * 2))
@@ -119,7 +120,7 @@ def tiny_best(monkeypatch):
     """best as it is, with parts tiny_cnn has (a stage-5 map and efficientnet_lite2 would be slow here)."""
     import dataclasses
 
-    from bottleneck import recipes
+    from bottleneck.experiments import recipes
 
     monkeypatch.setitem(recipes.RECIPES, "best", dataclasses.replace(recipes.RECIPES["best"], stack=(":conv1:grid2",)))
 
@@ -146,7 +147,7 @@ def test_compare_recipes_side_by_side(tmp_path, capsys, tiny_best):
 
 
 def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best):
-    from bottleneck.report import plan_run
+    from bottleneck.experiments.run import plan_run
 
     ds = load_dataset("gtsrb", DATA)
     with pytest.raises(BottleneckError, match="--crop was given too"):
@@ -179,7 +180,7 @@ def test_recipe_conflicts_and_misuse_are_errors(tmp_path, small_cifar, tiny_best
 
 
 def test_table_rows_are_recipes_and_runs_made_differently_stay_apart():
-    from bottleneck.results import markdown_table
+    from bottleneck.report.results import markdown_table
 
     def row(recipe, dataset, crop, C, seed, acc):
         return {"base": "b", "head": "logreg", "dataset": dataset, "per_class": 100, "seed": seed, "recipe": recipe,
@@ -200,7 +201,7 @@ def test_table_rows_are_recipes_and_runs_made_differently_stay_apart():
 def test_logreg_C_search_takes_its_number_of_folds(monkeypatch):
     import sklearn.model_selection as ms
 
-    from bottleneck.heads import InvalidParameter, LogRegHead
+    from bottleneck.learn.heads import InvalidParameter, LogRegHead
 
     used = []
     real = ms.cross_val_score

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from bottleneck.sampling import per_class_draw, validation_split
+from bottleneck.core.sampling import per_class_draw, validation_split
 
 
 def _labels():
@@ -34,7 +34,7 @@ def test_seeded_and_nested():
 
 
 def test_same_draw_in_another_process():
-    code = ("import numpy as np; from bottleneck.sampling import per_class_draw; "
+    code = ("import numpy as np; from bottleneck.core.sampling import per_class_draw; "
             "print(per_class_draw(np.repeat(np.arange(5), [30, 12, 50, 3, 20]), 7, 11)[0].tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(per_class_draw(_labels(), 7, 11)[0].tolist())

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import DatasetError
-from bottleneck.segmentation import (Segmentation, build_decoder, canvas_for, confusion_matrix, letterbox,
-                                     letterbox_labels, median_frequency_weights, read_label_map,
-                                     segmentation_metrics)
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import DatasetError
+from bottleneck.core.tasks import Segmentation, confusion_matrix, segmentation_metrics
+from bottleneck.learn.decoder import build_decoder, median_frequency_weights
+from bottleneck.data.labelmaps import canvas_for, letterbox, letterbox_labels, read_label_map
 
 from .conftest import DATA
 
@@ -55,8 +55,8 @@ def test_bad_label_maps_are_clear_errors(tmp_path):
 
 def test_label_maps_and_frames_over_the_pixel_limit_or_not_images_are_clear_errors(tmp_path, monkeypatch):
     """Their headers are read before anything is decoded, with decode's own checks."""
-    from bottleneck.images import BadImage
-    from bottleneck.segmentation import plan_maps
+    from bottleneck.data.images import BadImage
+    from bottleneck.extraction.maps import plan_maps
 
     image = tmp_path / "a.jpg"
     Image.new("RGB", (48, 32)).save(image)
@@ -86,7 +86,7 @@ def test_a_frame_without_its_map_and_a_map_of_another_size(tmp_path):
     victim = sorted((root / "labels" / "test").iterdir())[0]
     image = root / "images" / "test" / (victim.stem + ".jpg")
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(victim)
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     with pytest.raises(DatasetError, match=f"{victim.name} is 100x100 but its image .*{image.name} is 480x360"):
         train("tiny_cnn", f"segfolder:{root}", None, cache_dir=tmp_path / "c", image_size=64,
@@ -150,7 +150,7 @@ def test_fastais_flat_layout_and_test_fraction(tmp_path):
     ds = load_dataset(name)
     assert set(ds.splits) == {"train", "val"} and len(ds.split("val")) == 2
     assert ds.target().task.class_names == ("a", "b", "c") and ds.target().task.void == 3
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     row = train("tiny_cnn", name, None, cache_dir=tmp_path / "c", test_fraction=0.25, head_params={"epochs": 1},
                 **TINY)
@@ -161,7 +161,7 @@ _LAZY = """
 import sys, tracemalloc
 from pathlib import Path
 from tests.test_segmentation import _segfolder, TINY
-from bottleneck.report import train
+from bottleneck.experiments.run import train
 root, n = Path(sys.argv[1]), int(sys.argv[2])
 name = _segfolder(root / f"d{n}", n, size=(128, 96), seed=n)
 kw = dict(cache_dir=root / f"c{n}", head_params={"epochs": 1, "batch_size": 4}, test_fraction=0.2, flips=False, **TINY)

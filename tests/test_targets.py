@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import bottleneck.extraction as ex
+import bottleneck.extraction.model as ex_model
+import bottleneck.extraction.plan as ex_plan
+from bottleneck.extraction.run import extract
 from bottleneck.cli import main
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import BottleneckError, DatasetError
-from bottleneck.report import train
-from bottleneck.targets import gtsrb_attribute_table, gtsrb_attributes
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.experiments.run import train
+from bottleneck.data.targets import gtsrb_attribute_table, gtsrb_attributes
 
 from .conftest import DATA, copy_cifar_subset
 
@@ -81,9 +83,9 @@ def test_boxes_are_fractions_of_the_image():
 
 def test_one_feature_cache_serves_three_targets_without_a_second_model_run(tmp_path, monkeypatch):
     builds = []
-    real = ex.build_feature_model
-    monkeypatch.setattr(ex, "build_feature_model", lambda *a, **k: builds.append(a) or real(*a, **k))
-    ex._MODELS.clear()
+    real = ex_plan.build_feature_model
+    monkeypatch.setattr(ex_plan, "build_feature_model", lambda *a, **k: builds.append(a) or real(*a, **k))
+    ex_model.clear_models()
     kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)
     rows = {t: train("tiny_cnn", "gtsrb", None, target=t, **kw) for t in ("class", "attributes", "box")}
     assert len(builds) == 1  # the base ran for the first target only
@@ -98,8 +100,8 @@ def test_one_feature_cache_serves_three_targets_without_a_second_model_run(tmp_p
 
 def test_a_per_label_draw_reuses_rows_extracted_for_another_target(tmp_path):
     kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)
-    by_class = ex.extract("tiny_cnn", "gtsrb", "train", 20, target="class", **kw)
-    by_label = ex.extract("tiny_cnn", "gtsrb", "train", 20, target="attributes", **kw)
+    by_class = extract("tiny_cnn", "gtsrb", "train", 20, target="class", **kw)
+    by_label = extract("tiny_cnn", "gtsrb", "train", 20, target="attributes", **kw)
     assert by_class.settings["draw"] == "class" and by_label.settings["draw"] == "labels:attributes"
     assert by_label.path != by_class.path
     ds = load_dataset("gtsrb", DATA)
@@ -259,7 +261,7 @@ def test_holding_out_classes_scores_only_unseen_classes(tmp_path):
     kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)
     row = train("tiny_cnn", "gtsrb", 10, target="attributes", holdout_classes=["1", "Keep left"], **kw)
     assert row["holdout_classes"] == [1, 39] and row["n_test"] == 40  # 20 test images of each held-out class
-    from bottleneck.store import read_features
+    from bottleneck.cache.store import read_features
 
     tr = read_features(tmp_path / "c" / row["train_cache"])
     te = read_features(tmp_path / "c" / row["test_cache"])
@@ -276,7 +278,7 @@ def test_unknown_target_suggests_the_nearest(tmp_path):
 
 
 def test_the_listed_targets_are_the_datasets_own():
-    from bottleneck.datasets import TARGETS
+    from bottleneck.data.datasets import TARGETS
 
     for name, targets in TARGETS.items():
         assert list(load_dataset(name, DATA).targets) == targets
@@ -286,7 +288,7 @@ def test_options_a_head_does_not_use_are_said(tmp_path, caplog):
     import logging
     import warnings
 
-    from bottleneck.heads import HeadWarning
+    from bottleneck.learn.heads import HeadWarning
 
     caplog.set_level(logging.WARNING, logger="bottleneck")
     kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bottleneck.heads import heads_for, make_head
-from bottleneck.tasks import MultiLabel, Regression, TaskError, box_iou, multilabel_draw, regression_metrics
+from bottleneck.learn.heads import heads_for, make_head
+from bottleneck.core.tasks import MultiLabel, Regression, TaskError, box_iou, multilabel_draw, regression_metrics
 
 # Two independent labels (night, rain) and one exclusive group (lanes: one, two, three).
 TASK = MultiLabel.declare(["lanes_1", "night", "lanes_2", "rain", "lanes_3"],
@@ -180,8 +180,8 @@ def test_regression_heads_learn_bounded_outputs(name):
 
 
 def test_heads_refuse_tasks_they_cannot_learn(tmp_path):
-    from bottleneck.errors import BottleneckError
-    from bottleneck.report import train
+    from bottleneck.core.errors import BottleneckError
+    from bottleneck.experiments.run import train
 
     from .conftest import DATA
 

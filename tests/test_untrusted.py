@@ -12,12 +12,12 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from bottleneck import safepickle
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import BottleneckError
-from bottleneck.labpickle import load_lab_pickle
-from bottleneck.pth import load_state_dict
-from bottleneck.safepickle import RefusedPickle
+from bottleneck.core import safepickle
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import BottleneckError
+from bottleneck.cache.labpickle import load_lab_pickle
+from bottleneck.bases.pth import load_state_dict
+from bottleneck.core.safepickle import RefusedPickle
 
 MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -224,7 +224,8 @@ def test_archives_cannot_write_outside_their_folder(tmp_path, monkeypatch, filte
     import io
     import tarfile
 
-    from bottleneck.datasets import data_home, extract_archive
+    from bottleneck.core.paths import data_home
+    from bottleneck.data.datasets import extract_archive
 
     if not filtered:  # the fallback for Pythons older than 3.10.12
         monkeypatch.delattr(tarfile, "data_filter")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bottleneck import augment
-from bottleneck.datasets import load_dataset
-from bottleneck.errors import BottleneckError
-from bottleneck.extraction import extract, plan
-from bottleneck.store import read_features
+from bottleneck.extraction import views as augment
+from bottleneck.data.datasets import load_dataset
+from bottleneck.core.errors import BottleneckError
+from bottleneck.extraction.run import extract
+from bottleneck.extraction.plan import plan
+from bottleneck.cache.store import read_features
 
 from .conftest import DATA
 
@@ -95,14 +96,14 @@ def test_a_flipped_view_is_the_mirror_image_and_its_row_carries_the_mapped_label
         assert y == augment.label_of(d, truth)
         mapped += y != truth
     assert mapped > 0  # this draw has mirrored signs, stored under their mirror class
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     r = train("tiny_cnn", ds, 3, 0, views=6, cache_dir=tmp_path, weights="random", progress=False)
     assert r["views"] == 6 and r["n_train"] == len(fs)
 
 
 def test_test_views_are_averaged_per_image_and_never_flip_signs(tmp_path):
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     ds = load_dataset("gtsrb", DATA)
     te = plan("tiny_cnn", ds, "test", 2, 0, cache_dir=tmp_path, weights="random", views=3, for_test=True)
@@ -135,7 +136,7 @@ def test_views_keep_an_images_rows_in_one_cross_validation_fold(tmp_path, monkey
     fitting folds while another is scored."""
     import sklearn.model_selection as ms
 
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     seen = []
     real = ms.cross_val_score
@@ -157,7 +158,7 @@ def test_views_keep_an_images_rows_in_one_cross_validation_fold(tmp_path, monkey
 
 
 def test_stacked_parts_are_cached_on_their_own_and_reused(tmp_path):
-    from bottleneck.report import train
+    from bottleneck.experiments.run import train
 
     ds = load_dataset("cifar10", DATA)
     kw = dict(cache_dir=tmp_path, weights="random", progress=False, eval_per_class=2)
@@ -177,9 +178,9 @@ def test_stacked_parts_are_cached_on_their_own_and_reused(tmp_path):
 
 
 def test_stacking_refuses_parts_of_other_rows():
-    from bottleneck.errors import CacheError
-    from bottleneck.stacking import stacked
-    from bottleneck.store import FeatureSet
+    from bottleneck.core.errors import CacheError
+    from bottleneck.experiments.stacking import stacked
+    from bottleneck.cache.store import FeatureSet
 
     def fs(ids, width):
         return FeatureSet(np.ones((len(ids), width), np.float32), np.zeros(len(ids), np.int64), ids, ids, ["a"],
@@ -193,7 +194,7 @@ def test_stacking_refuses_parts_of_other_rows():
 
 @pytest.mark.parametrize("setting,says", [({"test_views": 2}, "test-views"), ({"stack": [":conv1"]}, "stack")])
 def test_export_refuses_what_one_exported_model_would_not_reproduce(tmp_path, setting, says):
-    from bottleneck.export import export
+    from bottleneck.deploy.export import export
 
     with pytest.raises(BottleneckError, match=says):
         export("tiny_cnn", "gtsrb", 2, data_dir=DATA, cache_dir=tmp_path / "c", weights="random", progress=False,

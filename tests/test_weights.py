@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-from bottleneck import bases
-from bottleneck.bases import build_feature_model, build_trunk, find_weights, get_base, weights_identity
-from bottleneck.errors import BottleneckError, WeightsError
+from bottleneck.bases import build as bases
+from bottleneck.bases import registry
+from bottleneck.bases.build import build_feature_model, build_trunk
+from bottleneck.bases.weights import find_weights, weights_identity
+from bottleneck.bases.registry import get_base
+from bottleneck.core.errors import BottleneckError, WeightsError
 
 KERAS_BASES = ["vgg16", "inception_v3", "resnet50"]
 
@@ -52,7 +55,7 @@ def test_weights_dir_file_loads_and_wrong_hash_refuses(name, tmp_path, monkeypat
     # ...and accepts it once the expected hash is this file's own.
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     patched = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, file_hash=md5))
-    monkeypatch.setitem(bases.REGISTRY, name, patched)
+    monkeypatch.setitem(registry.REGISTRY, name, patched)
     ident, found = weights_identity(patched, "imagenet", tmp_path)
     assert found == path and ident == f"imagenet:{md5}"
     loaded = build_trunk(patched, size, found)
@@ -75,8 +78,8 @@ def test_lite_weights_found_offline_in_package():
 
 
 def test_pth_reader_matches_architecture():
-    from bottleneck import efficientnet_lite
-    from bottleneck.pth import load_state_dict
+    from bottleneck.bases import efficientnet_lite
+    from bottleneck.bases.pth import load_state_dict
 
     for n in range(3):
         name = f"efficientnet_lite{n}"
@@ -93,8 +96,8 @@ def test_lite0_imagenet_head_says_palace():
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    from bottleneck import efficientnet_lite
-    from bottleneck.pth import load_state_dict
+    from bottleneck.bases import efficientnet_lite
+    from bottleneck.bases.pth import load_state_dict
 
     model = efficientnet_lite.build("efficientnet_lite0", (224, 224, 3), include_top=True)
     efficientnet_lite.load_torch_state(model, load_state_dict(find_weights(get_base("efficientnet_lite0"))),
@@ -118,7 +121,7 @@ def test_feature_model_with_real_lite_weights_is_deterministic():
 
 
 def test_pth_reader_refuses_code_and_garbage(tmp_path):
-    from bottleneck.pth import load_state_dict
+    from bottleneck.bases.pth import load_state_dict
 
     class Evil:
         def __reduce__(self):

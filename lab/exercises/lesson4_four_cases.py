@@ -21,8 +21,8 @@ fine-tuning runs at 128 px for 2 epochs.
 from __future__ import annotations
 
 import bottleneck
-from bottleneck.finetune import finetune, train_scratch
-from bottleneck.report import write_results
+from bottleneck.experiments.finetune import finetune, train_scratch
+from bottleneck.report.results import write_results
 
 from ..common import DATA, base_for, options
 

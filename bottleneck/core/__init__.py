@@ -1,0 +1,5 @@
+"""Core: what every other room may use, and which imports nothing of the package.
+
+Errors, tasks and their metrics, seeded sampling, determinism, the restricted unpickler,
+fault injection for tests, default paths, process and file helpers.
+"""

@@ -1,0 +1,311 @@
+"""From a table to a tool: one ``.keras`` file that holds the base's preprocessing, the
+frozen base and the trained head, and predicts from uint8 images.
+
+The file is made of Keras's own layers only (no custom layer is registered), so plain
+``keras.saving.load_model("model.keras")`` loads it in a process that has never heard of
+this package. What it predicts and how it was made (class names, label groups, output
+names, thresholds, the cache settings, head parameters and test metrics) travel inside the
+same file, as ``bottleneck.json`` in the ``.keras`` archive (``unzip -p model.keras
+bottleneck.json``); :func:`load_model` reads both.
+
+Each head becomes layers: the scaler a ``Normalization``; a logistic regression a ``Dense``
+with its coefficients; a Keras head itself; a regression's decoding ``ReLU``/``Rescaling``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.bases.build import build_trunk, pool, resolve_layer
+from bottleneck.core.errors import BottleneckError
+from bottleneck.data.images import RESIZE_METHOD
+from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
+from bottleneck.learn.heads import KerasHead, LogRegHead, RidgeHead, task_kind
+
+META_NAME = "bottleneck.json"
+
+
+MODEL_FORMAT = "bottleneck-model"
+
+
+def preprocessing_layers(mode: str) -> list:
+    """The base's own input transform (bases.PREPROCESSING) as built-in Keras layers, on
+    pixels in 0..255 (uint8 is cast by the first layer)."""
+    from keras import layers
+
+    if mode == "tf":
+        return [layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_tf")]
+    if mode == "lite":
+        return [layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0, name="preprocess_lite")]
+    if mode == "unit":
+        return [layers.Rescaling(1 / 255.0, name="preprocess_unit")]
+    if mode == "torch":
+        mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+        return [layers.Rescaling(1 / 255.0, name="preprocess_torch_scale"),
+                layers.Normalization(mean=mean, variance=std ** 2, name="preprocess_torch_norm")]
+    if mode == "caffe":  # RGB -> BGR minus the ImageNet BGR mean: a fixed 1x1 convolution
+        flip = layers.Conv2D(3, 1, name="preprocess_caffe", trainable=False)
+        flip.build((None, None, None, 3))
+        kernel = np.zeros((1, 1, 3, 3), np.float32)
+        for out_channel in range(3):
+            kernel[0, 0, 2 - out_channel, out_channel] = 1.0
+        flip.set_weights([kernel, -np.array([103.939, 116.779, 123.68], np.float32)])
+        return [layers.Rescaling(1.0, name="preprocess_cast"), flip]
+    raise BottleneckError(f"unknown preprocessing {mode!r}", "this is a bug: please report it")
+
+
+def feature_layers(spec, size: int, weights_path, layer: str | None, pooling: str, inputs):
+    """pixels -> features, as the pipeline computes them, from built-in layers only."""
+    import keras
+    from keras import layers
+
+    x = inputs
+    for step in preprocessing_layers(spec.preprocessing):
+        x = step(x)
+    trunk = build_trunk(spec, size, weights_path)
+    layer = resolve_layer(spec, layer)
+    if layer != trunk.layers[-1].name:
+        trunk = keras.Model(trunk.inputs, trunk.get_layer(layer).output, name=f"{spec.name}_to_{layer}")
+    trunk.trainable = False
+    x = trunk(x, training=False)
+    x = pool(x, pooling)
+    return layers.Flatten(name="flatten")(x) if pooling == "none" else x
+
+
+def _scaler_layer(scaler, name="scaler"):
+    """sklearn's StandardScaler as a Normalization layer (scale_ is 1 where a feature is constant)."""
+    from keras import layers
+
+    return layers.Normalization(mean=scaler.mean_, variance=scaler.scale_ ** 2, name=name)
+
+
+def _dense(weights, bias, activation, name):
+    from keras import layers
+
+    d = layers.Dense(len(bias), activation=activation, name=name)
+    d.build((None, weights.shape[0]))
+    d.set_weights([np.asarray(weights, np.float32), np.asarray(bias, np.float32)])
+    return d
+
+
+def _logistic(model, name: str, x, n_outputs: int | None = None):
+    """A fitted LogisticRegression: softmax over its classes, or for two classes the sigmoid
+    and its complement. ``n_outputs``: place the classes' probabilities in that many columns."""
+    from keras import layers
+
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) > 2:
+        probs = _dense(coef.T, intercept, "softmax", name)(x)
+    else:
+        p1 = _dense(coef.T, intercept, "sigmoid", name)(x)
+        probs = layers.Concatenate(name=f"{name}_both")([layers.Rescaling(-1.0, offset=1.0, name=f"{name}_p0")(p1), p1])
+    if n_outputs is None or list(model.classes_) == list(range(n_outputs)):
+        return probs
+    place = np.zeros((len(model.classes_), n_outputs), np.float32)  # a class's column among all the group's
+    for k, c in enumerate(model.classes_):
+        place[k, int(c)] = 1.0
+    return _dense(place, np.zeros(n_outputs), None, f"{name}_place")(probs)
+
+
+def _constant(value, width: int, activation: str, name: str, x, column: int | None = None):
+    """A label or group the training draw never varied: a fixed output, as the head predicts it."""
+    bias = np.full(width, -30.0)
+    if activation == "sigmoid":
+        bias[:] = 30.0 if value >= 0.5 else -30.0
+    else:
+        bias[column] = 30.0
+    return _dense(np.zeros((int(x.shape[-1]), width)), bias, activation, name)(x)
+
+
+def head_layers(head, x):
+    """The fitted head as layers on features ``x``; returns the output tensor."""
+    from keras import layers
+
+    kind = task_kind(head.task)
+    if isinstance(head, KerasHead):
+        if head.scaler_ is not None:
+            x = _scaler_layer(head.scaler_)(x)
+        net = head._network(int(x.shape[-1]))  # uncompiled: a training loss must not travel with the file
+        net.set_weights(head.model_.get_weights())
+        out = net(x)
+        if kind == "regression":
+            s = head.scaling_
+            scale = np.where(s["bounded"], s["high"] - s["low"], s["std"]).astype(np.float32)
+            offset = np.where(s["bounded"], s["low"], s["mean"]).astype(np.float32)
+            out = layers.Rescaling(scale, offset=offset, name="decode")(out)
+        return out
+    if isinstance(head, LogRegHead):
+        if kind == "single_label":
+            scaler, model = head.pipeline_.steps[0][1], head.pipeline_.steps[-1][1]
+            return _logistic(model, "logreg", _scaler_layer(scaler)(x))
+        x = _scaler_layer(head.scaler_)(x)
+        parts = []
+        for k, (columns, model) in enumerate(head.models_):
+            independent = len(columns) == 1 and columns[0] < head.task.independent
+            if isinstance(model, (int, float)):
+                parts.append(_constant(model, len(columns), "sigmoid" if independent else "softmax", f"const_{k}",
+                                       x, column=None if independent else int(model)))
+            else:
+                probs = _logistic(model, f"logreg_{k}", x, None if independent else len(columns))
+                parts.append(_positive(probs, independent, f"positive_{k}"))
+        return parts[0] if len(parts) == 1 else layers.Concatenate(name="labels")(parts)
+    if isinstance(head, RidgeHead):
+        scaler, ridge = head.pipeline_.steps[0][1], head.pipeline_.steps[-1][1]
+        out = _dense(np.atleast_2d(ridge.coef_).T, np.atleast_1d(ridge.intercept_), None, "ridge")(
+            _scaler_layer(scaler)(x))
+        s = head.scaling_
+        mask = s["bounded"].astype(np.float32)
+        clipped = layers.Rescaling(mask, name="bounded_part")(layers.ReLU(max_value=1.0, name="clip")(out))
+        free = layers.Rescaling(1.0 - mask, name="unbounded_part")(out)
+        out = layers.Add(name="outputs_encoded")([clipped, free])
+        scale = np.where(s["bounded"], s["high"] - s["low"], s["std"]).astype(np.float32)
+        offset = np.where(s["bounded"], s["low"], s["mean"]).astype(np.float32)
+        return layers.Rescaling(scale, offset=offset, name="decode")(out)
+    raise BottleneckError(f"cannot export a {type(head).__name__}", "export a dense, mlp, logreg or ridge head")
+
+
+def _positive(probs, independent: bool, name: str):
+    """For an independent label, the probability of the positive class (the second column)."""
+    if not independent:
+        return probs
+    place = np.array([[0.0], [1.0]], np.float32)
+    return _dense(place, np.zeros(1), None, name)(probs)
+
+
+def _outputs_meta(head, class_names) -> dict:
+    task = head.task
+    if task is None or task.kind == "single_label":  # the classes the head saw, in its output order
+        return {"outputs": "probabilities", "output_names": [class_names[int(c)] for c in head.classes_]}
+    if task.kind == "multi_label":
+        return {"outputs": "label scores (sigmoid per independent label, softmax per group)",
+                "output_names": list(task.labels), "groups": {g: list(m) for g, m in task.groups},
+                "independent": task.independent}
+    return {"outputs": "values", "output_names": list(task.names),
+            "ranges": [list(r) if r else None for r in (task.ranges or (None,) * task.width)], "boxes": task.boxes}
+
+
+def _check_exportable(settings: dict) -> None:
+    """The exported model resizes whole images on the host's terms and computes in float32; a
+    head trained on features made otherwise would see other inputs there, so it is refused."""
+
+    made = [what for what, differs in (
+        (f"cropped to boxes ({settings.get('crop')})", settings.get("crop") is not None),
+        ("resized on the device", settings.get("resize") != RESIZE_METHOD),
+        (f"computed in {settings.get('compute')}", settings.get("compute") not in (None, "float32"))) if differs]
+    if made:
+        raise BottleneckError(f"the features were {' and '.join(made)}, but the exported model takes whole images, "
+                              "resized as extraction does by default, in float32: its head would see other features",
+                              "export without --crop, --resize device and --compute (and without a recipe that "
+                              "crops)")
+
+
+def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
+           out: str | Path = "model.keras", target: str | None = None, head_params: dict | None = None,
+           eval_per_class: int | None = None, **extract_kwargs) -> dict:
+    """Train (or reuse the cached features of) ``head`` on ``base``'s features of ``dataset``
+    and write one Keras file that takes uint8 images and predicts. Returns its metadata."""
+    import keras
+
+    plan_kwargs, options = split_kwargs(extract_kwargs)
+    r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
+                 eval_per_class=eval_per_class, **plan_kwargs)
+    _check_exportable(r.train.settings)
+    if r.parts:
+        raise BottleneckError("stacked features come from more than one base or depth; the exported model is one "
+                              "base and its head", "export without --stack (and without a recipe that stacks)")
+    if r.test.settings.get("augment_views"):
+        raise BottleneckError("--test-views averages each test image's views; the exported model sees one image, "
+                              "so its score would not be the one reported", "export without --test-views")
+    fitted = execute_fitted(r, options)
+    s = r.train.settings
+    inputs = keras.Input((s["image_size"], s["image_size"], 3), dtype="uint8", name="pixels")
+    features = feature_layers(r.train.spec, s["image_size"], r.train.weights_path, s["layer"], s["pooling"], inputs)
+    model = keras.Model(inputs, head_layers(fitted.model, features), name=f"{s['base']}_{r.target.name}")
+    meta = {
+        "format": MODEL_FORMAT, "version": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"size": s["image_size"], "dtype": "uint8", "layout": "(N, size, size, 3) RGB, 0..255",
+                  "resize": s["resize"]},
+        "base": s["base"], "dataset": s["dataset"], "target": r.target.name, "task": r.target.task.kind,
+        "head": r.head, "head_params": json.loads(fitted.row["head_params"]),
+        **_outputs_meta(fitted.model, fitted.train.class_names),
+        "thresholds": (np.asarray(fitted.model.thresholds_).tolist() if getattr(fitted.model, "thresholds_", None)
+                       is not None else (0.5 if r.target.task.kind == "multi_label" else None)),
+        "metrics": fitted.row["metrics"], "metric": fitted.row["metric"], "score": fitted.row["score"],
+        "n_train": fitted.row["n_train"], "n_test": fitted.row["n_test"],
+        "train_cache": {"file": fitted.train.path.name, "settings": fitted.train.settings},
+        "test_cache": {"file": fitted.test.path.name, "settings": fitted.test.settings},
+        "versions": fitted.train.info.get("versions"),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.keras")
+    try:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(META_NAME, json.dumps(meta, indent=1, default=str))
+        tmp.replace(out)  # complete or absent, like the cache files
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {**meta, "path": str(out), "fitted": fitted}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """An exported model and what it predicts."""
+
+    keras_model: object
+    meta: dict
+    path: Path
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["input"]["size"])
+
+    def decode(self, outputs: np.ndarray) -> list:
+        """Each row's prediction: the class, the set of labels, or the values."""
+        names = self.meta["output_names"]
+        kind = self.meta["task"]
+        if kind == "single_label":
+            return [names[i] for i in outputs.argmax(axis=1)]
+        if kind == "multi_label":
+            n = self.meta["independent"]
+            t = np.asarray(self.meta["thresholds"] if isinstance(self.meta["thresholds"], list)
+                           else [self.meta["thresholds"]] * n)
+            out = []
+            for row in outputs:
+                chosen = [names[j] for j in range(n) if row[j] >= t[j]]
+                start = n
+                for members in self.meta["groups"].values():
+                    chosen.append(members[int(np.argmax(row[start:start + len(members)]))])
+                    start += len(members)
+                out.append(chosen)
+            return out
+        return [dict(zip(names, map(float, row))) for row in outputs]
+
+
+def read_meta(path: str | Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(META_NAME))
+    except FileNotFoundError:
+        raise BottleneckError(f"model file {path} does not exist", "export one with `bottleneck export`") from None
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise BottleneckError(f"{path} is not a model exported by bottleneck ({e})",
+                              "export one with `bottleneck export ... --out model.keras`") from None
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """An exported model: the Keras model and its metadata."""
+    import keras
+
+    meta = read_meta(path)
+    if meta.get("format") != MODEL_FORMAT:
+        raise BottleneckError(f"{path} is not a model exported by bottleneck", "export one with `bottleneck export`")
+    return LoadedModel(keras.saving.load_model(path), meta, Path(path))

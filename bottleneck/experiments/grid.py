@@ -1,0 +1,73 @@
+"""The grid: every base x dataset x target x recipe x per-class limit x seed (``compare``).
+
+Every run is planned before the first extraction, so a grid never fails at run 5 of 8 on
+something it could have said at once; with ``out``, each finished run is kept at once and
+reused when the same grid runs again.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bottleneck.cache.store import check_writable
+from bottleneck.core import faults as _faults
+from bottleneck.core.errors import BottleneckError
+from bottleneck.data.datasets import load_dataset
+from bottleneck.experiments.run import execute_fitted, keep, plan_run, split_kwargs
+from bottleneck.extraction.run import engine_session
+from bottleneck.report.html import draw_grid, draw_run, write_report
+from bottleneck.report.results import ResultsDir, markdown_table, write_results  # noqa: F401  (tables live in results)
+
+log = logging.getLogger("bottleneck")
+
+
+def compare(bases: list[str], datasets: list[str], per_class: list[int | None] = (100,), seeds: list[int] = (0,),
+            head: str | None = None, out: str | Path | None = None, *, targets: list[str | None] = (None,),
+            eval_per_class: int | None = None, head_params: dict | None = None, holdout_classes=None,
+            loss: str | None = None, plots: bool = False, recipes: list[str | None] = (None,),
+            **extract_kwargs) -> list[dict]:
+    """Every base x dataset x target x recipe x per-class limit x seed; returns the rows. With
+    ``out``, each finished row is kept there at once (results.csv, results.json, table.md
+    remade from all rows in the folder), and rows finished by an earlier run of the same
+    grid are reused."""
+    from tqdm.auto import tqdm
+
+    plan_kwargs, options = split_kwargs(extract_kwargs)
+    if plots and not out:
+        raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
+    loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
+    grid = [(b, d, t, n, s, c) for b in bases for d in datasets for t in targets for c in recipes
+            for n in per_class for s in seeds]
+    # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
+    planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
+                        eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, recipe=c,
+                        **plan_kwargs)
+               for b, d, t, n, s, c in grid]
+    if any(p is not None and not p.path.exists() for r in planned
+           for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part])):
+        check_writable(plan_kwargs.get("cache_dir", "features"))
+    results = ResultsDir(out) if out else None
+    rows = []
+    with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar, \
+            engine_session(options):  # one Ray instance for the whole grid
+        for (b, d, t, n, s, c), r in zip(grid, planned):
+            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}" + (f" recipe={c}" if c else ""))
+            row = results.get(r.key) if results else None
+            if row is None:
+                fitted = execute_fitted(r, options)
+                row = fitted.row
+                if results:
+                    keep(results, r, fitted, plots)
+            else:
+                if plots and not (results.out / "plots" / r.key).is_dir():
+
+                    draw_run(results, row)  # a run finished earlier without --plots
+                row = {**row, "extracted_images": 0, "reused_row": True}
+            rows.append(row)
+            bar.update(1)
+            _faults.checkpoint("after-run", len(rows) - 1)
+    if plots:
+
+        draw_grid(results, results.rows())
+        write_report(out, draw=False)
+    return rows

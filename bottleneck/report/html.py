@@ -1,0 +1,232 @@
+"""A results folder's pictures and its one-page report.
+
+Each kept run's predictions on its test images are saved next to its row
+(``rows/<run>.npz``: true targets, outputs, a few thumbnails, a Keras head's training
+curves), so every picture can be drawn again at any time: by ``train``/``compare`` with
+``--plots``, or afterwards by ``bottleneck report RESULTS_DIR``. ``report.html`` is one
+self-contained page (pictures embedded) with the tables, every run's settings and metrics,
+and the pictures.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.core.errors import BottleneckError
+from bottleneck.core.tasks import box_iou
+from bottleneck.report import plots
+from bottleneck.report.results import ResultsDir, markdown_table
+
+THUMBS = 48  # test images kept per run for the picture grid
+
+
+THUMB_SIZE = 64
+
+
+def save_predictions(results: ResultsDir, key: str, fitted, test_plan) -> Path:
+    """Keep what the pictures need from a finished run: targets, outputs, thumbnails, curves."""
+    model, te = fitted.model, fitted.test
+    kind = fitted.row["task"]
+    y_true = np.asarray(fitted.y_test)
+    if kind == "single_label":
+        outputs = model.predict_proba(te.features)
+        y_pred = np.asarray(model.predict(te.features))
+        names = list(te.class_names)
+        order = np.concatenate([_round_robin(np.flatnonzero(y_pred != y_true), y_true),
+                                _round_robin(np.flatnonzero(y_pred == y_true), y_true)])[:THUMBS]
+    elif kind == "multi_label":
+        outputs = model.predict_proba(te.features)
+        y_pred = model.task.decode(outputs, getattr(model, "thresholds_", None))
+        names, order = list(model.task.labels), np.arange(0)
+    else:
+        outputs = y_pred = model.predict(te.features)
+        names = list(model.task.names)
+        order = np.arange(min(len(y_true), 24)) if model.task.boxes else np.arange(0)
+    split = test_plan.samples
+    where = {sid: i for i, sid in enumerate(split.ids)}
+    thumbs = np.zeros((len(order), THUMB_SIZE, THUMB_SIZE, 3), np.uint8)
+    for k, i in enumerate(order):
+        try:
+            image = split.load(where[te.source_ids[int(i)]], THUMB_SIZE)
+            thumbs[k] = np.asarray(image.resize((THUMB_SIZE, THUMB_SIZE)))
+        except Exception:  # a thumbnail is a nicety; an image that vanished since is left grey
+            thumbs[k] = 128
+    return _save_npz(results, key, y_true=y_true, y_pred=np.asarray(y_pred), outputs=np.asarray(outputs, np.float32),
+                     names=np.array(names, dtype=str), source_ids=np.array(te.source_ids, dtype=str),
+                     thumbs=thumbs, thumb_rows=np.asarray(order, np.int64),
+                     history=json.dumps(getattr(model, "history_", None) or {}))
+
+
+def _save_npz(results: ResultsDir, key: str, **arrays) -> Path:
+    """A run's kept arrays, ``rows/<key>.npz``, written whole or not at all."""
+    path = results.rows_dir / f"{key}.npz"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def save_segmentation(results: ResultsDir, key: str, fitted, task) -> Path:
+    """Keep what a segmentation run's pictures need: the confusion matrix, a few test frames
+    with their true and predicted maps, the training curves."""
+    frames = list(fitted.frames())
+    return _save_npz(results, key, confusion=np.asarray(fitted.y_test), names=np.array(task.class_names, dtype=str),
+                     images=np.stack([f[0] for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8),
+                     truth=np.stack([f[1] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                     pred=np.stack([f[2] for f in frames]) if frames else np.zeros((0, 1, 1), np.uint8),
+                     void=np.int64(task.void), history=json.dumps(fitted.history or {}))
+
+
+def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``rows`` reordered to take one of each class in turn, so a grid shows many classes."""
+    by_class: dict = {}
+    for i in rows:
+        by_class.setdefault(int(classes[i]), []).append(int(i))
+    out, queues = [], [list(v) for _, v in sorted(by_class.items())]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return np.asarray(out, np.int64)
+
+
+def _load(results: ResultsDir, key: str) -> dict | None:
+    path = results.rows_dir / f"{key}.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:  # never pickles: a results folder may come from anyone
+        return {k: z[k] for k in z.files}
+
+
+def draw_run(results: ResultsDir, row: dict) -> list[str]:
+    """Every picture of one run, into ``plots/<run>/``; returns their paths relative to the folder."""
+    key = row.get("run_key")
+    saved = _load(results, key) if key else None
+    folder = results.out / "plots" / str(key)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    kind = row.get("task", "single_label")
+    if kind == "multi_label":
+        made.append(plots.precision_recall_scatter(row, folder / "precision_recall.png"))
+    if saved is not None and kind == "segmentation":
+        names = [str(n) for n in saved["names"]]
+        if len(saved["images"]):
+            made.append(plots.segmentation_grid(row, saved["images"], saved["truth"], saved["pred"], names,
+                                                int(saved["void"]), folder / "frames.png"))
+        made.append(plots.iou_bars(row, names, folder / "iou.png"))
+    elif saved is not None:
+        names = [str(n) for n in saved["names"]]
+        y_true, y_pred = saved["y_true"], saved["y_pred"]
+        if kind == "single_label":
+            made.append(plots.confusion_matrix(row, y_true, y_pred, names, folder / "confusion.png"))
+            made.append(plots.per_class_accuracy(row, y_true, y_pred, names, folder / "per_class.png"))
+            rows_ = saved["thumb_rows"]
+            if len(rows_):
+                made.append(plots.image_grid(row, saved["thumbs"], [names[int(y_true[i])] for i in rows_],
+                                             [names[int(y_pred[i])] for i in rows_], folder / "images.png"))
+        elif kind == "regression":
+            rows_ = saved["thumb_rows"]
+            if len(rows_):
+
+                iou = box_iou(y_true[rows_], y_pred[rows_])
+                made.append(plots.image_grid(row, saved["thumbs"], [""] * len(rows_), [f"IoU {v:.2f}" for v in iou],
+                                             folder / "boxes.png", y_true[rows_], y_pred[rows_]))
+            made.append(plots.predicted_vs_true(row, y_true, y_pred, names, folder / "predicted_vs_true.png"))
+    if saved is not None:
+        history = json.loads(str(saved["history"]))
+        if history.get("loss"):
+            made.append(plots.training_curves(row, history, folder / "curves.png"))
+    return [str(Path(p).relative_to(results.out)) for p in made]
+
+
+def draw_grid(results: ResultsDir, rows: list[dict]) -> list[str]:
+    """Pictures across runs: the score against training images per class, when a grid has several."""
+    made = []
+    if len({r.get("per_class") for r in rows if r.get("per_class") is not None}) > 1:
+        (results.out / "plots").mkdir(exist_ok=True)
+        made.append(plots.score_vs_limit(rows, results.out / "plots" / "score_vs_limit.png"))
+    return [str(Path(p).relative_to(results.out)) for p in made]
+
+
+def _drawn(results: ResultsDir, row: dict) -> list[str]:
+    folder = results.out / "plots" / str(row.get("run_key"))
+    return [str(p.relative_to(results.out)) for p in sorted(folder.glob("*.png"))] if folder.is_dir() else []
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def _markdown_tables_to_html(text: str) -> str:
+    out, table = [], []
+
+    def flush():
+        if table:
+            head, *body = [[html.escape(c.strip()) for c in line.strip().strip("|").split("|")] for line in table
+                           if not set(line.replace("|", "").strip()) <= {"-"}]
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("**"):
+            out.append(f"<h3>{html.escape(line.replace('**', ''))}</h3>")
+        elif line.strip():
+            out.append(f"<p class='note'>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f0f0f0}details{margin:.6em 0;border:1px solid #ddd;padding:.4em .8em;border-radius:4px}
+summary{cursor:pointer;font-weight:600}img{max-width:100%;margin:.4em 0;display:block}.note{color:#555;font-size:13px}
+.metrics td:first-child,.settings td:first-child{font-family:monospace}"""
+
+
+def write_report(out: str | Path, draw: bool = True) -> Path:
+    """Draw every picture of the results folder ``out`` and write ``report.html``."""
+    results = ResultsDir(out)
+    rows = results.rows()
+    if not rows:
+
+        raise BottleneckError(f"{out} holds no results", "run `bottleneck compare ... --out FOLDER` first")
+    pictures = {r.get("run_key"): draw_run(results, r) if draw else _drawn(results, r) for r in rows}
+    grid = draw_grid(results, rows) if draw else [str(p.relative_to(results.out))
+                                                  for p in sorted((results.out / "plots").glob("*.png"))]
+    parts = [f"<h1>Results in {html.escape(str(results.out))}</h1>",
+             f"<p class='note'>{len(rows)} runs; each cell the mean ± std over seeds of the target's main metric on "
+             "the dataset's test split.</p>", _markdown_tables_to_html(markdown_table(rows))]
+    parts += [_img(results.out / p) for p in grid]
+    parts.append("<h2>Runs</h2>")
+    for k, r in enumerate(rows):
+        metrics = r.get("metrics") or {"accuracy": r.get("accuracy")}
+        settings = {k: v for k, v in r.items() if k not in ("metrics", "plots")}
+        summary = (f"{r['base']} · {r['dataset']} · {r.get('target', 'class')} · {r['head']} head · "
+                   f"N={r['per_class']} · seed {r['seed']}: {r.get('metric', 'accuracy')} "
+                   f"{r.get('score', r.get('accuracy')):.4f}")
+        rows_html = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                            for k, v in settings.items())
+        metrics_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items()
+                               if isinstance(v, (int, float)) and v is not None)
+        imgs = "".join(_img(results.out / p) for p in pictures.get(r.get("run_key"), []))
+        parts.append(f"<details class='run'{' open' if k == 0 else ''}><summary>{html.escape(summary)}</summary>"
+                     f"<h4>metrics</h4><table class='metrics'>{metrics_html}</table>"
+                     f"<h4>settings</h4><table class='settings'>{rows_html}</table>{imgs}</details>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>bottleneck results</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = results.out / "report.html"
+    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path
