@@ -50,8 +50,6 @@ _MODULES = {"cluster": "extraction.ray_engine", "finetune": "experiments.finetun
             "tasks": "core.tasks", "safepickle": "core.safepickle"}
 
 __version__ = "0.1.0"
-
-
 __all__ = list(_EXPORTS)
 
 

@@ -52,8 +52,6 @@ def _number_in(low: float, high: float, what: str):
 
 
 _fraction = _number_in(0.0, 1.0, "between 0 and 1 (exclusive)")
-
-
 _positive_float = _number_in(0.0, float("inf"), "a positive number")
 
 
@@ -78,7 +76,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"),
                    help="folder holding weights files under Keras's names (env BOTTLENECK_WEIGHTS_DIR)")
     g.add_argument("--image-size", type=_positive_int, help="input size (default: the base's native size)")
-    g.add_argument("--batch-size", type=_positive_int, default=32)
+    g.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="images per forward pass (never changes the features)")
     g.add_argument("--resize", choices=list(RESIZES), default="host",
                    help="resize on the host (PIL, default) or inside the model on the device: device for images of "
                         "one size (e.g. CIFAR-10: ships 32x32 pixels, not 224x224), device-mixed for any sizes (each "
@@ -179,12 +178,12 @@ def _head_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("head")
     g.add_argument("--head", choices=list(HEADS),
                    help="default: the target's (logreg for classes and labels, ridge for regression)")
-    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--epochs", type=_positive_int, help="training epochs of the Keras heads")
     g.add_argument("--C", type=_C, dest="C",
                    help="logreg: inverse regularisation, or 'cv': chosen from %s by 5-fold cross-validation on the "
                         "training draw only (whole groups per fold), seeded" % ", ".join(map(str, C_GRID)))
-    g.add_argument("--learning-rate", type=_positive_float)
-    g.add_argument("--head-batch-size", type=_positive_int)
+    g.add_argument("--learning-rate", type=_positive_float, help="the Keras heads' learning rate")
+    g.add_argument("--head-batch-size", type=_positive_int, help="the Keras heads' batch size")
     g.add_argument("--validation-fraction", type=_fraction,
                    help="hold out this part of the training draw (whole groups) for early stopping")
     g.add_argument("--tune-thresholds", action="store_true",
@@ -219,18 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("bases", help="the registry of bases")
-    p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"))
+    p.add_argument("--weights-dir", default=os.environ.get("BOTTLENECK_WEIGHTS_DIR"),
+                   help="a folder of weight files, looked in before Keras's cache (env BOTTLENECK_WEIGHTS_DIR)")
     p.add_argument("--layers", metavar="BASE", help="list BASE's named cut points (for --layer)")
 
     sub.add_parser("recipes", help="the named recipes (--recipe, --recipes) and what each does")
 
     p = sub.add_parser("datasets", help="known datasets and where each was found")
-    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
+    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"),
+                   help="where named datasets are looked for (env BOTTLENECK_DATA_DIR)")
 
     p = sub.add_parser("extract", parents=[common], help="run a base over a split and cache the features")
-    p.add_argument("--base", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--split", default="train")
+    p.add_argument("--base", required=True, help="a base's name (`bottleneck bases` lists them)")
+    p.add_argument("--dataset", required=True,
+                   help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
+    p.add_argument("--split", default="train", help="the split to extract (train, test, ...)")
     p.add_argument("--target", help="the target whose classes or labels --per-class draws for (default: the "
                                     "dataset's first)")
     _draw_options(p, default=None)
@@ -249,11 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="draw the run's pictures and write report.html in --out")
 
     p = sub.add_parser("compare", parents=[common], help="the accuracy table over bases x datasets x limits x seeds")
-    p.add_argument("--bases", type=_list_of(str), required=True)
-    p.add_argument("--datasets", type=_list_of(str), required=True)
+    p.add_argument("--bases", type=_list_of(str), required=True, help="comma list of bases")
+    p.add_argument("--datasets", type=_list_of(str), required=True, help="comma list of datasets")
     p.add_argument("--per-class", type=_list_of(_limit), default=["auto"],
                    help="limits, comma-separated (default: 100 per class; every frame for segmentation)")
-    p.add_argument("--seeds", type=_list_of(_seed), default=[0])
+    p.add_argument("--seeds", type=_list_of(_seed), default=[0],
+                   help="comma list of draw seeds (each run draws its training images with its seed)")
     p.add_argument("--target", type=_list_of(str), default=[None],
                    help="targets, comma-separated (default: each dataset's first); one table per target")
     p.add_argument("--recipes", type=_list_of(str), default=[None],
@@ -265,37 +268,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", parents=[common],
                        help="head on frozen features, then unfreeze the top blocks with a lower learning rate")
-    p.add_argument("--base", required=True)
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--base", required=True, help="a base's name (`bottleneck bases` lists them)")
+    p.add_argument("--dataset", required=True,
+                   help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
     _draw_options(p, default=100)
     p.add_argument("--unfreeze", type=int, default=1, help="blocks to unfreeze, counted from the top cut point")
-    p.add_argument("--head-epochs", type=_positive_int, default=20)
+    p.add_argument("--head-epochs", type=_positive_int, default=20,
+                   help="epochs of the head on frozen features, before the blocks are unfrozen")
     p.add_argument("--epochs", type=int, default=3, help="epochs with the top blocks unfrozen")
     p.add_argument("--learning-rate", type=float, default=0.01, help="the head's (SGD, momentum 0.9)")
     p.add_argument("--base-lr-factor", type=float, default=0.1, help="the unfrozen blocks' rate, times the head's")
-    p.add_argument("--eval-per-class", type=_limit)
+    p.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
 
     p = sub.add_parser("scratch", help="train LeNet from random weights on the same draw (the baseline)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"))
+    p.add_argument("--dataset", required=True,
+                   help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
+    p.add_argument("--data-dir", default=os.environ.get("BOTTLENECK_DATA_DIR", "data"),
+                   help="where named datasets are looked for (env BOTTLENECK_DATA_DIR)")
     _draw_options(p, default=100)
-    p.add_argument("--image-size", type=_positive_int, default=32)
-    p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--eval-per-class", type=_limit)
+    p.add_argument("--image-size", type=_positive_int, default=32, help="input size of LeNet")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="training epochs of the Keras heads")
+    p.add_argument("--eval-per-class", type=_limit, help="score on this many test images per class (default all)")
     p.add_argument("--test-fraction", type=_fraction, help="for a dataset without a test split (see extract)")
 
     p = sub.add_parser("export-lab", parents=[common],
                        help="write train/test features as the classic lab's bottleneck pickles")
-    p.add_argument("--base", required=True)
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--base", required=True, help="a base's name (`bottleneck bases` lists them)")
+    p.add_argument("--dataset", required=True,
+                   help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
     _draw_options(p, default=100)
     p.add_argument("--network", help="the name in the file names (default: the base's name)")
     p.add_argument("--out", default="lab_pickles", help="folder for the two .p files")
 
     p = sub.add_parser("export", parents=[common],
                        help="train a head and write ONE .keras file (preprocessing, frozen base, head, metadata)")
-    p.add_argument("--base", required=True)
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--base", required=True, help="a base's name (`bottleneck bases` lists them)")
+    p.add_argument("--dataset", required=True,
+                   help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
     p.add_argument("--target", help="what to predict (default: the dataset's first target)")
     _draw_options(p, default=100)
     _head_options(p)
@@ -306,8 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders (walked) or glob patterns")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes shown per image (single-label)")
     p.add_argument("--csv", help="also write the predictions to this CSV file")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed) instead of stopping")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="images per forward pass (never changes the features)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable images (listed) instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no per-image lines (with --csv)")
 
     p = sub.add_parser("report", help="draw the pictures of a results folder and write its report.html")

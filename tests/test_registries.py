@@ -110,7 +110,7 @@ def test_the_command_line_finds_what_was_registered(registered, tmp_path, capsys
     assert main(["bases"]) == 0 and "outside_cnn" in capsys.readouterr().out
 
 
-def test_registrations_are_checked(registered):
+def test_registrations_are_checked(registered, tmp_path):
     import dataclasses
 
     with pytest.raises(BaseError, match="registered already"):
@@ -132,3 +132,9 @@ def test_registrations_are_checked(registered):
         register_head("bad", dict)
     with pytest.raises(InvalidParameter, match="shrink must be in"):
         make_head("centroid", shrink=2.0)
+    from bottleneck.deploy.export import export
+
+    with pytest.raises(BottleneckError, match="cannot export the centroid head"):  # said before any extraction
+        export("outside_cnn", "colours:1", 6, head="centroid", weights="random", cache_dir=tmp_path / "c",
+               out=tmp_path / "m.keras", progress=False)
+    assert not (tmp_path / "c").exists()

@@ -27,8 +27,6 @@ from bottleneck.core import safepickle
 from bottleneck.core.errors import WeightsError
 
 _MAGIC = 0x1950A86A20F9469CFC6C
-
-
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,

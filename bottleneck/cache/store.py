@@ -35,10 +35,8 @@ from bottleneck.core.procs import alive
 
 FORMAT = "bottleneck-features"
 
-
 # 2: per-row content hashes ("digests"); the checksum covers every dataset, not only features and labels.
 FORMAT_VERSION = 2
-
 
 # What picks the samples, not how their features are made: files that differ only in these can share rows.
 # Augmented views too: every row's digest spells out its view's transform, so rows of equal digests are equal.
@@ -292,12 +290,9 @@ def exclusive(path: Path):
 # making the finished file durable at the end costs little more than its last few chunks.
 SYNC_EVERY = 16 * 2**20
 
-
 # A finished run's chunk folder is renamed ``.NAME.partial.removing-PID-K``, then deleted by a thread.
 REMOVING = ".removing-"
 
-
-# A finished run's chunk folder is renamed ``.NAME.partial.removing-PID-K``, then deleted by a thread.
 _removals = itertools.count()
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 from bottleneck.core.paths import data_home
 
 log = logging.getLogger("bottleneck")
-
-
 DIGEST_CHARS = 32  # 128 bits of SHA-256 per image: collisions are not a practical concern
 
 

@@ -22,27 +22,19 @@ from bottleneck.core.errors import DatasetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 
-
 # Recorded in every cache file: bilinear resize to a square, large JPEGs decoded at a reduced scale first.
 RESIZE_METHOD = "pil-bilinear+jpeg-draft"
 
-
-# Recorded in every cache file: bilinear resize to a square, large JPEGs decoded at a reduced scale first.
 # --resize device: the images' own pixels to the model, which resizes them (bilinear, half-pixel centres, in float).
 DEVICE_RESIZE = "keras-bilinear-in-model"
-
 
 # --resize device-mixed: images up to the input size to the model with their sizes, each resized there by its own
 # scale (PIL's bilinear filter, in float); larger ones resized on the host as by default.
 DEVICE_RESIZE_EACH = "pil-bilinear-in-model-each-size+host-above-input"
 
-
-# scale (PIL's bilinear filter, in float); larger ones resized on the host as by default.
 # --resize: where images are resized -> the method recorded in each cache file's settings
 RESIZES = {"host": RESIZE_METHOD, "device": DEVICE_RESIZE, "device-mixed": DEVICE_RESIZE_EACH}
 
-
-# --resize: where images are resized -> the method recorded in each cache file's settings
 BYTES_PER_PIXEL = 8  # what decoding one pixel may hold at once (the decoded image and its RGB conversion)
 
 

@@ -13,8 +13,6 @@ from bottleneck.core.errors import DatasetError
 from bottleneck.data.images import BadImage, check_pixels, image_size
 
 MULTIPLE = 32  # canvas sides are multiples of the coarsest stride
-
-
 CAMVID_COLOURS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
                   (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]  # SegNet's palette
 

@@ -25,11 +25,9 @@ from bottleneck.bases.build import build_trunk, pool, resolve_layer
 from bottleneck.core.errors import BottleneckError
 from bottleneck.data.images import RESIZE_METHOD
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
-from bottleneck.learn.heads import KerasHead, LogRegHead, RidgeHead, task_kind
+from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
 
 META_NAME = "bottleneck.json"
-
-
 MODEL_FORMAT = "bottleneck-model"
 
 
@@ -215,6 +213,9 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
     _check_exportable(r.train.settings)
+    if not issubclass(HEADS[r.head], (KerasHead, LogRegHead, RidgeHead)):  # before any work: a registered head
+        raise BottleneckError(f"cannot export the {r.head} head: the exported file holds the package's own heads "
+                              "as Keras layers", "export a dense, mlp, logreg or ridge head")
     if r.parts:
         raise BottleneckError("stacked features come from more than one base or depth; the exported model is one "
                               "base and its head", "export without --stack (and without a recipe that stacks)")

@@ -43,21 +43,13 @@ from bottleneck.report.plots import precision_recall_scatter
 from bottleneck.report.results import ResultsDir, markdown_table, write_results  # noqa: F401  (tables live in results)
 
 log = logging.getLogger("bottleneck")
-
-
 EVAL_SEED = 0  # every run of a grid is scored on the same test images
-
-
 AUTO = "auto"  # --per-class's default: 100 per class, or every frame for segmentation
-
-
 _PLAN_KEYS = ("data_dir", "cache_dir", "weights", "weights_dir", "image_size", "layer", "pooling", "test_fraction",
               "precision", "flips", "resize", "compute", "crop", "views", "test_views", "stack")
 
 
 _SEGMENTATION_ONLY = ("precision", "flips")
-
-
 _RUN_KEYS = ("batch_size", "skip_bad_images", "progress", "workers", "feed", "engine", "address")
 
 

@@ -37,7 +37,6 @@ from bottleneck.data.sources import FileSource
 
 KINDS = ("auto", "threads", "processes")
 
-
 # "auto" uses processes for image files when there are at least this many rows to make: below
 # it, starting them (under a second for 14 on a 16-core machine, 0.25 s for 2 on 2 cores)
 # costs more than it saves.

@@ -14,8 +14,6 @@ from bottleneck.bases.registry import BaseSpec
 from bottleneck.core.errors import BottleneckError
 
 log = logging.getLogger("bottleneck")
-
-
 _MODELS: collections.OrderedDict = collections.OrderedDict()  # built feature models, most recent last
 
 

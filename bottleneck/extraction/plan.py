@@ -36,15 +36,10 @@ from bottleneck.extraction.model import ModelOrder
 
 log = logging.getLogger("bottleneck")
 
-
 # Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
 EXTRACTOR_VERSION = 2
 
-
-# Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
 HOLDOUT_SEED = 0  # --test-fraction's held-out part is the same for every draw seed of a grid
-
-
 ENGINES = ("local", "ray")
 
 

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 import time
 import uuid
 
@@ -37,20 +38,10 @@ from bottleneck.extraction import feed
 from bottleneck.extraction.model import built_model
 
 IN_FLIGHT = 2  # chunks per actor: one computing, one waiting, so an actor never waits for the driver
-
-
 WATCHDOG_SECONDS = 30.0  # the longest a watchdog keeps sweeping after its driver died
-
-
 CONNECT_TIMEOUT = 5.0  # seconds to reach --address HOST:PORT
-
-
 RETRIES = 3  # a worker that dies is restarted, and its chunks run again, this many times
-
-
 TOKEN = "BOTTLENECK_RAY_INSTANCE"  # in the environment of every process of a local instance we started
-
-
 _SESSION: dict = {"depth": 0, "started": False}
 
 
@@ -423,6 +414,7 @@ def _pool(ray, p, options, batch_size: int) -> Pool:
     def model_actor(**resources):
         return ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
 
+    _ship_builder(ray, p.order.spec)
     order = (p.order, options.skip_bad_images, batch_size, sha)
     if layout == "whole":
         n = options.workers or max(1, int(cpus))
@@ -441,6 +433,17 @@ def _pool(ray, p, options, batch_size: int) -> Pool:
     names = ray.get([a.where.remote() for a in models + decoders])  # every actor started (and reachable)
     pool.names = names[len(models):] or names
     return pool
+
+
+def _ship_builder(ray, spec) -> None:
+    """A base registered from the user's own code (``register_base``) travels with the order,
+    builder included. Pickled by reference, its builder would need its module importable on
+    every worker; a module that is not part of this package is sent by value instead, so a
+    script or a notebook's base works on any worker."""
+    module = sys.modules.get(getattr(spec.builder, "__module__", ""))
+    if module is None or module.__name__ == "__main__" or module.__name__.split(".")[0] == "bottleneck":
+        return  # ours (installed on every worker), or __main__ (always sent by value)
+    ray.cloudpickle.register_pickle_by_value(module)
 
 
 @functools.lru_cache(maxsize=8)

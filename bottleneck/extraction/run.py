@@ -44,8 +44,6 @@ from bottleneck.extraction.plan import Plan, RunOptions, plan
 
 log = logging.getLogger("bottleneck")
 
-
-# Bump when the way features are computed changes (input dtype, batching), so old caches are not mixed in.
 _NOTED: set = set()  # notes already given in this process (a grid repeats draws over seeds)
 
 

@@ -33,23 +33,15 @@ import numpy as np
 from bottleneck.core.errors import BottleneckError
 
 AUGMENT_VERSION = 1  # bump when the transforms change: the digests (and so the files) change with it
-
-
 AREA = (0.55, 1.0)  # a view's crop: this share of the image's area ...
-
-
 RATIO = (3 / 4, 4 / 3)  # ... with this aspect ratio (of the crop against the image's)
-
-
 COLOUR = 0.15  # brightness, contrast and saturation each scaled by 1 +- this
-
 
 # GTSRB classes by name: those that are themselves in a mirror, and the pairs a mirror swaps.
 _SIGN_SYMMETRIC = ("Right-of-way at the next intersection", "Priority road", "Yield", "No vehicles", "No entry",
                    "General caution", "Bumpy road", "Traffic signals", "Beware of ice/snow", "Ahead only")
 
 
-# GTSRB classes by name: those that are themselves in a mirror, and the pairs a mirror swaps.
 _SIGN_PAIRS = (("Dangerous curve to the left", "Dangerous curve to the right"),
                ("Turn right ahead", "Turn left ahead"), ("Go straight or right", "Go straight or left"),
                ("Keep right", "Keep left"))
@@ -58,8 +50,6 @@ _SIGN_PAIRS = (("Dangerous curve to the left", "Dangerous curve to the right"),
 # How each known dataset may be mirrored: "any" class, "signs" (the table above), or "none".
 FLIPS = {"cifar10": "any", "gtsrb": "signs"}
 
-
-# How each known dataset may be mirrored: "any" class, "signs" (the table above), or "none".
 ROTATE = {"gtsrb": 10.0}  # degrees, at most, either way: signs are seen a little tilted; photos are level
 
 

@@ -330,8 +330,6 @@ class MLPHead(KerasHead):
 
 
 C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # what C="cv" chooses from
-
-
 C_SEARCH_FOLDS = 5
 
 

@@ -23,8 +23,6 @@ from bottleneck.report import plots
 from bottleneck.report.results import ResultsDir, markdown_table
 
 THUMBS = 48  # test images kept per run for the picture grid
-
-
 THUMB_SIZE = 64
 
 

@@ -23,7 +23,6 @@ from bottleneck.core.files import atomic_write, file_lock
 
 log = logging.getLogger("bottleneck")
 
-
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
 VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "views",
            "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss", "holdout_classes")
