@@ -14,6 +14,7 @@ os.environ["KERAS_HOME"] = os.path.join(_HOME, "keras")
 os.environ.pop("BOTTLENECK_WEIGHTS_DIR", None)
 os.environ.pop("BOTTLENECK_DATA_DIR", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("SCIPY_ARRAY_API", "1")  # scikit-learn's array-API estimator check runs (else it skips)
 
 import pytest  # noqa: E402
 
@@ -46,3 +47,17 @@ def kill_dataset(tmp_path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "features"
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """The command line configures the root logger (``logging.basicConfig``, ERROR under --quiet)
+    once per process: restore it after each test, so in-process CLI calls leave no level behind
+    for the next test's ``caplog``, whatever order the tests run in."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -1,7 +1,8 @@
 """--engine ray: the same cache file as a local run, resumable, with a worker's errors said clearly.
 
 Each test starts a real local Ray instance (a few seconds) with real actors; the faults are real
-SIGKILLs of the driver or of a worker process (``bottleneck._faults``)."""
+SIGKILLs of the driver or of a worker process (``bottleneck.core.faults``). The command line runs
+in this process (``main``) unless the driver itself is what is killed."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ import pytest
 from bottleneck.extraction import ray_engine as cluster
 from bottleneck.core.errors import BottleneckError, WeightsError
 from bottleneck.extraction.plan import RunOptions
+from bottleneck.cli import main
 from bottleneck.extraction.run import extract
 from bottleneck.cache.store import read_features
 
@@ -91,40 +93,50 @@ def test_driver_sigkill_then_rerun_resumes(kill_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_dataset, tmp_path, monkeypatch, layout):
+def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_dataset, tmp_path, monkeypatch, capsys,
+                                                                        layout):
     monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
     once = tmp_path / "killed-once"
-    monkeypatch.setenv("BOTTLENECK_FAULT_ONCE", str(once))  # the CLI's environment is this process's (see _cli)
-    run = _cli(*_ray_args(kill_dataset, tmp_path / "c"), fault="worker-chunk:2")
+    monkeypatch.setenv("BOTTLENECK_FAULT_ONCE", str(once))
+    monkeypatch.setenv("BOTTLENECK_FAULT", "worker-chunk:2")  # inherited by the Ray instance the run starts
+    code = main(_ray_args(kill_dataset, tmp_path / "c"))  # the driver here: only a worker is killed
+    monkeypatch.delenv("BOTTLENECK_FAULT")
+    out = capsys.readouterr()
     assert once.exists(), "the fault never struck a worker"
-    assert run.returncode == 0, run.stderr
-    assert "extracted 40 images" in run.stdout
-    assert _cli(*_extract_args(kill_dataset, tmp_path / "local")).returncode == 0
+    assert code == 0, out.err
+    assert "extracted 40 images" in out.out
+    assert main(_extract_args(kill_dataset, tmp_path / "local")) == 0
     (name, fs), (local_name, local) = _features(tmp_path / "c"), _features(tmp_path / "local")
     assert name == local_name and fs.source_ids == local.source_ids and len(set(fs.source_ids)) == 40
     assert np.array_equal(fs.features, local.features)
 
 
-def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path):
+def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path, monkeypatch, capsys):
     mark = uuid.uuid4().hex
-    run = _cli(*_ray_args(kill_dataset, tmp_path / "c", 1), fault="worker-chunk:2", mark=mark)
-    assert run.returncode == 2, run.stderr
-    assert "error: a Ray worker (Ray worker pid" in run.stderr and "died 4 times computing chunk 2" in run.stderr
-    assert "what to do: run the same command again" in run.stderr and "Traceback" not in run.stderr
+    monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance the run starts
+    monkeypatch.setenv("BOTTLENECK_FAULT", "worker-chunk:2")
+    code = main(_ray_args(kill_dataset, tmp_path / "c", 1))
+    monkeypatch.delenv("BOTTLENECK_FAULT")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: a Ray worker (Ray worker pid" in err and "died 4 times computing chunk 2" in err
+    assert "what to do: run the same command again" in err and "Traceback" not in err
     assert not _marked_processes(mark, RAY_GONE)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, layout):
+def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, capsys, layout):
     monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
     bad = kill_dataset / "train" / "bird" / "zz_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    run = _cli(*_ray_args(kill_dataset, tmp_path / "c"))
-    assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert f"error: cannot read image {bad}" in run.stderr and "on Ray worker pid" in run.stderr
-    assert "--skip-bad-images" in run.stderr
-    skipped = _cli(*_ray_args(kill_dataset, tmp_path / "c", 2, "--skip-bad-images"))
-    assert skipped.returncode == 0, skipped.stderr
+    with cluster.session(None):  # one local Ray instance for both runs
+        code = main(_ray_args(kill_dataset, tmp_path / "c"))
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert f"error: cannot read image {bad}" in err and "on Ray worker pid" in err
+        assert "--skip-bad-images" in err
+        assert main(_ray_args(kill_dataset, tmp_path / "c", 2, "--skip-bad-images")) == 0, capsys.readouterr().err
+    assert not ray.is_initialized()
     (_, fs) = _features(tmp_path / "c")
     assert len(fs) == 40 and "train/bird/zz_broken.jpg" in fs.info["skipped"]
 

@@ -18,6 +18,7 @@ from bottleneck.core.errors import CacheError
 from bottleneck.extraction.run import extract
 from bottleneck.data.images import BadImage
 from bottleneck.cache.store import read_features, verify
+from bottleneck.cli import main
 
 from .conftest import REPO, copy_cifar_subset
 
@@ -217,12 +218,24 @@ def _extract_args(dataset, cache, feed="threads"):
 FEEDS = ["threads", "processes"]  # every fault test runs with both pools
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The file an uninterrupted run makes of ``kill_dataset``'s images (the same folder name and
+    content, so the same cache file name): made once for the fault tests to compare with."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    dataset = copy_cifar_subset(root / "kd", classes=4, train=10, test=1)
+    assert main(_extract_args(dataset, root / "clean")) == 0
+    (path,) = list((root / "clean").glob("*.h5"))
+    return path
+
+
+@pytest.mark.subprocess
 @pytest.mark.parametrize("feed", FEEDS)
 @pytest.mark.parametrize("fault", ["start", "after-chunk:0", "mid-chunk:3", "after-chunk:4", "before-rename"])
-def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, feed):
+def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, feed, uninterrupted):
     import uuid
 
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed = tmp_path / "killed"
     mark = uuid.uuid4().hex
     run = _cli(*_extract_args(kill_dataset, killed, feed), fault=fault, mark=mark)
     assert run.returncode == -9, run.stderr  # a real SIGKILL of a real process
@@ -233,8 +246,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_dataset, tmp_path, fault, 
     assert again.returncode == 0, again.stderr
     done = {"start": 0, "after-chunk:0": 4, "mid-chunk:3": 12, "after-chunk:4": 20, "before-rename": 40}[fault]
     assert f"extracted {40 - done} images" in again.stdout or (done == 40 and "extracted 0 images" in again.stdout)
-    assert _cli(*_extract_args(kill_dataset, clean)).returncode == 0
-    (a,), (b,) = list(killed.glob("*.h5")), list(clean.glob("*.h5"))
+    (a,), b = list(killed.glob("*.h5")), uninterrupted
     assert a.name == b.name
     fa, fb = read_features(a), read_features(b)
     assert np.array_equal(fa.features, fb.features) and fa.source_ids == fb.source_ids
@@ -444,9 +456,19 @@ def test_two_processes_same_features_extract_once(kill_dataset, tmp_path, feed):
     assert len(list((tmp_path / "c").glob("*.h5"))) == 1
 
 
+def _blocked_on(path) -> bool:
+    """Whether a process waits for a lock on ``path`` (the kernel lists it in /proc/locks with '->')."""
+    inode = f":{path.stat().st_ino} "
+    with open("/proc/locks") as f:
+        return any("->" in line and inode in line for line in f)
+
+
+@pytest.mark.subprocess
 def test_locks_are_per_file(kill_dataset, tmp_path):
-    """Different features extract while another file's lock is held; the same features wait."""
+    """Different features extract while another file's lock is held; the same features wait, and
+    go on once the lock is free (seen in /proc/locks: no timeout waited out)."""
     import subprocess as sp
+    import time
 
     from bottleneck.cache.store import exclusive
 
@@ -455,12 +477,20 @@ def test_locks_are_per_file(kill_dataset, tmp_path):
     held.unlink()
     other = _extract_args(kill_dataset, cache) + ["--per-class", "3"]
     same = _extract_args(kill_dataset, cache) + ["--per-class", "2"]
+    lock = held.parent / ".locks" / (held.name + ".lock")
     with exclusive(held):
-        assert _cli(*other).returncode == 0  # not blocked by the held lock
-        with pytest.raises(sp.TimeoutExpired):
-            sp.run([sys.executable, "-m", "bottleneck", *same], capture_output=True, cwd=REPO, timeout=20)
-    assert not held.exists()
-    assert _cli(*same).returncode == 0 and held.exists()
+        # not blocked by the held lock (in this process too: flock locks of two opens of a file conflict)
+        assert main(list(other)) == 0
+        waiting = sp.Popen([sys.executable, "-m", "bottleneck", *same], stdout=sp.PIPE, stderr=sp.PIPE, text=True,
+                           cwd=REPO)
+        deadline = time.monotonic() + 120
+        while not _blocked_on(lock) and waiting.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting.poll() is None and _blocked_on(lock), "the same features must wait for the lock"
+        assert not held.exists()
+    out, err = waiting.communicate(timeout=300)  # the lock is free: it goes on
+    assert waiting.returncode == 0, err
+    assert held.exists()
 
 
 def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):

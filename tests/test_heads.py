@@ -146,17 +146,49 @@ EXPECTED_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("name", ["logreg", "ridge", "dense"])
-def test_scikit_learn_estimator_checks(name):
-    import warnings
+def _estimator_checks():
+    """scikit-learn's estimator checks for the three heads, one test each (so that they spread
+    over the test workers: the dense head's 60-odd Keras fits take over a minute on 2 cores).
+    An expected failure is xfail, strict: it must fail, for the reason written down."""
+    from sklearn.utils.estimator_checks import parametrize_with_checks
 
-    from sklearn.utils.estimator_checks import check_estimator
+    heads = [HEADS[name]() for name in ("logreg", "ridge", "dense")]
+    names = {type(h).__name__: n for n, h in zip(("logreg", "ridge", "dense"), heads)}
+    mark = parametrize_with_checks(heads, expected_failed_checks=lambda est: EXPECTED_FAILURES.get(
+        names[type(est).__name__], {}), xfail_strict=True)
+    # The DataFrame checks need pandas, which this project leaves out on purpose: pandas imports any
+    # package named "bottleneck" as PyPI's accelerator of that name, so with pandas installed, `import
+    # keras` would import this package too. check_estimator skipped it silently; they are not listed.
+    keep = [p for p in mark.args[1] if "data_not_an_array" not in str(
+        (p.values if hasattr(p, "values") else p)[1])]
+    return pytest.mark.parametrize(mark.args[0], keep, **mark.kwargs)
+
+
+ESTIMATOR_CHECKS = _estimator_checks()
+
+
+@pytest.mark.slow
+@ESTIMATOR_CHECKS
+def test_scikit_learn_estimator_checks(estimator, check):
+    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(HEADS[name](), expected_failed_checks=EXPECTED_FAILURES.get(name, {}),
-                                  on_skip=None, on_fail="raise")
-    assert len(results) > 40 and not [r for r in results if r["status"] == "failed"]
+        check(estimator)
+
+
+def test_every_head_faces_the_whole_set_of_estimator_checks():
+    """What ``check_estimator`` ran on each head before, the parametrised test runs: more than 40
+    checks a head, the dense head's expected failure among them."""
+    per_head, xfailed = {}, []
+    for param in ESTIMATOR_CHECKS.args[1]:
+        values, marks = (param.values, param.marks) if hasattr(param, "marks") else (param, ())
+        per_head.setdefault(type(values[0]).__name__, []).append(values[1])
+        if marks:
+            xfailed.append((type(values[0]).__name__, str(values[1])))
+    assert set(per_head) == {"LogRegHead", "RidgeHead", "DenseHead"}
+    assert all(len(checks) > 40 for checks in per_head.values())
+    assert xfailed and all(h == "DenseHead" and "check_classifiers_train" in c for h, c in xfailed)
 
 
 def test_heads_in_pipelines_cross_validation_and_grid_search():
