@@ -15,6 +15,10 @@ os.environ.pop("BOTTLENECK_WEIGHTS_DIR", None)
 os.environ.pop("BOTTLENECK_DATA_DIR", None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SCIPY_ARRAY_API", "1")  # scikit-learn's array-API estimator check runs (else it skips)
+# One TensorFlow thread pool thread per test process (subprocesses inherit it): the tests run on two
+# workers on two cores, and TensorFlow's default pools per process spent 28% more CPU on the same tests.
+for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import pytest  # noqa: E402
 
@@ -52,12 +56,89 @@ def cache_dir(tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _root_logger_restored():
     """The command line configures the root logger (``logging.basicConfig``, ERROR under --quiet)
-    once per process: restore it after each test, so in-process CLI calls leave no level behind
-    for the next test's ``caplog``, whatever order the tests run in."""
+    when it has no handler: undo that after each test (the handlers it added, the level), so an
+    in-process CLI call leaves nothing behind for the next test. pytest's own handlers are left to
+    pytest, which adds and removes them around each phase."""
     import logging
 
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    before, level = set(root.handlers), root.level
     yield
-    root.handlers[:] = handlers
+    for handler in list(root.handlers):
+        if handler not in before and type(handler) is logging.StreamHandler:  # what basicConfig adds
+            root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture
+def notes():
+    """The package's log messages at WARNING and above, as a list, caught on its own logger (not
+    through the root logger, whose handlers the test runner manages)."""
+    import logging
+
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("bottleneck")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    yield said
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+# The markers (pyproject.toml), in one place. Tests that start fresh Python processes (process death,
+# a signal, or a clean interpreter is what they test):
+SUBPROCESS = {
+    "test_cli.py::test_console_entry_point_runs_as_a_module",
+    "test_cli.py::test_weights_file_for_another_architecture_cli",
+    "test_cluster.py::test_driver_sigkill_then_rerun_resumes",
+    "test_cluster.py::test_an_address_nobody_answers_at_is_a_clear_error",
+    "test_cluster.py::test_a_worker_that_keeps_dying_is_a_clear_error",
+    "test_export.py::test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline",
+    "test_extract.py::test_sigkill_then_rerun_equals_uninterrupted",
+    "test_extract.py::test_the_file_is_assembled_as_its_chunks_come",
+    "test_extract.py::test_chunk_folders_left_by_a_killed_removal_are_swept",
+    "test_extract.py::test_ctrl_c_exits_130_with_a_resume_hint",
+    "test_extract.py::test_two_processes_same_features_extract_once",
+    "test_extract.py::test_locks_are_per_file",
+    "test_forward.py::test_under_jax_the_pipeline_gives_predict_on_batchs_features_bit_for_bit",
+    "test_grid.py::test_a_stopped_grid_keeps_finished_rows_and_a_rerun_reuses_them",
+    "test_grid.py::test_two_grids_into_one_folder_keep_both",
+    "test_memory.py::test_the_cli_names_a_bomb_without_pil_warnings",
+    "test_memory.py::test_peak_memory_does_not_grow_with_the_number_of_huge_images",
+    "test_properties.py::test_fingerprint_stable_across_processes_and_key_order",
+    "test_sampling.py::test_same_draw_in_another_process",
+    "test_segmentation.py::test_training_reads_maps_lazily",
+}
+# Tests that took 4 s or more on the 2-core machine (./test.sh's --durations, 2026-12-06), besides those
+# above and the Ray tests: the quick lane, ./test.sh -m "not slow", leaves all of them out.
+SLOW = {
+    "test_export.py::test_compare_plots_and_report_page",
+    "test_export.py::test_built_in_preprocessing_gives_the_pipelines_features",
+    "test_export.py::test_pictures_of_the_other_tasks",
+    "test_segmentation.py::test_camvid_end_to_end_twice",
+    "test_heads.py::test_scikit_learn_estimator_checks",
+    "test_heads.py::test_heads_in_pipelines_cross_validation_and_grid_search",
+    "test_lab.py::test_solution_runs_fast",
+    "test_lab.py::test_checker_fails_exercise_and_passes_solution",
+    "test_tasks.py::test_multilabel_heads_learn_and_decode",
+    "test_tasks.py::test_a_mixed_range_regression_head",
+    "test_tasks.py::test_regression_heads_learn_bounded_outputs",
+    "test_tasks.py::test_thresholds_are_tuned_on_the_validation_part_only",
+    "test_feed.py::test_ahead_keeps_depth_in_flight_hands_futures_in_order_and_stops_on_close",
+    "test_feed.py::test_ahead_holds_back_more_than_first_until_the_first_chunk_is_made",
+    "test_weights.py::test_weights_dir_file_loads_and_wrong_hash_refuses",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if name in SUBPROCESS:
+            item.add_marker(pytest.mark.subprocess)
+        if item.path.name == "test_cluster.py":
+            item.add_marker(pytest.mark.ray)
+        if name in SLOW or item.get_closest_marker("subprocess") or item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.slow)

@@ -11,12 +11,26 @@ import numpy as np
 from bottleneck.extraction.feed import wall_seconds
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = [sys.executable, str(REPO / "bench" / "extract_speed.py"), "--base", "tiny_cnn", "--images", "40",
-         "--rounds", "3"]
+BENCH = [str(REPO / "bench" / "extract_speed.py"), "--base", "tiny_cnn", "--images", "40", "--rounds", "3"]
 
 
-def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
-    run = subprocess.run(BENCH + ["--json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+def _bench(argv, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``python bench/extract_speed.py ARGV``, run in this process."""
+    import runpy
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", list(argv))
+    code = 0
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+
+def test_extract_speed_json_has_every_figure_and_the_rounds_spread(monkeypatch, capsys):
+    run = _bench(BENCH + ["--json"], monkeypatch, capsys)
     assert run.returncode == 0, run.stderr
     r = json.loads(run.stdout)
     for key in ("pipeline", "ceiling", "lab_loop", "feed_per_core", "ratio", "stages", "model_gflop_per_s_at_ceiling",
@@ -38,17 +52,16 @@ def test_extract_speed_json_has_every_figure_and_the_rounds_spread():
     assert r["device_resize"] == "device"  # CIFAR-10: every image 32 x 32
 
 
-def test_extract_speed_measures_device_mixed_for_images_of_many_sizes():
-    run = subprocess.run(BENCH[:-1] + ["1", "--dataset", "gtsrb", "--no-lab", "--json"], capture_output=True,
-                         text=True, cwd=REPO, timeout=300)
+def test_extract_speed_measures_device_mixed_for_images_of_many_sizes(monkeypatch, capsys):
+    run = _bench(BENCH[:-1] + ["1", "--dataset", "gtsrb", "--no-lab", "--json"], monkeypatch, capsys)
     assert run.returncode == 0, run.stderr
     r = json.loads(run.stdout)
     assert r["device_resize"] == "device-mixed" and r["pipeline_device_resize"] > 0
     assert r["feed_per_core_device_resize"] > 0 and len(r["ratios_device_resize"]) == 1
 
 
-def test_extract_speed_prints_a_table_without_json():
-    run = subprocess.run(BENCH, capture_output=True, text=True, cwd=REPO, timeout=300)
+def test_extract_speed_prints_a_table_without_json(monkeypatch, capsys):
+    run = _bench(BENCH, monkeypatch, capsys)
     assert run.returncode == 0, run.stderr
     assert "| bottleneck pipeline (files -> cache) |" in run.stdout and "pipeline / ceiling:" in run.stdout
     assert "median of rounds" in run.stdout

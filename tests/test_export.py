@@ -40,41 +40,55 @@ def test_built_in_preprocessing_gives_the_pipelines_features(mode):
     np.testing.assert_allclose(np.asarray(exported.predict_on_batch(pixels)), pipeline, rtol=1e-4, atol=1e-4)
 
 
+# Run in a fresh process, without this package: each folder's m.keras predicts its x.npy into y.npy.
 _FRESH = """
 import json, sys
 import numpy as np
 import keras
-model = keras.saving.load_model(sys.argv[1])
-out = np.asarray(model.predict(np.load(sys.argv[2]), verbose=0))
-np.save(sys.argv[3], out)
+for folder in sys.argv[1:]:
+    model = keras.saving.load_model(folder + "/m.keras")
+    np.save(folder + "/y.npy", np.asarray(model.predict(np.load(folder + "/x.npy"), verbose=0)))
 print(json.dumps({"bottleneck_imported": any(m == "bottleneck" or m.startswith("bottleneck.") for m in sys.modules)}))
 """
+EXPORTS = [("class", "logreg", "avg"), ("class", "mlp", "avg"), ("class", "logreg", "grid2"),
+           ("attributes", "logreg", "avg"), ("attributes", "dense", "avg"), ("box", "ridge", "avg"),
+           ("box", "dense", "avg")]
 
 
-@pytest.mark.parametrize("target,head,pooling", [("class", "logreg", "avg"), ("class", "mlp", "avg"),
-                                                 ("class", "logreg", "grid2"), ("attributes", "logreg", "avg"),
-                                                 ("attributes", "dense", "avg"), ("box", "ridge", "avg"),
-                                                 ("box", "dense", "avg")])
-def test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline(tmp_path, target, head, pooling):
-    params = {"epochs": 3} if head in ("dense", "mlp") else None
-    meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=tmp_path / "m.keras", data_dir=DATA,
-                  cache_dir=tmp_path / "c", head_params=params, pooling=pooling, **TINY)
-    fitted = meta["fitted"]
-    kind = fitted.row["task"]
-    pipeline = fitted.model.predict(fitted.test.features) if kind == "regression" \
-        else fitted.model.predict_proba(fitted.test.features)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Each exported model with the pipeline's predictions on the test images, and what one fresh
+    process without this package predicts with every model (a process costs a Keras import, and
+    what it shows is the same for each model). One cache serves them all, as it serves every target."""
+    root = tmp_path_factory.mktemp("exported")
     split = load_dataset("gtsrb", DATA).split("test")
     where = {sid: i for i, sid in enumerate(split.ids)}
-    pixels = np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids])
-    np.save(tmp_path / "x.npy", pixels)
-    out = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path / "m.keras"), str(tmp_path / "x.npy"),
-                          str(tmp_path / "y.npy")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    made = {}
+    for target, head, pooling in EXPORTS:
+        folder = root / f"{target}-{head}-{pooling}"
+        params = {"epochs": 3} if head in ("dense", "mlp") else None
+        meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=folder / "m.keras", data_dir=DATA,
+                      cache_dir=root / "c", head_params=params, pooling=pooling, **TINY)
+        fitted = meta["fitted"]
+        pipeline = fitted.model.predict(fitted.test.features) if fitted.row["task"] == "regression" \
+            else fitted.model.predict_proba(fitted.test.features)
+        np.save(folder / "x.npy", np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids]))
+        made[(target, head, pooling)] = (folder, fitted, pipeline)
+    out = subprocess.run([sys.executable, "-c", _FRESH, *[str(f) for f, _, _ in made.values()]], capture_output=True,
+                         text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"bottleneck_imported": False}
-    fresh = np.load(tmp_path / "y.npy")
+    return made, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("target,head,pooling", EXPORTS)
+def test_exported_model_loads_without_bottleneck_and_predicts_like_the_pipeline(exported, target, head, pooling):
+    made, fresh_process = exported
+    folder, fitted, pipeline = made[(target, head, pooling)]
+    assert fresh_process == {"bottleneck_imported": False}
+    fresh = np.load(folder / "y.npy")
     assert fresh.shape == pipeline.shape == (860, {"class": 43, "attributes": 20, "box": 4}[target])
     np.testing.assert_allclose(fresh, pipeline, atol=1e-5)
-    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+    with zipfile.ZipFile(folder / "m.keras") as z:
         stored = json.loads(z.read("bottleneck.json"))
     assert stored["target"] == target and stored["head"] == head and stored["metrics"] == fitted.row["metrics"]
     assert stored["train_cache"]["settings"] == fitted.train.settings and stored["input"]["size"] == 32

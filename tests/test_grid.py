@@ -2,6 +2,8 @@
 reuse them, two grids into one folder."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ import sys
 import pytest
 
 from bottleneck.experiments import grid
+from bottleneck.cli import main
 from bottleneck.core.errors import BottleneckError
 from bottleneck.report.results import ResultsDir
 
@@ -23,9 +26,16 @@ def grid_data(tmp_path):
 
 
 def _compare(dataset, cache, out, *extra, fault=None):
-    env = {**os.environ, "BOTTLENECK_FAULT": fault} if fault else dict(os.environ)
+    """`bottleneck compare` on a 2 x 2 grid: in this process, or in a process of its own when a
+    fault is to stop it."""
     argv = ["compare", "--bases", "tiny_cnn", "--datasets", f"folder:{dataset}", "--per-class", "2,4",
             "--seeds", "0,1", "--weights", "random", "--cache-dir", str(cache), "--out", str(out), "--quiet", *extra]
+    if fault is None:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(argv)
+        return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
+    env = {**os.environ, "BOTTLENECK_FAULT": fault}
     return subprocess.run([sys.executable, "-m", "bottleneck", *argv], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=300)
 
@@ -34,6 +44,7 @@ def _rows(out):
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("fault,exit_code", [("after-run:2:INT", 130), ("after-run:1:KILL", -9)])
 def test_a_stopped_grid_keeps_finished_rows_and_a_rerun_reuses_them(grid_data, tmp_path, fault, exit_code):
     stopped = _compare(grid_data, tmp_path / "c", tmp_path / "r", fault=fault)
@@ -44,6 +55,7 @@ def test_a_stopped_grid_keeps_finished_rows_and_a_rerun_reuses_them(grid_data, t
     assert again.returncode == 0, again.stderr
     assert f"{kept} runs were finished already and reused" in again.stdout
     clean = _compare(grid_data, tmp_path / "c2", tmp_path / "r2")
+    assert clean.returncode == 0, clean.stderr
     accuracy = lambda out: sorted((r["per_class"], r["seed"], r["accuracy"]) for r in _rows(out))
     assert accuracy(tmp_path / "r") == accuracy(tmp_path / "r2")  # the same table as an uninterrupted grid
 

@@ -121,7 +121,7 @@ def test_registrations_are_checked(registered, tmp_path):
         register_base(dataclasses.replace(OUTSIDE_BASE, name="other", preprocessing="imagenet"))
     with pytest.raises(TypeError):  # keyword fields only: no long positional tuples
         BaseSpec("x", 16, 8, "unit", 8, "second", two_layer_cnn)
-    with pytest.raises(DatasetError, match="a dataset format folder: is registered already"):
+    with pytest.raises(DatasetError, match="a dataset format .folder. is registered already"):
         register_format("folder", read_colours)
     with pytest.raises(DatasetError, match="not the name of a dataset"):
         register_format("cifar10", read_colours)

@@ -12,6 +12,7 @@ from typing import Callable
 
 from bottleneck.bases import efficientnet_lite
 from bottleneck.core.errors import BaseError, nearest
+from bottleneck.core.registries import add, is_plain_name
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -196,7 +197,7 @@ def register_base(spec: BaseSpec, *, replace: bool = False) -> BaseSpec:
         raise BaseError(f"register_base takes a BaseSpec, not {type(spec).__name__}",
                         "build one: BaseSpec(name=..., native_size=..., ...)")
     problems = []
-    if not spec.name or not spec.name.replace("_", "").replace("-", "").isalnum():
+    if not is_plain_name(spec.name):
         problems.append(f"name {spec.name!r} is not letters, digits, - and _")
     if spec.preprocessing not in PREPROCESSING:
         problems.append(f"preprocessing {spec.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
@@ -209,9 +210,7 @@ def register_base(spec: BaseSpec, *, replace: bool = False) -> BaseSpec:
         problems.append("builder must be callable: builder(input_shape) -> keras.Model")
     if problems:
         raise BaseError(f"cannot register base {spec.name!r}: {'; '.join(problems)}", "fix the BaseSpec's fields")
-    if spec.name in REGISTRY and not replace and REGISTRY[spec.name] != spec:
-        raise BaseError(f"a base named {spec.name!r} is registered already", "choose another name, or pass replace=True")
-    REGISTRY[spec.name] = spec
+    add(REGISTRY, spec.name, spec, what="a base named", replace=replace, error=BaseError)
     return spec
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from bottleneck.core import safepickle
 from bottleneck.core.errors import BottleneckError, DatasetError, nearest
 from bottleneck.core.paths import data_home, default_data_dir
+from bottleneck.core.registries import add
 from bottleneck.data.csvdata import read_target_csv
 from bottleneck.data.images import IMAGE_SUFFIXES
 from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside
@@ -86,10 +87,7 @@ def register_dataset(dataset: NamedDataset, *, replace: bool = False) -> NamedDa
     if ":" in dataset.name or not dataset.name or not dataset.candidates:
         raise DatasetError(f"cannot register dataset {dataset.name!r}: a name has no ':' and at least one "
                            "candidate folder", "fix the NamedDataset's fields")
-    if dataset.name in DATASETS and not replace and DATASETS[dataset.name] != dataset:
-        raise DatasetError(f"a dataset named {dataset.name!r} is registered already",
-                           "choose another name, or pass replace=True")
-    DATASETS[dataset.name] = dataset
+    add(DATASETS, dataset.name, dataset, what="a dataset named", replace=replace, error=DatasetError)
     TARGETS[dataset.name] = list(dataset.targets)
     return dataset
 
@@ -135,10 +133,7 @@ def register_format(prefix: str, reader: Callable[[str, str], Dataset], *, repla
     if not callable(reader):
         raise DatasetError(f"the reader for {prefix}: must be callable: reader(what, name) -> Dataset",
                            "pass a function")
-    if prefix in FORMATS and not replace and FORMATS[prefix] is not reader:
-        raise DatasetError(f"a dataset format {prefix}: is registered already", "choose another prefix, or pass "
-                                                                                  "replace=True")
-    FORMATS[prefix] = reader
+    add(FORMATS, prefix, reader, what="a dataset format", replace=replace, error=DatasetError)
 
 
 def _read_folder(what: str, name: str) -> Dataset:

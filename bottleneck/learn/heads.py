@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bottleneck.core import determinism
 from bottleneck.core.errors import BottleneckError, nearest
+from bottleneck.core.registries import add, is_plain_name
 from bottleneck.core.sampling import validation_split
 from bottleneck.core.tasks import Regression, SingleLabel, Task
 
@@ -525,15 +526,12 @@ def register_head(name: str, cls: type, *, replace: bool = False) -> type:
         missing = [m for m in ("fit", "predict", "evaluate", "validate") if not callable(getattr(cls, m, None))]
         if missing:
             problems.append(f"it has no {', '.join(missing)}")
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
+    if not is_plain_name(name):
         problems.append(f"the name {name!r} is not letters, digits, - and _")
     if problems:
         raise BottleneckError(f"cannot register head {name!r}: {'; '.join(problems)}",
                               "see bottleneck.learn.heads.Head for what a head needs")
-    if name in HEADS and not replace and HEADS[name] is not cls:
-        raise BottleneckError(f"a head named {name!r} is registered already", "choose another name, or pass "
-                                                                                "replace=True")
-    HEADS[name] = cls
+    add(HEADS, name, cls, what="a head named", replace=replace)
     return cls
 
 
