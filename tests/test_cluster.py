@@ -240,3 +240,37 @@ def test_profile_says_where_time_went_under_ray():
     assert "feed ray x 2" in text and "model forward passes, summed over Ray workers" in text
     assert "starting Ray and its actors" in text and "summed over feed workers" not in text
     assert "summed over feed workers" in profile_text(stages, 100, "threads x 6")
+
+
+_USER_BASE = '''
+def build(input_shape):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="only")(inputs)
+    return keras.Model(inputs, x, name="user_cnn")
+'''
+
+
+def test_a_base_registered_from_the_users_own_module_runs_on_ray_workers(kill_dataset, tmp_path, monkeypatch):
+    """The workers cannot import the module the builder lives in (it is on this process's path
+    only): the spec travels with each order and its builder by value (``ray_engine._ship_builder``)."""
+    import importlib
+    import sys
+
+    from bottleneck.bases.registry import REGISTRY, BaseSpec, register_base
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "user_bases_for_ray.py").write_text(_USER_BASE)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    module = importlib.import_module("user_bases_for_ray")
+    monkeypatch.setitem(REGISTRY, "user_cnn", REGISTRY.get("user_cnn"))  # undone after the test
+    register_base(BaseSpec(name="user_cnn", native_size=32, min_size=8, preprocessing="unit", feature_dim=4,
+                           default_layer="only", builder=module.build), replace=True)
+    kw = dict(weights="random", progress=False, batch_size=4)
+    local = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
+    far = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
+                  workers=1, **kw)
+    assert far.path.name == local.path.name and np.array_equal(far.features, local.features)
+    sys.modules.pop("user_bases_for_ray", None)
