@@ -71,21 +71,17 @@ def _root_logger_restored():
 
 
 @pytest.fixture
-def notes():
-    """The package's log messages at WARNING and above, as a list, caught on its own logger (not
-    through the root logger, whose handlers the test runner manages)."""
-    import logging
-
+def notes(monkeypatch):
+    """notes(module) -> the list of notes (WARNING) that ``module``'s logger says from then on, as
+    messages. Recorded at the call, not through the logging machinery: under some orders of the
+    test workers a handler saw no record at all (cause not found; see the closing note of issue 24)."""
     said: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: said.append(record.getMessage())
-    logger = logging.getLogger("bottleneck")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    yield said
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+
+    def record(module) -> list[str]:
+        monkeypatch.setattr(module.log, "warning", lambda msg, *args, **kw: said.append(msg % args if args else msg))
+        return said
+
+    return record
 
 
 # The markers (pyproject.toml), in one place. Tests that start fresh Python processes (process death,

@@ -531,10 +531,13 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):
 
 
 def test_short_classes_are_noted_once(small_cifar, cache_dir, notes):
+    import bottleneck.extraction.run
+
+    said = notes(bottleneck.extraction.run)
     for seed in (0, 1):
         fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 50, seed, cache_dir=cache_dir, weights="random")
         assert len(fs) == 24  # 6 per class: every class kept all of its images
-    short = [note for note in notes if "fewer than 50 images" in note]
+    short = [note for note in said if "fewer than 50 images" in note]
     assert short == ["folder:%s/train: 4 of 4 classes have fewer than 50 images; kept all of theirs (6 each)"
                      % small_cifar]
 

@@ -287,11 +287,13 @@ def test_the_listed_targets_are_the_datasets_own():
 def test_options_a_head_does_not_use_are_said(tmp_path, notes):
     import warnings
 
+    from bottleneck.experiments import run
     from bottleneck.learn.heads import HeadWarning
 
+    said_by_run = notes(run)
     kw = dict(cache_dir=tmp_path / "c", data_dir=DATA, image_size=32, **TINY)
     train("tiny_cnn", "gtsrb", 2, target="attributes", loss="bce", head_params={"tune_thresholds": True}, **kw)
-    said = " ".join(notes)
+    said = " ".join(said_by_run)
     assert "--tune-thresholds not used by the logreg head" in said and "--loss bce not used by the logreg head" in said
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
