@@ -53,37 +53,6 @@ def cache_dir(tmp_path) -> Path:
     return tmp_path / "features"
 
 
-@pytest.fixture(autouse=True)
-def _root_logger_restored():
-    """The command line configures the root logger (``logging.basicConfig``, ERROR under --quiet)
-    when it has no handler: undo that after each test (the handlers it added, the level), so an
-    in-process CLI call leaves nothing behind for the next test. pytest's own handlers are left to
-    pytest, which adds and removes them around each phase."""
-    import logging
-
-    root = logging.getLogger()
-    before, level = set(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in before and type(handler) is logging.StreamHandler:  # what basicConfig adds
-            root.removeHandler(handler)
-    root.setLevel(level)
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    """notes(module) -> the list of notes (WARNING) that ``module``'s logger says from then on, as
-    messages. Recorded at the call, not through the logging machinery: under some orders of the
-    test workers a handler saw no record at all (cause not found; see the closing note of issue 24)."""
-    said: list[str] = []
-
-    def record(module) -> list[str]:
-        monkeypatch.setattr(module.log, "warning", lambda msg, *args, **kw: said.append(msg % args if args else msg))
-        return said
-
-    return record
-
-
 # The markers (pyproject.toml), in one place. Tests that start fresh Python processes (process death,
 # a signal, or a clean interpreter is what they test):
 SUBPROCESS = {
@@ -102,6 +71,7 @@ SUBPROCESS = {
     "test_forward.py::test_under_jax_the_pipeline_gives_predict_on_batchs_features_bit_for_bit",
     "test_grid.py::test_a_stopped_grid_keeps_finished_rows_and_a_rerun_reuses_them",
     "test_grid.py::test_two_grids_into_one_folder_keep_both",
+    "test_layout.py::test_the_import_rule_holds",
     "test_memory.py::test_the_cli_names_a_bomb_without_pil_warnings",
     "test_memory.py::test_peak_memory_does_not_grow_with_the_number_of_huge_images",
     "test_properties.py::test_fingerprint_stable_across_processes_and_key_order",

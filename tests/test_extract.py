@@ -530,15 +530,15 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):
     assert peaks[400] < 2 * peaks[40] and peaks[400] < all_decoded / 3, peaks
 
 
-def test_short_classes_are_noted_once(small_cifar, cache_dir, notes):
-    import bottleneck.extraction.run
+def test_short_classes_are_noted_once(small_cifar, cache_dir, caplog):
+    import logging
 
-    said = notes(bottleneck.extraction.run)
+    caplog.set_level(logging.WARNING, logger="bottleneck")
     for seed in (0, 1):
         fs = extract("tiny_cnn", f"folder:{small_cifar}", "train", 50, seed, cache_dir=cache_dir, weights="random")
         assert len(fs) == 24  # 6 per class: every class kept all of its images
-    short = [note for note in said if "fewer than 50 images" in note]
-    assert short == ["folder:%s/train: 4 of 4 classes have fewer than 50 images; kept all of theirs (6 each)"
+    notes = [r.getMessage() for r in caplog.records if "fewer than 50 images" in r.getMessage()]
+    assert notes == ["folder:%s/train: 4 of 4 classes have fewer than 50 images; kept all of theirs (6 each)"
                      % small_cifar]
 
 
