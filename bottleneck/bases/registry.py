@@ -68,7 +68,6 @@ def _keras_app(attr: str):
 
 def _lite(variant: str):
     def build(input_shape):
-
         return efficientnet_lite.build(variant, input_shape)
 
     return build

@@ -114,7 +114,6 @@ def load_weights(spec: BaseSpec, model, path: Path) -> None:
     before = [ops.convert_to_numpy(w) for w in kernels]
     try:
         if path.suffix == ".pth":
-
             if spec.name not in efficientnet_lite.VARIANTS:
                 raise ValueError("only EfficientNet-Lite bases read .pth files")
             efficientnet_lite.load_torch_state(model, load_state_dict(path), spec.name)

@@ -45,7 +45,6 @@ def _stat_key(st: os.stat_result) -> str:
 
 
 def _index_path(root: Path) -> Path:
-
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     return data_home() / "content-index" / f"{key}.sqlite"
 

@@ -60,14 +60,12 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
                     keep(results, r, fitted, plots)
             else:
                 if plots and not (results.out / "plots" / r.key).is_dir():
-
                     draw_run(results, row)  # a run finished earlier without --plots
                 row = {**row, "extracted_images": 0, "reused_row": True}
             rows.append(row)
             bar.update(1)
             _faults.checkpoint("after-run", len(rows) - 1)
     if plots:
-
         draw_grid(results, results.rows())
         write_report(out, draw=False)
     return rows

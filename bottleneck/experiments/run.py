@@ -103,7 +103,6 @@ def _head_for(head: str | None, target: Target, params: dict, seed: int) -> tupl
     if head not in HEADS:
         make_head(head)  # the unknown-head error, with the nearest name
     if target.task.kind not in HEADS[head].tasks:
-
         raise BottleneckError(f"the {head} head cannot learn target {target.name} ({target.task.kind})",
                               f"use --head {' or '.join(heads_for(target.task.kind))}")
     known = set(inspect.signature(HEADS[head].__init__).parameters) - {"self", "task", "seed"}
@@ -131,7 +130,6 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     if per_class == AUTO:  # the command line's default: 100 per class, every frame for segmentation
         per_class = None if tgt.task.kind == "segmentation" else 100
     if recipe is not None:
-
         if tgt.task.kind == "segmentation":
             raise BottleneckError("recipes are for pooled features, not segmentation", "drop --recipe(s)")
         plan_kwargs, head_params = recipes.apply(recipe, "box" in ds.targets, head or tgt.task.default_head,
@@ -139,7 +137,6 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
                                                  mirrors=augment.mirrors_every_class(canonical_dataset(ds.name)),
                                                  single_label=tgt.task.kind == "single_label")
     if tgt.task.kind == "segmentation":
-
         if (plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32"
                 or plan_kwargs.pop("crop", None) is not None or (plan_kwargs.pop("views", None) or 1) > 1
                 or (plan_kwargs.pop("test_views", None) or 1) > 1 or plan_kwargs.pop("stack", None)):
@@ -200,7 +197,6 @@ def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: 
     if out:
         keep(ResultsDir(out), r, fitted, plots)
         if plots:
-
             write_report(out, draw=False)
     elif plots:
         raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")

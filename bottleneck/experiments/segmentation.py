@@ -55,7 +55,6 @@ class SegRun:
 
     @property
     def key(self) -> str:
-
         return fingerprint({"train": self.train.settings, "val": self.val.settings if self.val else None,
                             "test": self.test.settings, "target": self.target.name, "head": self.head,
                             "params": self.head_params, "seed": self.seed})

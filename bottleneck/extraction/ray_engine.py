@@ -311,7 +311,6 @@ class Extractor:
                 "decode": made.decode, "resize": made.resize, "build": build, "model": model}
 
     def _build(self):
-
         path = self.order.weights_path
         if path is not None:  # the driver's weights file, by path: it must be here, and the same file
             if not os.path.isfile(path):

@@ -82,7 +82,6 @@ class _Common:
         this; ``validate`` and ``fit`` call it)."""
 
     def _check_task(self) -> None:
-
         if self.task is not None and not isinstance(self.task, Task):
             raise InvalidParameter(f"the 'task' parameter of {type(self).__name__} must be a bottleneck Task or "
                                    f"None; got {self.task!r}", "pass e.g. tasks.MultiLabel.declare(...)")

@@ -130,7 +130,6 @@ def draw_run(results: ResultsDir, row: dict) -> list[str]:
         elif kind == "regression":
             rows_ = saved["thumb_rows"]
             if len(rows_):
-
                 iou = box_iou(y_true[rows_], y_pred[rows_])
                 made.append(plots.image_grid(row, saved["thumbs"], [""] * len(rows_), [f"IoU {v:.2f}" for v in iou],
                                              folder / "boxes.png", y_true[rows_], y_pred[rows_]))
@@ -197,7 +196,6 @@ def write_report(out: str | Path, draw: bool = True) -> Path:
     results = ResultsDir(out)
     rows = results.rows()
     if not rows:
-
         raise BottleneckError(f"{out} holds no results", "run `bottleneck compare ... --out FOLDER` first")
     pictures = {r.get("run_key"): draw_run(results, r) if draw else _drawn(results, r) for r in rows}
     grid = draw_grid(results, rows) if draw else [str(p.relative_to(results.out))

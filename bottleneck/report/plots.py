@@ -212,7 +212,6 @@ def predicted_vs_true(row: dict, y_true, y_pred, names: list[str], path) -> Path
 
 
 def _palette(n: int) -> np.ndarray:
-
     if n <= len(CAMVID_COLOURS):
         return np.array(CAMVID_COLOURS[:n], np.uint8)
     import matplotlib
