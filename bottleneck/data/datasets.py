@@ -74,8 +74,6 @@ DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
                           "Letters 2009",
                  targets=("segmentation", "presence")),
 ]}
-# The targets each known dataset offers in its usual layout (the first is the default).
-TARGETS = {name: list(d.targets) for name, d in DATASETS.items()}
 
 
 def register_dataset(dataset: NamedDataset, *, replace: bool = False) -> NamedDataset:
@@ -88,7 +86,6 @@ def register_dataset(dataset: NamedDataset, *, replace: bool = False) -> NamedDa
         raise DatasetError(f"cannot register dataset {dataset.name!r}: a name has no ':' and at least one "
                            "candidate folder", "fix the NamedDataset's fields")
     add(DATASETS, dataset.name, dataset, what="a dataset named", replace=replace, error=DatasetError)
-    TARGETS[dataset.name] = list(dataset.targets)
     return dataset
 
 
