@@ -120,6 +120,15 @@ def _constant(value, width: int, activation: str, name: str, x, column: int | No
     return _dense(np.zeros((int(x.shape[-1]), width)), bias, activation, name)(x)
 
 
+# The heads ``head_layers`` writes as Keras layers.
+EXPORTABLE = (KerasHead, LogRegHead, RidgeHead)
+
+
+def _exportable_todo() -> str:
+    names = [name for name, cls in HEADS.items() if issubclass(cls, EXPORTABLE)]
+    return f"export a {', '.join(names[:-1])} or {names[-1]} head"
+
+
 def head_layers(head, x):
     """The fitted head as layers on features ``x``; returns the output tensor."""
     from keras import layers
@@ -164,7 +173,7 @@ def head_layers(head, x):
         scale = np.where(s["bounded"], s["high"] - s["low"], s["std"]).astype(np.float32)
         offset = np.where(s["bounded"], s["low"], s["mean"]).astype(np.float32)
         return layers.Rescaling(scale, offset=offset, name="decode")(out)
-    raise BottleneckError(f"cannot export a {type(head).__name__}", "export a dense, mlp, logreg or ridge head")
+    raise BottleneckError(f"cannot export a {type(head).__name__}", _exportable_todo())
 
 
 def _positive(probs, independent: bool, name: str):
@@ -213,9 +222,9 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
     _check_exportable(r.train.settings)
-    if not issubclass(HEADS[r.head], (KerasHead, LogRegHead, RidgeHead)):  # before any work: a registered head
+    if not issubclass(HEADS[r.head], EXPORTABLE):  # before any work: a registered head of the user's
         raise BottleneckError(f"cannot export the {r.head} head: the exported file holds the package's own heads "
-                              "as Keras layers", "export a dense, mlp, logreg or ridge head")
+                              "as Keras layers", _exportable_todo())
     if r.parts:
         raise BottleneckError("stacked features come from more than one base or depth; the exported model is one "
                               "base and its head", "export without --stack (and without a recipe that stacks)")
