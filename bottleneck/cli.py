@@ -7,6 +7,7 @@ import os
 import sys
 
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.text import printable
 
 log = logging.getLogger("bottleneck")
 
@@ -309,12 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     _draw_options(p, default=100)
     _head_options(p)
     p.add_argument("--out", default="model.keras", help="the model file to write (default model.keras)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (it is kept otherwise)")
 
     p = sub.add_parser("predict", help="predict with an exported model on images, folders or globs")
     p.add_argument("model", help="a .keras file written by `bottleneck export`")
     p.add_argument("paths", nargs="+", help="image files, folders (walked) or glob patterns")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes shown per image (single-label)")
-    p.add_argument("--csv", help="also write the predictions to this CSV file")
+    p.add_argument("--csv", help="also write the predictions to this new CSV file (never the model or an image)")
+    p.add_argument("--force", action="store_true", help="replace --csv if it exists (it is kept otherwise)")
     p.add_argument("--batch-size", type=_positive_int, default=32,
                    help="images per forward pass (never changes the features)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -332,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_bases(a) -> int:
     from bottleneck.bases.build import build_trunk
-    from bottleneck.core.errors import WeightsError
     from bottleneck.bases.registry import REGISTRY, get_base
     from bottleneck.bases.weights import find_weights
+    from bottleneck.core.errors import WeightsError
 
     if a.layers:
         spec = get_base(a.layers)
@@ -554,14 +557,14 @@ def cmd_info(a) -> int:
     from bottleneck.cache.store import read_features, verify
 
     fs = read_features(a.file, load=False)
-    print(f"{fs.path}")
+    print(printable(fs.path))
     for key, value in sorted(fs.settings.items()):
-        print(f"  {key:16s} {value}")
+        print(printable(f"  {key:16s} {value}"))
     print(f"  {'samples':16s} {fs.info['n_samples']} in {len(fs.class_names)} classes")
     for key in ("created", "extract_seconds", "images_per_second", "model_images_per_second", "batch_size", "feed",
                 "stages", "versions", "skipped"):
         if key in fs.info:
-            print(f"  {key:16s} {fs.info[key]}")
+            print(printable(f"  {key:16s} {fs.info[key]}"))
     if a.verify:
         if not verify(a.file):
             print(f"checksum MISMATCH: the data of {a.file} changed after it was written; it is never used for "
@@ -636,7 +639,8 @@ def cmd_export(a) -> int:
 
     _no_profile(a, "export")
     meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, target=a.target,
-                  head_params=_head_params(a), eval_per_class=a.eval_per_class, **_extract_kwargs(a))
+                  head_params=_head_params(a), eval_per_class=a.eval_per_class, overwrite=a.force,
+                  **_extract_kwargs(a))
     print(f"{meta['path']}: {meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
           f"({meta['task']}), input uint8 {meta['input']['size']}x{meta['input']['size']}x3; "
           f"{meta['metric']} {meta['score']:.4f} on {meta['n_test']} test images")
@@ -656,42 +660,23 @@ def _prediction_text(row: dict) -> str:
 
 
 def cmd_predict(a) -> int:
-    import csv
     import time
 
     from bottleneck.deploy.export import load_model
-    from bottleneck.deploy.predict import predict
+    from bottleneck.deploy.predict import check_csv_output, predict, write_csv
 
+    if a.csv:
+        check_csv_output(a.csv, a.model, a.paths, overwrite=a.force)
     model = load_model(a.model)
-    names, kind = model.meta["output_names"], model.meta["task"]
-    handle = open(a.csv, "w", newline="") if a.csv else None
-    writer = csv.writer(handle) if handle else None
-    if writer:
-        head = {"single_label": [c for k in range(1, a.top_k + 1) for c in (f"top{k}", f"p{k}")],
-                "multi_label": ["labels", *names], "regression": names}[kind]
-        writer.writerow(["path", *head, "error"])
     t, n, skipped = time.perf_counter(), 0, 0
-    try:
-        for row in predict(model, a.paths, top_k=a.top_k, batch_size=a.batch_size,
-                           skip_bad_images=a.skip_bad_images):
-            n += 1
-            skipped += "error" in row
-            if not a.quiet:
-                print(f"{row['path']}\t{_prediction_text(row)}")
-            if writer:
-                if "error" in row:
-                    values = [""] * (len(head))
-                elif kind == "single_label":
-                    values = [v for name, p in row["top"] for v in (name, f"{p:.6f}")]
-                    values += [""] * (len(head) - len(values))
-                elif kind == "multi_label":
-                    values = [" ".join(row["prediction"]), *(f"{row['scores'][k]:.6f}" for k in names)]
-                else:
-                    values = [f"{row['prediction'][k]:.6f}" for k in names]
-                writer.writerow([row["path"], *values, row.get("error", "")])
-    finally:
-        if handle:
-            handle.close()
+    rows = predict(model, a.paths, top_k=a.top_k, batch_size=a.batch_size, skip_bad_images=a.skip_bad_images)
+    if a.csv:
+        rows = write_csv(model, rows, a.csv, a.top_k, overwrite=a.force)
+    for row in rows:
+        n += 1
+        skipped += "error" in row
+        if not a.quiet:
+            print(printable(f"{row['path']}\t{_prediction_text(row)}", keep="\t"))
     seconds = time.perf_counter() - t
     print(f"{n - skipped} images predicted in {seconds:.1f}s ({(n - skipped) / max(seconds, 1e-9):.1f} images/s)"
           + (f"; {skipped} unreadable, skipped" if skipped else "") + (f"; written to {a.csv}" if a.csv else ""),
@@ -763,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except BottleneckError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(printable(f"error: {e}"), file=sys.stderr)  # (messages quote file names and contents)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to pick up where it stopped", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 # Before anything imports keras: offline, and no user cache leaks into tests.
 _HOME = tempfile.mkdtemp(prefix="bottleneck-test-home-")
 os.environ["BOTTLENECK_OFFLINE"] = "1"
+os.environ["BOTTLENECK_TEST_FAULTS"] = "1"  # arms core.faults (inert for users)
 os.environ["BOTTLENECK_HOME"] = _HOME
 os.environ["KERAS_HOME"] = os.path.join(_HOME, "keras")
 os.environ.pop("BOTTLENECK_WEIGHTS_DIR", None)

@@ -102,22 +102,22 @@ def test_tables_are_replaced_atomically(tmp_path, monkeypatch):
 
     store = ResultsDir(tmp_path / "r")
     row = {"base": "b", "dataset": "d", "per_class": 1, "seed": 0, "head": "logreg", "accuracy": 0.5}
-    store.add("k1", row)
+    store.add("0000000000a1", row)
     before = (tmp_path / "r" / "results.json").read_text()
-    real = Path.write_text
+    real = Path.write_bytes
 
-    def cut_short(self, text, *a, **k):  # the disk fills halfway through the new results.json
+    def cut_short(self, data, *a, **k):  # the disk fills halfway through the new results.json
         if self.name.startswith(".results.json"):
-            real(self, text[: len(text) // 2])
+            real(self, data[: len(data) // 2])
             raise OSError(28, "No space left on device")
-        return real(self, text, *a, **k)
+        return real(self, data, *a, **k)
 
-    monkeypatch.setattr(Path, "write_text", cut_short)
+    monkeypatch.setattr(Path, "write_bytes", cut_short)
     with pytest.raises(OSError):
-        store.add("k2", {**row, "seed": 1})
+        store.add("0000000000a2", {**row, "seed": 1})
     assert (tmp_path / "r" / "results.json").read_text() == before  # whole: the old one
     assert not list((tmp_path / "r").glob(".*.tmp"))
-    monkeypatch.setattr(Path, "write_text", real)
+    monkeypatch.setattr(Path, "write_bytes", real)
     assert len(ResultsDir(tmp_path / "r").rows()) == 2  # the finished row itself was kept
 
 
@@ -127,7 +127,7 @@ def test_an_older_results_folder_is_kept(tmp_path):
     old = [{"base": "vgg16", "dataset": "cifar10", "per_class": 100, "seed": 0, "head": "logreg", "accuracy": 0.7}]
     (out / "results.json").write_text(json.dumps(old))
     store = ResultsDir(out)
-    store.add("new", {**old[0], "base": "resnet50"})
+    store.add("0000000000b1", {**old[0], "base": "resnet50"})
     assert {r["base"] for r in _rows(out)} == {"vgg16", "resnet50"}
 
 

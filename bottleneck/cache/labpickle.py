@@ -15,6 +15,7 @@ import numpy as np
 from bottleneck.cache.store import FeatureSet, dataset_slug
 from bottleneck.core import safepickle
 from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.core.files import atomic_output
 
 
 def lab_file_names(network: str, dataset: str, per_class: int | None) -> tuple[str, str]:
@@ -37,11 +38,9 @@ def export_lab_pickles(train: FeatureSet, test: FeatureSet, out_dir: str | Path,
     dataset = dataset or dataset_slug(train.settings["dataset"])
     paths = [out_dir / name for name in lab_file_names(network, dataset, train.settings.get("per_class"))]
     for fs, path in zip((train, test), paths):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
             pickle.dump({"features": _lab_array(fs.features), "labels": np.asarray(fs.labels, np.int64)}, f,
                         protocol=4)
-        tmp.replace(path)
     return paths[0], paths[1]
 
 

@@ -32,6 +32,7 @@ from bottleneck.core import faults as _faults
 from bottleneck.core.errors import CacheError
 from bottleneck.core.files import atomic_write, file_lock
 from bottleneck.core.procs import alive
+from bottleneck.core.userfiles import UnsafeFile, open_regular
 
 FORMAT = "bottleneck-features"
 
@@ -164,7 +165,10 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
         raise CacheError(f"{path} is a folder, not a feature file",
                          "point at one .h5 file in it (`ls` it: files made by `bottleneck extract` end in .h5)")
     try:
+        with open_regular(path, "feature file"):  # a FIFO or device is refused before HDF5 opens it
+            pass
         with h5py.File(path, "r") as f:
+            check_plain_hdf5(f, path)
             attrs = dict(f.attrs)
             if attrs.get("format") != FORMAT:
                 raise DamagedCache(path, "is an HDF5 file but not a bottleneck feature cache",
@@ -175,7 +179,7 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                                  f"up to {FORMAT_VERSION})", "upgrade bottleneck, or extract again with this one")
             if not attrs.get("complete"):
                 raise DamagedCache(path, "is incomplete")
-            settings = json.loads(attrs["settings"])
+            settings = _flat_settings(attrs["settings"], path)
             if expect is not None and settings != expect:
                 diff = sorted(k for k in set(settings) | set(expect) if settings.get(k) != expect.get(k))
                 raise CacheError(f"{path} holds other features than asked (differs in: {', '.join(diff)}); "
@@ -193,14 +197,90 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                             {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"), arrays)
             if load and verify and not pooled:  # feature maps: verified array by array, never all in memory
                 fs.info["array_digests"] = {name: _array_digest(f[name]) for name in arrays}
-    except CacheError:
+    except (CacheError, UnsafeFile):
         raise
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise DamagedCache(path, f"is not a readable feature cache (truncated, corrupt or not HDF5): {e}") from e
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RecursionError, json.JSONDecodeError) as e:
+        raise DamagedCache(path, f"is not a readable feature cache (truncated, corrupt or not HDF5): "
+                                 f"{type(e).__name__}: {str(e)[:300]}") from e
     if load and verify and not _checksum_ok(fs):
         raise DamagedCache(path, "fails its checksum: its data changed after it was written (a bad disk, a copy "
                                  "cut short, or an edit)")
     return fs
+
+
+MAX_COMPRESSION = 1100  # gzip's best is ~1030:1; a compressed dataset may declare at most this much more
+
+
+def check_plain_hdf5(f: h5py.File, path: Path) -> None:
+    """Refuse, before reading any data, what a feature file never holds and what would make
+    reading it go elsewhere or take more memory than the file has bytes:
+
+    - links to other places (external links: another file, possibly a FIFO; soft links),
+      virtual datasets and external storage (data kept in other files);
+    - object and variable-length types other than strings;
+    - a dataset declaring more bytes than its storage holds (a 9 KB file declaring 10^9
+      rows): without compression, storage must hold every declared byte; with it, at most
+      ``MAX_COMPRESSION`` times more.
+    """
+    def refuse(what: str):
+        raise DamagedCache(path, f"is not a plain feature file: {what}; it is not read",
+                           "feature files hold their data themselves; use a file made by `bottleneck extract`")
+
+    def visit(group, prefix: str) -> None:
+        for name in group:
+            where = f"{prefix}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                refuse(f"{where} is a link to {link.filename}:{link.path}")
+            if isinstance(link, h5py.SoftLink):
+                refuse(f"{where} is a link to {link.path}")
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                visit(obj, where)
+            elif isinstance(obj, h5py.Dataset):
+                check_dataset(obj, where)
+            else:
+                refuse(f"{where} is a {type(obj).__name__}")
+
+    def check_dataset(ds: h5py.Dataset, where: str) -> None:
+        if ds.is_virtual:
+            refuse(f"{where} is a virtual dataset (its data is in other files)")
+        if ds.external:
+            refuse(f"{where} keeps its data in external files ({ds.external[0][0]!r}...)")
+        dtype = ds.dtype
+        if dtype.kind not in "fiubS" and not (dtype.kind == "O" and h5py.check_string_dtype(dtype)):
+            refuse(f"{where} holds {dtype} values")
+        declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.id.get_type().get_size()
+        stored = ds.id.get_storage_size()
+        if ds.id.get_create_plist().get_nfilters() == 0:
+            enough = stored >= declared
+        else:
+            enough = declared <= MAX_COMPRESSION * stored + (1 << 20)
+        if not enough:
+            refuse(f"{where} declares {ds.shape} ({declared:,} bytes) but stores {stored:,} bytes")
+
+    visit(f, "")
+
+
+NAMES = ("base", "dataset", "split", "weights", "layer", "pooling", "kind", "resize", "preprocessing")
+
+
+def _flat_settings(text, path: Path) -> dict:
+    """The settings record: a JSON object, its names text, nested at most three deep."""
+    settings = json.loads(text)
+
+    def depth(v) -> int:
+        if isinstance(v, dict):
+            return 1 + max(map(depth, v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max(map(depth, v), default=0)
+        return 0
+
+    if not isinstance(settings, dict) or depth(settings) > 3 or not all(
+            isinstance(settings.get(k), (str, type(None))) for k in NAMES):
+        raise DamagedCache(path, "has a settings record that is not an object of names and values",
+                           "use a file made by `bottleneck extract`")
+    return settings
 
 
 def _checksum_ok(fs: FeatureSet) -> bool:
@@ -261,7 +341,7 @@ def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
     samples of the same dataset): their rows can be copied by image content hash."""
     key, found = feature_key(settings), []
     for path in sorted(Path(cache_dir).glob("*.h5")):
-        if path == exclude:
+        if path == exclude or not path.is_file():  # (a FIFO named .h5 would block HDF5 forever)
             continue
         try:
             with h5py.File(path, "r") as f:

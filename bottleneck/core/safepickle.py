@@ -16,12 +16,14 @@ import codecs
 import collections
 import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.userfiles import read_bytes
 
 
 class RefusedPickle(BottleneckError):
@@ -97,6 +99,7 @@ def load(file, path: str | Path | None = None, encoding: str = "ASCII", **kwargs
     """One pickle of plain data from an open binary file (or bytes); ``kwargs`` go to
     :class:`SafeUnpickler` (``allowed``, ``persistent_load``)."""
     if isinstance(file, (bytes, bytearray)):
+        _check_lengths(file, path or "<pickle>")
         file = io.BytesIO(file)
     path = path or getattr(file, "name", "<pickle>")
     try:
@@ -105,7 +108,18 @@ def load(file, path: str | Path | None = None, encoding: str = "ASCII", **kwargs
         raise RefusedPickle(path, str(e)) from None
 
 
+def _check_lengths(data: bytes, path) -> None:
+    """Walk the opcodes without running them: each length the pickle declares must fit in the
+    bytes that are there. (The unpickler allocates a declared length before reading it, so a
+    few bytes declaring 10^12 would otherwise take memory they do not hold.)"""
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except (ValueError, EOFError) as e:  # genops says "expected N bytes ... but only M remain" and such
+        raise BottleneckError(f"{path} is not a whole pickle: {str(e)[:200]}",
+                              "the file is damaged or cut short; get it again") from None
+
+
 def load_file(path: str | Path, encoding: str = "ASCII") -> Any:
-    """One pickle of plain data from ``path``."""
-    with open(path, "rb") as f:
-        return load(f, path, encoding)
+    """One pickle of plain data from the regular file ``path`` (within the size limit of pickles)."""
+    return load(read_bytes(path, "pickle"), path, encoding)

@@ -21,14 +21,24 @@ import sqlite3
 from pathlib import Path
 
 from bottleneck.core.paths import data_home
+from bottleneck.core.userfiles import digest_file
 
 log = logging.getLogger("bottleneck")
 DIGEST_CHARS = 32  # 128 bits of SHA-256 per image: collisions are not a practical concern
 
 
+FILE_PREFIX = b"file\0"
+
+
 def file_digest(data: bytes) -> str:
     """The content hash of an image file's bytes."""
-    return hashlib.sha256(b"file\0" + data).hexdigest()[:DIGEST_CHARS]
+    return hashlib.sha256(FILE_PREFIX + data).hexdigest()[:DIGEST_CHARS]
+
+
+def path_digest(path: str | Path) -> str:
+    """The content hash of an image file, read a block at a time (the same as ``file_digest``
+    of its bytes); anything but a regular file is an UnsafeFile."""
+    return digest_file(path, FILE_PREFIX, "image")[:DIGEST_CHARS]
 
 
 def pixels_digest(pixels) -> str:
@@ -88,7 +98,7 @@ class ContentIndex:
             if hit is not None and hit[0] == key:
                 out.append(hit[1])
                 continue
-            digest = file_digest(path.read_bytes())
+            digest = path_digest(path)
             if _stat_key(os.stat(path)) == key:  # unchanged while we read it: safe to remember
                 fresh.append((rel, key, digest))
             out.append(digest)

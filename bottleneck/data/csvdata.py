@@ -15,6 +15,7 @@ Every bad row is an error naming its line.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -22,22 +23,56 @@ import numpy as np
 
 from bottleneck.core.errors import DatasetError
 from bottleneck.core.tasks import MultiLabel, Regression, TaskError
+from bottleneck.core.userfiles import UnsafeFile, read_text
 from bottleneck.data.sources import Dataset, FileSource, Split, inside
 from bottleneck.data.targets import Target
 
 _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f", ""}
 
 
-def _declaration(path: Path) -> dict:
+def _is_text_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_range(v) -> bool:
+    return (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                       and np.isfinite(x) for x in v) and v[0] < v[1])
+
+
+# What a declaration may say, for each kind of CSV: key -> (check, what it must be).
+DECLARATION = {
+    "multilabel": {"labels": (_is_text_list, "a list of label names"),
+                   "groups": (lambda v: isinstance(v, dict) and all(_is_text_list(m) for m in v.values()),
+                              'an object of groups, each a list of labels: {"lanes": ["one", "two"]}'),
+                   "loss": (lambda v: isinstance(v, str), 'a loss name, e.g. "bce" or "grouped"')},
+    "regression": {"ranges": (lambda v: isinstance(v, dict) and all(_is_range(r) for r in v.values()),
+                              'an object of [low, high] per column, low < high: {"x": [0, 1]}'),
+                   "boxes": (lambda v: isinstance(v, bool), "true or false")},
+}
+
+
+def _declaration(path: Path, kind: str) -> dict:
     decl = path.with_suffix(".task.json")
     if not decl.exists():
         return {}
     try:
-        data = json.loads(decl.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read {decl}: {e}", "it must be a JSON object") from None
+        data = json.loads(read_text(decl, "small text"))
+    except FileNotFoundError:
+        return {}
+    except UnsafeFile:
+        raise
+    except (OSError, ValueError, RecursionError) as e:
+        raise DatasetError(f"cannot read {decl}: {str(e)[:200]}", "it must be a JSON object") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{decl} is not a JSON object", 'e.g. {"groups": {"lanes": ["one", "two"]}}')
+    allowed = DECLARATION[kind]
+    for key, value in data.items():
+        if key not in allowed:  # an unknown key would do nothing, silently
+            raise DatasetError(f"{decl}: {key!r} means nothing for {kind} targets",
+                               f"it may say: {', '.join(allowed)}")
+        check, what = allowed[key]
+        if not check(value):
+            raise DatasetError(f"{decl}: {key} is {json.dumps(value)[:80]}, not {what}", f"fix {key} in {decl.name}")
     return data
 
 
@@ -47,8 +82,10 @@ def read_target_csv(path: Path, kind: str, name: str):
     if not path.is_file():
         raise DatasetError(f"{kind} CSV {path} does not exist", f"check the path after {kind}:")
     root = path.parent
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = list(csv.reader(f))
+    try:
+        rows = list(csv.reader(io.StringIO(read_text(path, "table", errors="replace"), newline="")))
+    except csv.Error as e:
+        raise DatasetError(f"{path} is not a readable CSV: {e}", "save it as a plain comma-separated file") from None
     if len(rows) < 2:
         raise DatasetError(f"{path} has no rows", "write a header, then one row per image")
     header = [h.strip() for h in rows[0]]
@@ -72,7 +109,7 @@ def read_target_csv(path: Path, kind: str, name: str):
             test.append(flag in _TRUE)
         files.append(rel)
         values.append([row[j] for j in value_cols])
-    decl = _declaration(path)
+    decl = _declaration(path, kind)
     where = [f"{path}, line {i + 2} ({f})" for i, f in enumerate(files)]
     try:
         if kind == "multilabel":

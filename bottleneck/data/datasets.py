@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +26,7 @@ from bottleneck.core import safepickle
 from bottleneck.core.errors import BottleneckError, DatasetError, nearest
 from bottleneck.core.paths import data_home, default_data_dir
 from bottleneck.core.registries import add
+from bottleneck.core.userfiles import read_text
 from bottleneck.data.csvdata import read_target_csv
 from bottleneck.data.images import IMAGE_SUFFIXES
 from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside
@@ -34,6 +37,7 @@ from bottleneck.data.targets import (
     presence_target,
     segmentation_target,
 )
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NamedDataset:
@@ -189,7 +193,13 @@ def _open(path: Path, name: str) -> Dataset:
     root = _descend(path)
     for detect, reader in _LAYOUTS:
         if detect(root):
-            return reader(root, name)
+            try:
+                return reader(root, name)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, csv.Error) as e:
+                # Each reader checks what it knows can go wrong; a file malformed in a way it did not
+                # foresee (a pickle of the wrong shape, a cell of the wrong type) is still said, not a traceback.
+                raise DatasetError(f"the dataset in {root} is malformed: {type(e).__name__}: {str(e)[:300]}",
+                                   "check the files against the layout's format (see the README's datasets)") from None
     raise DatasetError(
         f"{root} has no layout bottleneck knows",
         "expected one of: train/<class>/* [test/<class>/*]; <class>/*; CIFAR's data_batch_1..5 + test_batch; "
@@ -211,8 +221,27 @@ def _looks_like_class_root(path: Path) -> bool:
     return any(_is_image(f) for d in path.iterdir() if d.is_dir() for f in list(d.iterdir())[:5])
 
 
+UNPACK_BUDGET = 64 << 30  # bytes an archive may unpack to: far above any dataset here, far below a full disk
+UNPACK_RATIO = 200  # ...and at most this many times its own size (images barely compress; a bomb does)
+UNPACK_MEMBERS = 2_000_000
+
+
+def _check_unpacked_size(tar: tarfile.TarFile, archive: Path) -> None:
+    """Refuse, before writing a byte, an archive whose members add up to more than the budget
+    (the sizes are read from its headers; tarfile then writes no more than each says)."""
+    total, count, limit = 0, 0, min(UNPACK_BUDGET, max(1 << 30, UNPACK_RATIO * archive.stat().st_size))
+    for member in tar:
+        total += max(0, member.size)
+        count += 1
+        if total > limit or count > UNPACK_MEMBERS:
+            raise DatasetError(f"{archive} would unpack to more than {limit / (1 << 30):.1f} GB or "
+                               f"{UNPACK_MEMBERS:,} files (a {archive.stat().st_size / (1 << 20):.1f} MB archive); "
+                               "it is not unpacked", "unpack it yourself if you trust it, and point at the folder")
+
+
 def extract_archive(archive: Path) -> Path:
-    """Unpack once into BOTTLENECK_HOME/archives (complete or absent, never half)."""
+    """Unpack once into BOTTLENECK_HOME/archives (complete or absent, never half), within
+    ``UNPACK_BUDGET`` bytes and ``UNPACK_RATIO`` times the archive's size."""
     st = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     stem = archive.name.split(".")[0]
@@ -223,13 +252,16 @@ def extract_archive(archive: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=target.parent))
     try:
         with tarfile.open(archive) as tar:
+            _check_unpacked_size(tar, archive)
             if hasattr(tarfile, "data_filter"):  # refuses links and paths that leave the folder
                 tar.extractall(tmp, filter="data")
             else:  # Python < 3.10.12 has no filters: plain files and folders inside the target only
                 tar.extractall(tmp, members=_plain_members(tar, archive))
         os.replace(tmp, target)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, (tarfile.TarError, OSError, EOFError, zlib.error)):
+            raise
         raise DatasetError(f"cannot unpack {archive}: {e}", "check that the archive is complete") from e
     return target
 
@@ -353,14 +385,13 @@ def _sign_names(root: Path, n: int) -> list[str]:
     names = [str(i) for i in range(n)]
     path = root / "signnames.csv"
     if path.exists():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                i = (row.get("ClassId") or "").strip()
-                if not i.isdigit() or "SignName" not in row:
-                    raise DatasetError(f"{path}: row {row} has no class number and SignName",
-                                       "signnames.csv has two columns, ClassId and SignName")
-                if int(i) < n:
-                    names[int(i)] = row["SignName"]
+        for row in csv.DictReader(io.StringIO(_text(path, "small text"))):
+            i = (row.get("ClassId") or "").strip()
+            if not i.isdigit() or not isinstance(row.get("SignName"), str):
+                raise DatasetError(f"{path}: row {str(row)[:200]} has no class number and SignName",
+                                   "signnames.csv has two columns, ClassId and SignName")
+            if int(i) < n:
+                names[int(i)] = row["SignName"]
     return names
 
 
@@ -413,7 +444,7 @@ def _read_boxes(root: Path) -> dict[str, tuple]:
         path = root / name
         if not path.exists():
             continue
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        with io.StringIO(_text(path, "table")) as f:
             reader = csv.DictReader(f)
             if not set(columns) <= set(reader.fieldnames or []):
                 raise DatasetError(f"{path} has no sign boxes (columns {', '.join(columns)})",
@@ -435,7 +466,7 @@ def _read_test_csv(root: Path, n_classes: int) -> tuple[list[str], list[int]]:
     """GTSRB's Test.csv: (paths, class ids), every row checked; errors name the row."""
     path = root / "Test.csv"
     rel, labels = [], []
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with io.StringIO(_text(path, "table")) as f:
         reader = csv.DictReader(f)
         missing = {"Path", "ClassId"} - set(reader.fieldnames or [])
         if missing:
@@ -470,8 +501,7 @@ def _read_pickles(root: Path, name: str) -> Dataset:
     """The classic lab's train.p / valid.p / test.p with 'features' and 'labels'."""
     raw = {s: _unpickle(root / f"{s}.p") for s in ("train", "valid", "test") if (root / f"{s}.p").exists()}
     if (root / "signnames.csv").exists():  # the class list; labels outside it are errors
-        with open(root / "signnames.csv", newline="") as f:
-            classes = _sign_names(root, sum(1 for _ in csv.DictReader(f)))
+        classes = _sign_names(root, sum(1 for _ in csv.DictReader(io.StringIO(_text(root / "signnames.csv")))))
     else:
         classes = [str(i) for i in range(int(max(np.max(d["labels"]) for d in raw.values())) + 1)]
     splits = {}
@@ -488,6 +518,35 @@ def _read_pickles(root: Path, name: str) -> Dataset:
     return Dataset(name, root, "pickles", classes, splits, targets=targets)
 
 
+def _text(path: Path, kind: str = "small text") -> str:
+    """A text file of the dataset (a regular file, within its kind's size limit; bytes that
+    are not UTF-8 replaced, and said by the row checks that follow)."""
+    try:
+        return read_text(path, kind, errors="replace")
+    except FileNotFoundError:
+        raise DatasetError(f"{path} is missing", "the dataset is incomplete; restore the file") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}", "check the file's permissions") from None
+
+
+MAX_CODES = 255  # label maps hold uint8 class ids; 255 is left for a Void that is not listed
+
+
+def _read_codes(path: Path) -> list[str]:
+    """codes.txt: one class name a line, in id order; Void (if listed) is never a target."""
+    codes = [line.strip() for line in _text(path).splitlines() if line.strip()]
+    if len(codes) > MAX_CODES + 1 or (len(codes) == MAX_CODES + 1 and "Void" not in codes):
+        raise DatasetError(f"{path} lists {len(codes)} codes; label maps hold 8-bit class ids, so at most "
+                           f"{MAX_CODES} classes and Void", "check that codes.txt lists one class name a line")
+    if not [c for c in codes if c != "Void"]:
+        raise DatasetError(f"{path} lists no class" + (" but Void" if codes else ""),
+                           "codes.txt lists the class names, one a line, in the order of their ids")
+    if len(set(codes)) != len(codes):
+        twice = next(c for c in codes if codes.count(c) > 1)
+        raise DatasetError(f"{path} lists {twice!r} twice", "each class name once, one a line")
+    return codes
+
+
 def _is_camvid(root: Path) -> bool:
     return (root / "codes.txt").exists() and (root / "images").is_dir() and (root / "labels").is_dir()
 
@@ -497,7 +556,7 @@ def _read_camvid(root: Path, name: str) -> Dataset:
     ``X_P.png`` is understood too) and codes.txt (class names in id order; Void, last, is never
     a target); or fastai's flat layout, images/ and labels/ with valid.txt naming the
     validation images (no test split: --test-fraction). Its default target is ``segmentation``."""
-    codes = [line.strip() for line in (root / "codes.txt").read_text().splitlines() if line.strip()]
+    codes = _read_codes(root / "codes.txt")
     void = codes.index("Void") if "Void" in codes else len(codes)
     # Void last (CamVid's 11-class codes): the classes are the others; Void elsewhere (fastai's 32-class
     # codes): every code keeps its id, and Void is a class that is never a target and never scored.
@@ -509,7 +568,7 @@ def _read_camvid(root: Path, name: str) -> Dataset:
     if not layout:  # fastai's flat layout: images/X.jpg, labels/X_P.png, valid.txt naming the validation images
         layout = {"train": (root / "images", root / "labels")}
         if (root / "valid.txt").exists():
-            valid = {Path(line.strip()).name for line in (root / "valid.txt").read_text().splitlines() if line.strip()}
+            valid = {Path(line.strip()).name for line in _text(root / "valid.txt").splitlines() if line.strip()}
     for split, (folder, labels) in layout.items():
         rel, rel_val = [], []
         for f in sorted(folder.iterdir()):

@@ -5,7 +5,7 @@ pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's decompression-bomb limit, abou
 89 megapixels unless you change it) is a bad image, named; a JPEG larger than the
 base's input is decoded at a reduced scale (PIL's ``draft``: 1/2, 1/4 or 1/8, never
 below the input size); and the decoders of all threads together hold at most
-``DECODE_BUDGET`` bytes of decoded pixels at a time, so a folder of huge PNGs is
+``BOTTLENECK_DECODE_BUDGET_MB`` (1024 by default) of decoded pixels at a time, so a folder of huge PNGs is
 decoded one or a few at a time rather than all at once.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bottleneck.core.errors import DatasetError
+from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.core.userfiles import UnsafeFile, open_regular, read_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 
@@ -59,7 +60,30 @@ class _Budget:
             self._cond.notify_all()
 
 
-DECODE_BUDGET = _Budget(int(float(os.environ.get("BOTTLENECK_DECODE_BUDGET_MB", "1024")) * (1 << 20)))
+def _budget_from_environment() -> _Budget:
+    """BOTTLENECK_DECODE_BUDGET_MB (default 1024), read when first needed so that a bad value
+    is a clear error of the command that uses it, not a traceback at import."""
+    text = os.environ.get("BOTTLENECK_DECODE_BUDGET_MB", "1024")
+    try:
+        megabytes = float(text)
+        if not 1 <= megabytes < 1 << 40:
+            raise ValueError
+    except ValueError:
+        raise BottleneckError(f"BOTTLENECK_DECODE_BUDGET_MB={text!r} is not a number of megabytes (at least 1)",
+                              "set it to e.g. 1024, or unset it") from None
+    return _Budget(int(megabytes * (1 << 20)))
+
+
+_BUDGETS: list[_Budget] = []  # the one budget of this process, once made
+_BUDGET_LOCK = threading.Lock()
+
+
+def decode_budget() -> _Budget:
+    """The process's decode budget (``DECODE_BUDGET`` bytes), made at its first use."""
+    with _BUDGET_LOCK:
+        if not _BUDGETS:
+            _BUDGETS.append(_budget_from_environment())
+        return _BUDGETS[0]
 
 
 class BadImage(DatasetError):
@@ -95,13 +119,14 @@ def decode(data: bytes, name: str | Path, size: int | None = None) -> Image.Imag
             check_pixels(*image.size, name)
             if size and image.format == "JPEG":
                 image.draft("RGB", (size, size))  # keeps both sides >= size
-            held = DECODE_BUDGET.take(image.size[0] * image.size[1] * BYTES_PER_PIXEL)
+            budget = decode_budget()
+            held = budget.take(image.size[0] * image.size[1] * BYTES_PER_PIXEL)
             try:
                 image.load()
                 return to_rgb(image)
             finally:
-                DECODE_BUDGET.give(held)
-    except BadImage:
+                budget.give(held)
+    except BottleneckError:  # BadImage, a bad BOTTLENECK_DECODE_BUDGET_MB
         raise
     except Exception as e:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
         raise BadImage(name, f"{type(e).__name__}: {e}") from None
@@ -111,10 +136,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file from its header alone, with decode's checks: a file
     that is not an image, or is over the decompression-bomb limit, is a BadImage naming it."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path, "image") as f, Image.open(f) as image:
             width, height = image.size
     except FileNotFoundError:
         raise BadImage(path, "file not found") from None
+    except UnsafeFile as e:
+        raise BadImage(path, e.what) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImage(path, f"{type(e).__name__}: {e}") from None
     check_pixels(width, height, path)
@@ -131,13 +158,19 @@ def check_pixels(width: int, height: int, name) -> None:
 
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:
     """Read and decode the file ``path`` as RGB; a BadImage error names the file otherwise."""
+    return decode(read_image_bytes(path), path, size)
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file: a regular file of at most ``LIMITS["image"]``, else BadImage."""
     try:
-        data = Path(path).read_bytes()
+        return read_bytes(path, "image")
     except FileNotFoundError:
         raise BadImage(path, "file not found") from None
+    except UnsafeFile as e:
+        raise BadImage(path, e.what) from None
     except OSError as e:
         raise BadImage(path, f"cannot read it: {e}") from None
-    return decode(data, path, size)
 
 
 def resize(image: Image.Image, size: int) -> np.ndarray:

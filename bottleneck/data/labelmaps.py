@@ -4,12 +4,14 @@ nearest neighbour for labels, padded with zeros and Void)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bottleneck.core.errors import DatasetError
+from bottleneck.core.userfiles import UnsafeFile, check_size, open_regular
 from bottleneck.data.images import BadImage, check_pixels, image_size
 
 MULTIPLE = 32  # canvas sides are multiples of the coarsest stride
@@ -52,7 +54,8 @@ def letterbox_labels(labels: np.ndarray, long_side: int, canvas: tuple[int, int]
 def read_label_map(path: Path, image_path: Path | None, n_classes: int, void: int) -> np.ndarray:
     """A label map as uint8 class ids; its size must be its image's; ids beyond the codes are errors."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "label map") as f, Image.open(f) as im:
+            check_size(path, os.fstat(f.fileno()).st_size, "label map")
             size = im.size
             check_pixels(*size, path)  # from the header: a map over the pixel limit is never decoded
             labels = np.asarray(im)
@@ -60,6 +63,8 @@ def read_label_map(path: Path, image_path: Path | None, n_classes: int, void: in
         raise DatasetError(f"the label map {path} is missing", "restore it, or remove its image") from None
     except BadImage as e:
         raise DatasetError(f"cannot read the label map {path}: {e.reason}", "restore the file") from None
+    except UnsafeFile as e:
+        raise DatasetError(f"cannot read the label map {path}: {e.what}", e.todo) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot read the label map {path}: {type(e).__name__}: {e}", "restore the file") from None
     if labels.ndim != 2:

@@ -12,8 +12,9 @@ from PIL import Image
 
 from bottleneck.core.errors import DatasetError, nearest
 from bottleneck.core.sampling import validation_split
+from bottleneck.core.userfiles import UnsafeFile
 from bottleneck.data.content import ContentIndex, file_digest, pixels_digest
-from bottleneck.data.images import BadImage, decode, to_rgb
+from bottleneck.data.images import BadImage, decode, read_image_bytes, to_rgb
 from bottleneck.data.targets import Target, class_target, pick
 
 
@@ -33,17 +34,13 @@ class FileSource:
 
     def read(self, i: int) -> bytes:
         """The bytes of image file ``i`` (BadImage when it cannot be read)."""
-        path = self.root / self.rel[i]
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise BadImage(path, "file not found") from None
-        except OSError as e:
-            raise BadImage(path, f"cannot read it: {e}") from None
+        return read_image_bytes(self.root / self.rel[i])
 
     def digests(self, indices) -> list[str]:
         try:
             return ContentIndex(self.root).digests([self.rel[int(i)] for i in indices])
+        except UnsafeFile as e:
+            raise BadImage(e.path, e.what) from None
         except FileNotFoundError as e:
             raise DatasetError(f"image file {e.filename} has disappeared", "restore it, or run again") from None
 

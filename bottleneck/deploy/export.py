@@ -23,6 +23,8 @@ import numpy as np
 
 from bottleneck.bases.build import build_trunk, pool, resolve_layer
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.files import atomic_output, check_output
+from bottleneck.core.userfiles import UnsafeFile, check_size, open_regular
 from bottleneck.data.images import RESIZE_METHOD
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
@@ -213,11 +215,15 @@ def _check_exportable(settings: dict) -> None:
 
 def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
            out: str | Path = "model.keras", target: str | None = None, head_params: dict | None = None,
-           eval_per_class: int | None = None, **extract_kwargs) -> dict:
+           eval_per_class: int | None = None, overwrite: bool = False, **extract_kwargs) -> dict:
     """Train (or reuse the cached features of) ``head`` on ``base``'s features of ``dataset``
-    and write one Keras file that takes uint8 images and predicts. Returns its metadata."""
+    and write one Keras file that takes uint8 images and predicts. Returns its metadata.
+
+    ``out`` must end in ``.keras``; an existing file there is kept (an error, before any
+    work) unless ``overwrite``."""
     import keras
 
+    out = check_output(out, overwrite=overwrite, suffixes=(".keras",), what="model")
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
@@ -252,17 +258,14 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
         "test_cache": {"file": fitted.test.path.name, "settings": fitted.test.settings},
         "versions": fitted.train.info.get("versions"),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.keras")
     try:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr(META_NAME, json.dumps(meta, indent=1, default=str))
-        tmp.replace(out)  # complete or absent, like the cache files
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_output(out, suffix=".keras", replace=overwrite) as tmp:  # complete or absent, like cache files
+            model.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(META_NAME, json.dumps(meta, indent=1, default=str))
+    except FileExistsError:
+        raise BottleneckError(f"{out} was written by someone else while this export ran; it is kept",
+                              "run the export again with another --out (or --force to replace it)") from None
     return {**meta, "path": str(out), "fitted": fitted}
 
 
@@ -300,22 +303,75 @@ class LoadedModel:
         return [dict(zip(names, map(float, row))) for row in outputs]
 
 
+TASKS = ("single_label", "multi_label", "regression")
+MAX_INPUT_SIZE = 4096  # pixels a side: far above any base's input, far below what would exhaust memory
+
+
 def read_meta(path: str | Path) -> dict:
+    """The ``bottleneck.json`` of an exported model, checked (its size before it is read, then
+    every field :class:`LoadedModel` uses)."""
+    todo = "export one with `bottleneck export ... --out model.keras`"
     try:
-        with zipfile.ZipFile(path) as z:
-            return json.loads(z.read(META_NAME))
+        with open_regular(path, "model file") as f, zipfile.ZipFile(f) as z:
+            info = z.getinfo(META_NAME)
+            check_size(f"{path}!{META_NAME}", info.file_size, "model metadata")
+            meta = json.loads(z.read(info))
     except FileNotFoundError:
         raise BottleneckError(f"model file {path} does not exist", "export one with `bottleneck export`") from None
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise BottleneckError(f"{path} is not a model exported by bottleneck ({e})",
-                              "export one with `bottleneck export ... --out model.keras`") from None
+    except UnsafeFile:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, OSError, NotImplementedError,
+            RuntimeError) as e:  # (zipfile raises NotImplementedError/RuntimeError for odd compressions, encryption)
+        raise BottleneckError(f"{path} is not a model exported by bottleneck ({type(e).__name__}: {e})", todo) from None
+    _check_meta(meta, path, todo)
+    return meta
+
+
+def _check_meta(meta, path, todo: str) -> None:
+    """Every field predicting needs, of the type it needs; a clear error naming the field otherwise."""
+    def bad(what: str):
+        raise BottleneckError(f"{path} is not a usable bottleneck model: {META_NAME} {what}", todo)
+
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        bad(f"does not say format {MODEL_FORMAT!r}")
+    if meta.get("task") not in TASKS:
+        bad(f"names the task {meta.get('task')!r}; this version predicts {', '.join(TASKS)}")
+    size = (meta.get("input") or {}).get("size") if isinstance(meta.get("input"), dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
+        bad(f"gives the input size {size!r}; it must be a whole number of pixels from 1 to {MAX_INPUT_SIZE}")
+    names = meta.get("output_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        bad("has no list of output names")
+    if meta["task"] == "multi_label":
+        n, groups, t = meta.get("independent"), meta.get("groups"), meta.get("thresholds")
+        if not isinstance(n, int) or isinstance(n, bool) or not isinstance(groups, dict) or not all(
+                isinstance(m, list) and m and all(isinstance(x, str) for x in m) for m in groups.values()):
+            bad("does not describe its labels (independent, groups)")
+        if n < 0 or n + sum(len(m) for m in groups.values()) != len(names):
+            bad(f"describes {n} independent labels and groups of {[len(m) for m in groups.values()]}, "
+                f"but names {len(names)} outputs")
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) or isinstance(t, list) and len(t) == n
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t)):
+            bad(f"gives thresholds {str(t)[:60]!r}: one number, or one per independent label")
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """An exported model: the Keras model and its metadata."""
+    """An exported model: the Keras model and its metadata, checked against each other.
+    Keras loads it in safe mode (no code from the file runs); a refusal is a clear error."""
     import keras
 
     meta = read_meta(path)
-    if meta.get("format") != MODEL_FORMAT:
-        raise BottleneckError(f"{path} is not a model exported by bottleneck", "export one with `bottleneck export`")
-    return LoadedModel(keras.saving.load_model(path), meta, Path(path))
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # Keras raises many types for a refused or damaged file (ValueError, TypeError...)
+        raise BottleneckError(f"Keras could not load {path} ({type(e).__name__}: {str(e)[:300]})",
+                              "export the model again with `bottleneck export`; a file that needs unsafe "
+                              "deserialization (Lambda layers, custom code) is never loaded") from None
+    size, width = meta["input"]["size"], len(meta["output_names"])
+    inputs = [tuple(t.shape) for t in model.inputs]
+    outputs = [tuple(t.shape) for t in model.outputs]
+    if inputs != [(None, size, size, 3)] or len(outputs) != 1 or outputs[0][-1] != width:
+        raise BottleneckError(f"{path}: the Keras model takes {inputs} and gives {outputs}, but {META_NAME} says "
+                              f"({size}, {size}, 3) images and {width} outputs",
+                              "export the model again with `bottleneck export`")
+    return LoadedModel(model, meta, Path(path))

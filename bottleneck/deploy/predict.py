@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import csv
 import glob
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -17,8 +19,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.files import atomic_output, check_output
+from bottleneck.core.text import spreadsheet_safe
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
 from bottleneck.deploy.export import LoadedModel, load_model
+
+log = logging.getLogger("bottleneck")
+PIXEL_BUDGET = 256 << 20  # bytes of float32 input a batch may take: larger --batch-size values are lowered to it
 
 
 def image_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -52,6 +59,12 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
     m = model if isinstance(model, LoadedModel) else load_model(model)
     size, names, kind = m.image_size, m.meta["output_names"], m.meta["task"]
     workers = workers or min(32, (os.cpu_count() or 2) + 4)
+    most = max(1, PIXEL_BUDGET // (size * size * 3 * 4))
+    if batch_size > most:
+        log.info("batch size %d lowered to %d: %d x %d images take %d MB of input at most", batch_size, most, size,
+                 size, PIXEL_BUDGET >> 20)
+        batch_size = most
+    padded = 0  # the batch shape so far: a short last batch is padded to it (compiled once), never beyond
 
     def load(path: Path):
         try:
@@ -62,11 +75,13 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             return None, str(e.what)
 
     def finish(batch):
+        nonlocal padded
         loaded = [(p, fut.result()) for p, fut in batch]
         good = [(p, im) for p, (im, err) in loaded if im is not None]
         outputs = np.empty((0, len(names)))
         if good:
-            pixels = np.zeros((batch_size, size, size, 3), np.uint8)  # one shape: compiled once
+            padded = max(padded, len(good))
+            pixels = np.zeros((padded, size, size, 3), np.uint8)  # one shape: compiled once
             pixels[:len(good)] = [im for _, im in good]
             outputs = np.asarray(m.keras_model.predict_on_batch(pixels))[:len(good)]
         decoded = iter(m.decode(outputs)) if good else iter(())
@@ -98,3 +113,65 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             pending.append(batch)
         while pending:
             yield from finish(pending.popleft())
+
+
+def csv_header(model: LoadedModel, top_k: int = 3) -> list[str]:
+    """The columns of :func:`write_csv`: the path, the prediction's columns, the error."""
+    names, kind = model.meta["output_names"], model.meta["task"]
+    head = {"single_label": [c for k in range(1, top_k + 1) for c in (f"top{k}", f"p{k}")],
+            "multi_label": ["labels", *names], "regression": names}[kind]
+    return ["path", *head, "error"]
+
+
+def csv_cells(model: LoadedModel, row: dict, top_k: int = 3) -> list:
+    """One prediction as CSV cells; text that a spreadsheet would run as a formula is quoted."""
+    names, kind = model.meta["output_names"], model.meta["task"]
+    width = len(csv_header(model, top_k)) - 2
+    if "error" in row:
+        values = [""] * width
+    elif kind == "single_label":
+        values = [v for name, p in row["top"] for v in (name, f"{p:.6f}")]
+        values += [""] * (width - len(values))
+    elif kind == "multi_label":
+        values = [" ".join(row["prediction"]), *(f"{row['scores'][k]:.6f}" for k in names)]
+    else:
+        values = [f"{row['prediction'][k]:.6f}" for k in names]
+    text = [row["path"], *values, row.get("error", "")]
+    return [spreadsheet_safe(c) if not _is_number(c) else c for c in text]
+
+
+def _is_number(cell) -> bool:
+    try:
+        float(cell)
+        return cell != ""
+    except (TypeError, ValueError):
+        return False
+
+
+def check_csv_output(path: str | Path, model_path: str | Path, paths: Iterable[str | Path],
+                     overwrite: bool = False) -> Path:
+    """Before any prediction: ``--csv`` is a new CSV file, neither the model nor an input.
+    (Folders given are checked as folders: a CSV inside one is fine, it is not an image.)"""
+    inputs = [model_path, *(p for p in paths if not any(c in str(p) for c in "*?[") and Path(p).is_file())]
+    out = check_output(path, inputs=inputs, overwrite=overwrite, suffixes=(".csv",), what="predictions",
+                       flag="--csv")
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        raise BottleneckError(f"--csv {out} is named as an image", "pass a name ending in .csv")
+    return out
+
+
+def write_csv(model: LoadedModel, rows: Iterable[dict], path: str | Path, top_k: int = 3,
+              overwrite: bool = False) -> Iterator[dict]:
+    """Pass ``rows`` through, writing each to the CSV ``path``; the file appears (atomically)
+    once every row is written, and never if the rows stop with an error."""
+    try:
+        with atomic_output(path, suffix=".csv", replace=overwrite) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(csv_header(model, top_k))
+                for row in rows:
+                    writer.writerow(csv_cells(model, row, top_k))
+                    yield row
+    except FileExistsError:
+        raise BottleneckError(f"--csv {path} was written by someone else while predicting; it is kept",
+                              "run again with another --csv (or --force to replace it)") from None

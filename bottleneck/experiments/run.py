@@ -22,6 +22,7 @@ import numpy as np
 
 from bottleneck.cache.store import FeatureSet, canonical_dataset, fingerprint
 from bottleneck.core.errors import BottleneckError, CacheError
+from bottleneck.core.files import inside_folder
 from bottleneck.core.tasks import MultiLabel
 from bottleneck.data.datasets import load_dataset
 from bottleneck.data.sources import Dataset
@@ -241,8 +242,7 @@ def keep(results: ResultsDir, r: Run, fitted: Fitted, plots: bool = False) -> di
     if plots:
         row["plots"] = pages.draw_run(results, row)
     elif isinstance(r.target.task, MultiLabel):
-        folder = results.out / "plots" / r.key
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = inside_folder(results.out, "plots", r.key)
         precision_recall_scatter(row, folder / "precision_recall.png")
         row["plots"] = [f"plots/{r.key}/precision_recall.png"]
     if row.get("plots"):
@@ -264,10 +264,19 @@ def _drawn(p: Plan) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
+# What a training row takes from a feature file's settings record.
+RECORDED = ("base", "dataset", "per_class", "weights", "layer", "pooling", "image_size")
+
+
 def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, dataset: str | None = None) -> None:
     """Refuse training and test features that do not belong together, or are not what was asked."""
     for fs in (tr, te):
         s = fs.settings
+        missing = [k for k in RECORDED if k not in s]
+        if missing:
+            raise CacheError(f"{fs.path} has no {', '.join(missing)} in its settings record",
+                             "use feature files made by `bottleneck extract`")
+
         if base is not None and s["base"] != base:
             raise CacheError(f"{fs.path} holds features of base {s['base']}, not {base}",
                              "pass the file extracted with the base you asked for, or drop --base")
@@ -299,6 +308,12 @@ def train_on_features(tr: FeatureSet, te: FeatureSet, head: str = "logreg", seed
     """Train ``head`` on cached training features and score it on test features, with the
     class labels the files hold (``train --features``)."""
     check_features(tr, te, base, dataset)
+    for fs in (tr, te):
+        labels = np.asarray(fs.labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) and (
+                labels.min() < 0 or labels.max() >= max(1, len(fs.class_names))):
+            raise CacheError(f"{fs.path} holds labels that are not class numbers below its {len(fs.class_names)} "
+                             "classes", "train on files extracted for a class target")
     return fit_and_score(tr, te, tr.labels, te.labels, class_target(tr.class_names), head, seed, head_params or {})
 
 

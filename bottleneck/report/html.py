@@ -12,15 +12,21 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.files import atomic_output, atomic_write, inside_folder
 from bottleneck.core.tasks import box_iou
+from bottleneck.core.userfiles import check_size, open_regular, read_bytes
 from bottleneck.report import plots
 from bottleneck.report.results import ResultsDir, markdown_table
+
+log = logging.getLogger("bottleneck")
+NPZ_LIMIT = 512 << 20  # bytes a run's kept arrays may unpack to (48 thumbnails and the test outputs: a few MB)
 
 THUMBS = 48  # test images kept per run for the picture grid
 THUMB_SIZE = 64
@@ -63,9 +69,8 @@ def save_predictions(results: ResultsDir, key: str, fitted, test_plan) -> Path:
 def _save_npz(results: ResultsDir, key: str, **arrays) -> Path:
     """A run's kept arrays, ``rows/<key>.npz``, written whole or not at all."""
     path = results.rows_dir / f"{key}.npz"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 
@@ -94,20 +99,100 @@ def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def _load(results: ResultsDir, key: str) -> dict | None:
+    """A run's kept arrays, or None when there are none. The file may come from anyone: it is
+    never unpickled, and its arrays are checked (declared sizes, before any is read) against
+    ``NPZ_LIMIT``; a file that fails is a BottleneckError naming it."""
     path = results.rows_dir / f"{key}.npz"
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:  # never pickles: a results folder may come from anyone
-        return {k: z[k] for k in z.files}
+    try:
+        with open_regular(path, "results file") as f, zipfile.ZipFile(f) as z:
+            total = 0
+            for info in z.infolist():
+                total += info.file_size
+                check_size(f"{path}!{info.filename}", total, "results file", NPZ_LIMIT)
+                with z.open(info) as member:  # the header's declared shape, before numpy allocates it
+                    version = np.lib.format.read_magic(member)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f"{info.filename} is in .npy format {version}")
+                    shape, _, dtype = read_header(member, max_header_size=10000)
+                    if dtype.hasobject:
+                        raise ValueError(f"{info.filename} holds Python objects")
+                    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+                        raise ValueError(f"{info.filename} declares {shape} but holds {info.file_size} bytes")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as arrays:
+                return {k: arrays[k] for k in arrays.files}
+    except BottleneckError:
+        raise
+    except Exception as e:  # zipfile and numpy raise many types for a damaged file
+        raise BottleneckError(f"{path} is not a run's kept arrays ({type(e).__name__}: {str(e)[:200]})",
+                              "remove it (its run's pictures are then not drawn), or run that run again") from None
+
+
+def _checked(saved: dict, row: dict, path: str) -> dict:
+    """The arrays a run's pictures need, of the kinds and ranges they must have."""
+    kind = row.get("task", "single_label")
+    need = {"segmentation": ("confusion", "names", "images", "truth", "pred", "void"),
+            "single_label": ("y_true", "y_pred", "names", "thumbs", "thumb_rows"),
+            "multi_label": ("names",), "regression": ("y_true", "y_pred", "names", "thumbs", "thumb_rows")}.get(kind)
+    if need is None:
+        raise ValueError(f"its row's task {kind!r} is unknown")
+    missing = [k for k in need + ("history",) if k not in saved]
+    if missing:
+        raise ValueError(f"it has no {', '.join(missing)}")
+    names = saved["names"]
+    if names.ndim != 1 or names.dtype.kind not in "US" or not len(names):
+        raise ValueError("its names are not a list of text")
+    if kind == "single_label":
+        y_true, y_pred, rows_ = saved["y_true"], saved["y_pred"], saved["thumb_rows"]
+        for label, a in (("y_true", y_true), ("y_pred", y_pred)):
+            if a.ndim != 1 or a.dtype.kind not in "iu" or len(a) and (a.min() < 0 or a.max() >= len(names)):
+                raise ValueError(f"its {label} are not class numbers below {len(names)}")
+        if len(y_true) != len(y_pred) or rows_.dtype.kind not in "iu" or len(rows_) and (
+                rows_.min() < 0 or rows_.max() >= len(y_true)) or len(saved["thumbs"]) < len(rows_):
+            raise ValueError("its predictions and thumbnails do not match")
+    if kind == "regression":
+        rows_ = saved["thumb_rows"]
+        if saved["y_true"].shape != saved["y_pred"].shape or saved["y_true"].ndim != 2 or len(rows_) and (
+                rows_.dtype.kind not in "iu" or rows_.min() < 0 or rows_.max() >= len(saved["y_true"])):
+            raise ValueError("its values and predictions do not match")
+    if kind == "segmentation":
+        c = saved["confusion"]
+        if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] != len(names):
+            raise ValueError("its confusion matrix does not match its class names")
+        if not (saved["images"].ndim == 4 and saved["truth"].shape == saved["pred"].shape == saved["images"].shape[:3]):
+            raise ValueError("its frames and maps do not match")
+    history = json.loads(str(saved["history"]))
+    if not isinstance(history, dict) or not all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                                                for v in history.values()):
+        raise ValueError("its training curves are not lists of numbers")
+    return {**saved, "history": history}
 
 
 def draw_run(results: ResultsDir, row: dict) -> list[str]:
-    """Every picture of one run, into ``plots/<run>/``; returns their paths relative to the folder."""
+    """Every picture of one run, into ``plots/<run>/``; returns their paths relative to the folder.
+    A run whose kept arrays are damaged gets the pictures its row alone allows, and a warning."""
     key = row.get("run_key")
-    saved = _load(results, key) if key else None
-    folder = results.out / "plots" / str(key)
-    folder.mkdir(parents=True, exist_ok=True)
-    made = []
+    folder = inside_folder(results.out, "plots", str(key))  # (the key is a checked hex name: ResultsDir)
+    saved = None
+    try:
+        saved = _load(results, key)
+        saved = _checked(saved, row, str(results.rows_dir / f"{key}.npz")) if saved is not None else None
+    except (BottleneckError, ValueError, TypeError, RecursionError) as e:
+        log.warning("the pictures of run %s from its kept arrays are not drawn: %s", key, getattr(e, "what", e))
+        saved = None
+    made: list = []
+    try:
+        _draw(row, saved, folder, made)
+    except (KeyError, ValueError, TypeError, IndexError) as e:  # a row or arrays malformed in a way not checked
+        log.warning("some pictures of run %s are not drawn: %s: %s", key, type(e).__name__, str(e)[:200])
+    return [str(Path(p).relative_to(results.out)) for p in made]
+
+
+def _draw(row: dict, saved: dict | None, folder: Path, made: list) -> None:
     kind = row.get("task", "single_label")
     if kind == "multi_label":
         made.append(plots.precision_recall_scatter(row, folder / "precision_recall.png"))
@@ -134,29 +219,30 @@ def draw_run(results: ResultsDir, row: dict) -> list[str]:
                 made.append(plots.image_grid(row, saved["thumbs"], [""] * len(rows_), [f"IoU {v:.2f}" for v in iou],
                                              folder / "boxes.png", y_true[rows_], y_pred[rows_]))
             made.append(plots.predicted_vs_true(row, y_true, y_pred, names, folder / "predicted_vs_true.png"))
-    if saved is not None:
-        history = json.loads(str(saved["history"]))
-        if history.get("loss"):
-            made.append(plots.training_curves(row, history, folder / "curves.png"))
-    return [str(Path(p).relative_to(results.out)) for p in made]
+    if saved is not None and saved["history"].get("loss"):
+        made.append(plots.training_curves(row, saved["history"], folder / "curves.png"))
 
 
 def draw_grid(results: ResultsDir, rows: list[dict]) -> list[str]:
     """Pictures across runs: the score against training images per class, when a grid has several."""
     made = []
     if len({r.get("per_class") for r in rows if r.get("per_class") is not None}) > 1:
-        (results.out / "plots").mkdir(exist_ok=True)
-        made.append(plots.score_vs_limit(rows, results.out / "plots" / "score_vs_limit.png"))
+        made.append(plots.score_vs_limit(rows, inside_folder(results.out, "plots") / "score_vs_limit.png"))
     return [str(Path(p).relative_to(results.out)) for p in made]
 
 
 def _drawn(results: ResultsDir, row: dict) -> list[str]:
     folder = results.out / "plots" / str(row.get("run_key"))
-    return [str(p.relative_to(results.out)) for p in sorted(folder.glob("*.png"))] if folder.is_dir() else []
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return [str(p.relative_to(results.out)) for p in sorted(folder.glob("*.png")) if not p.is_symlink()]
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
+    if path.is_symlink():  # a picture planted as a link could embed any file the user can read
+        raise BottleneckError(f"{path} is a symlink; the report embeds only the pictures drawn in its folder",
+                              f"remove {path}, then run `bottleneck report` again")
+    data = base64.b64encode(read_bytes(path, "image")).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
@@ -222,7 +308,5 @@ def write_report(out: str | Path, draw: bool = True) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>bottleneck results</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     path = results.out / "report.html"
-    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    atomic_write(path, page)
     return path

@@ -5,10 +5,12 @@ predictions in ``rows/<run>.npz``), so ``bottleneck report`` can draw them again
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from bottleneck.core.files import atomic_write
 from bottleneck.data.labelmaps import CAMVID_COLOURS
 
 
@@ -16,6 +18,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
+    # Text in pictures comes from data (class names from folder names, codes.txt): never parse it as math
+    # ($\foo$ would crash the drawing) or hand it to TeX.
+    matplotlib.rcParams.update({"text.parse_math": False, "text.usetex": False})
     import matplotlib.pyplot as plt
 
     return plt
@@ -25,10 +30,14 @@ def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _save(fig, path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path)
+def _save(fig, path, tight: bool = True) -> Path:
+    """Write the picture atomically (a link planted at ``path`` is replaced, never written through)."""
+    if tight:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     _pyplot().close(fig)
+    atomic_write(Path(path), buffer.getvalue())
     return Path(path)
 
 
@@ -248,9 +257,7 @@ def segmentation_grid(row: dict, images, truth, pred, class_names: list[str], vo
                ncol=min(6, len(class_names)), fontsize=8)
     fig.suptitle(_title(row), fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, tight=False)
 
 
 def iou_bars(row: dict, class_names: list[str], path) -> Path:

@@ -14,12 +14,16 @@ import datetime
 import io
 import json
 import logging
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from bottleneck.core.errors import BottleneckError
-from bottleneck.core.files import atomic_write, file_lock
+from bottleneck.core.files import atomic_write, file_lock, inside_folder
+from bottleneck.core.text import spreadsheet_safe
+from bottleneck.core.userfiles import read_text
 
 log = logging.getLogger("bottleneck")
 
@@ -32,6 +36,62 @@ VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resiz
 RECIPE_SET = ("crop", "views", "test_views", "stack", "head_params")
 
 
+# A run's key names its files (rows/<key>.json, rows/<key>.npz, plots/<key>/): the hex fingerprint
+# it is, or a row kept from an older version's results.json; nothing that could name another place.
+RUN_KEY = re.compile(r"(?:[0-9a-f]{8,64}|earlier-[0-9]{4,6})")
+
+
+def is_run_key(key) -> bool:
+    return isinstance(key, str) and RUN_KEY.fullmatch(key) is not None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What every kept row has, and what each of these must be (a row read from a folder is checked).
+ROW_FIELDS = {
+    "base": (lambda v: isinstance(v, str), "a name"),
+    "dataset": (lambda v: isinstance(v, str), "a name"),
+    "head": (lambda v: isinstance(v, str), "a name"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "per_class": (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
+}
+OPTIONAL_FIELDS = {
+    "score": (_number, "a number"),
+    "accuracy": (_number, "a number"),
+    "metrics": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and (v_ is None or _number(v_))
+                                                     for k, v_ in v.items()), "an object of numbers"),
+    "metric": (lambda v: isinstance(v, str), "a name"),
+    "target": (lambda v: isinstance(v, str), "a name"),
+    "task": (lambda v: isinstance(v, str), "a name"),
+    "finished": (lambda v: isinstance(v, str), "a time"),
+    "recipe": (lambda v: v is None or isinstance(v, str), "a name or null"),
+    "head_params": (lambda v: v is None or isinstance(v, (str, dict)), "an object"),
+    "plots": (lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of paths"),
+}
+
+
+def check_row(row, where: str) -> dict:
+    """``row`` if it is a result row the tables can use; a BottleneckError saying what is wrong otherwise."""
+    def bad(what: str):
+        raise BottleneckError(f"{where} is not a result row: {what}", "remove it, or run that run again")
+
+    if not isinstance(row, dict):
+        bad(f"it holds a JSON {type(row).__name__}, not an object")
+    for key, (ok, what) in ROW_FIELDS.items():
+        if key not in row:
+            bad(f"it has no {key}")
+        if not ok(row[key]):
+            bad(f"its {key} is {json.dumps(row[key])[:60]}, not {what}")
+    for key, (ok, what) in OPTIONAL_FIELDS.items():
+        if key in row and not ok(row[key]):
+            bad(f"its {key} is {json.dumps(row[key])[:60]}, not {what}")
+    if not _number(row.get("score", row.get("accuracy"))):
+        bad("it has no score")
+    return row
+
+
 class ResultsDir:
     """The rows of every run finished into one folder."""
 
@@ -41,7 +101,8 @@ class ResultsDir:
         try:
             if self.out.exists() and not self.out.is_dir():
                 raise OSError(f"{self.out} is a file")
-            self.rows_dir.mkdir(parents=True, exist_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
+            inside_folder(self.out, "rows")  # (a planted symlink rows/ would take the rows elsewhere)
         except OSError as e:
             raise BottleneckError(f"cannot write results in --out {self.out}: {getattr(e, 'strerror', None) or e}",
                                   "pass a folder you can write to (it is created if missing)") from e
@@ -52,31 +113,51 @@ class ResultsDir:
         legacy = self.out / "results.json"
         if legacy.exists() and not any(self.rows_dir.glob("*.json")):
             try:
-                rows = json.loads(legacy.read_text())
-            except (OSError, ValueError):
+                rows = json.loads(read_text(legacy, "table"))
+            except (OSError, ValueError, RecursionError, BottleneckError) as e:
+                log.warning("%s cannot be read (%s); its rows are not kept", legacy, getattr(e, "what", e))
                 return
             for i, row in enumerate(rows if isinstance(rows, list) else []):
                 atomic_write(self.rows_dir / f"earlier-{i:04d}.json", json.dumps(row, indent=1))
             log.warning("%s held results from an earlier version; kept them as rows/earlier-*.json", self.out)
 
-    def get(self, key: str) -> dict | None:
-        """The finished row of the run ``key``, or None."""
+    def _read(self, path: Path) -> dict:
+        """One row file, checked: a regular JSON file of at most 16 MB holding a row (its key its name)."""
         try:
-            return json.loads((self.rows_dir / f"{key}.json").read_text())
-        except (OSError, ValueError):
+            row = check_row(json.loads(read_text(path, "small text")), str(path))
+        except (ValueError, RecursionError) as e:  # (RecursionError: JSON nested thousands deep)
+            raise BottleneckError(f"{path} is not JSON: {str(e)[:100]}", "remove it, or run that run again") from None
+        return {**row, "run_key": path.stem}
+
+    def get(self, key: str) -> dict | None:
+        """The finished row of the run ``key``, or None (also for a row that cannot be used: it is run again)."""
+        if not is_run_key(key):
+            raise BottleneckError(f"{key!r} is not a run key", "run keys are the hex names under rows/")
+        try:
+            return self._read(self.rows_dir / f"{key}.json")
+        except FileNotFoundError:
+            return None
+        except (OSError, BottleneckError) as e:
+            log.warning("result row %s cannot be used (%s); the run is made again", key, getattr(e, "what", e))
             return None
 
     def rows(self) -> list[dict]:
+        """Every usable row; a file that is not one is named in a warning and left out."""
         rows = []
-        for path in self.rows_dir.glob("*.json"):
+        for path in sorted(self.rows_dir.glob("*.json")):
+            if not is_run_key(path.stem):
+                log.warning("ignoring %s: its name is not a run key", path)
+                continue
             try:
-                rows.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable result row %s", path)
+                rows.append(self._read(path))
+            except (OSError, BottleneckError) as e:
+                log.warning("ignoring result row %s: %s", path, getattr(e, "what", e))
         return sorted(rows, key=lambda r: (str(r.get("finished", "")), str(r.get("run_key", ""))))
 
     def add(self, key: str, row: dict) -> dict:
         """Keep a finished row and remake the tables from every row in the folder; returns the row kept."""
+        if not is_run_key(key):
+            raise BottleneckError(f"{key!r} is not a run key", "this is a bug: please report it")
         row = {**row, "run_key": key,
                "finished": row.get("finished")
                or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -98,7 +179,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
-    writer.writerows([{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows])
+    # (text cells that a spreadsheet would run as formulas are quoted: see core.text)
+    writer.writerows([{k: spreadsheet_safe(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
+                      for r in rows])
     atomic_write(out / "results.csv", buf.getvalue())
     atomic_write(out / "results.json", json.dumps(rows, indent=2) + "\n")
     atomic_write(out / "table.md", markdown_table(rows) + "\n")
