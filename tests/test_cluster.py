@@ -274,3 +274,59 @@ def test_a_base_registered_from_the_users_own_module_runs_on_ray_workers(kill_da
                   workers=1, **kw)
     assert far.path.name == local.path.name and np.array_equal(far.features, local.features)
     sys.modules.pop("user_bases_for_ray", None)
+
+
+def test_a_node_removed_mid_run_costs_nothing_but_time(kill_dataset, tmp_path):
+    """A two-node cluster on this machine (Ray's own ``cluster_utils.Cluster``, as Ray's test suite
+    uses): the node running a worker is removed while its chunks are in flight. Its actors are
+    restarted on the node left (it has room for them), their chunks are computed again, and the
+    file is the local run's, bit for bit."""
+    import threading
+    import time
+
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    cluster_ = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no worker
+    nodes = [cluster_.add_node(num_cpus=2) for _ in range(2)]
+    cluster_.wait_for_nodes()
+    removed: list = []
+
+    def extractors_on(node) -> list[int]:
+        """The pids of the Extractor actors that ``node``'s raylet started (Ray titles them ray::Extractor)."""
+        raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+        found = []
+        for pid in cluster._descendants(raylet):
+            try:
+                if b"Extractor" in open(f"/proc/{pid}/cmdline", "rb").read():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    def remove_a_worker_node():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for node in nodes:
+                if extractors_on(node):
+                    cluster_.remove_node(node)  # SIGKILLs its raylet and every worker on it
+                    removed.append(node)
+                    return
+            time.sleep(0.02)
+
+    kw = dict(weights="random", progress=False, batch_size=4)
+    try:
+        ray.init(address=cluster_.address)
+        watcher = threading.Thread(target=remove_a_worker_node, daemon=True)
+        watcher.start()
+        far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
+                      workers=2, **kw)
+        watcher.join(5)
+    finally:
+        ray.shutdown()
+        cluster_.shutdown()
+    assert removed, "no node was removed while the run had actors"
+    local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
+    assert far.path.name == local.path.name and far.source_ids == local.source_ids
+    assert np.array_equal(far.features, local.features)
+    assert far.info["extracted"] == 40  # every chunk computed, some twice, none missing or doubled

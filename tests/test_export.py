@@ -243,3 +243,86 @@ def test_export_refuses_features_the_exported_model_would_not_make(tmp_path, set
         export("tiny_cnn", "gtsrb", 2, data_dir=DATA, cache_dir=tmp_path / "c", weights="random", progress=False,
                out=tmp_path / "m.keras", image_size=40, **setting)
     assert not (tmp_path / "c").exists() and not (tmp_path / "m.keras").exists()  # refused before any work
+
+
+# ---------------------------------------------------------------- hardening (issue 25)
+
+def _with_meta(src, dest, **changes):
+    """A copy of the model ``src`` whose bottleneck.json has ``changes``."""
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dest, "w") as out:
+        for info in z.infolist():
+            data = z.read(info)
+            if info.filename == "bottleneck.json":
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            out.writestr(info, data)
+    return dest
+
+
+def test_predict_refuses_to_overwrite_its_model_or_images_before_any_work(cifar_model, tmp_path, capsys):
+    image = sorted((DATA / "cifar10" / "test" / "cat").iterdir())[0]
+    model_bytes, copy = cifar_model.read_bytes(), tmp_path / "cat.jpg"
+    copy.write_bytes(image.read_bytes())
+    for target in (cifar_model, copy):
+        assert main(["predict", str(cifar_model), str(copy), "--csv", str(target)]) == 2
+    assert cifar_model.read_bytes() == model_bytes and copy.read_bytes() == image.read_bytes()
+    (tmp_path / "p.csv").write_text("earlier predictions")
+    assert main(["predict", str(cifar_model), str(copy), "--csv", str(tmp_path / "p.csv")]) == 2
+    assert "exists; it is kept" in capsys.readouterr().err
+    assert main(["predict", str(cifar_model), str(copy), "--csv", str(tmp_path / "p.csv"), "--force"]) == 0
+    assert (tmp_path / "p.csv").read_text().startswith("path,top1")
+
+
+def test_predict_on_one_image_never_pads_to_a_huge_batch(cifar_model, tmp_path):
+    model = load_model(cifar_model)
+    shapes = []
+    real = model.keras_model.predict_on_batch
+    model.keras_model.predict_on_batch = lambda x: (shapes.append(x.shape), real(x))[1]
+    image = sorted((DATA / "cifar10" / "test" / "cat").iterdir())[0]
+    rows = list(predict(model, [image, image, image], batch_size=100_000))
+    assert len(rows) == 3 and [s[0] for s in shapes] == [3]
+
+
+def test_a_fifo_or_device_in_a_predict_folder_is_skipped_not_waited_on(cifar_model, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(sorted((DATA / "cifar10" / "test" / "cat").iterdir())[0].read_bytes())
+    os.mkfifo(folder / "b.jpg")
+    (folder / "c.jpg").symlink_to("/dev/zero")
+    assert main(["predict", str(cifar_model), str(folder), "--skip-bad-images"]) == 0
+    captured = capsys.readouterr()
+    assert "FIFO" in captured.out and "character device" in captured.out
+    assert "1 images predicted" in captured.err and "2 unreadable" in captured.err
+
+
+def test_class_names_with_terminal_escapes_are_printed_escaped(cifar_model, tmp_path, capsys):
+    names = load_model(cifar_model).meta["output_names"]
+    evil = _with_meta(cifar_model, tmp_path / "evil.keras",
+                      output_names=["\x1b]0;pwned\x07\x1b[2J" + n for n in names])
+    image = sorted((DATA / "cifar10" / "test" / "cat").iterdir())[0]
+    assert main(["predict", str(evil), str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned" in out
+
+
+def test_metadata_that_disagrees_with_the_model_is_refused(cifar_model, tmp_path):
+    with pytest.raises(BottleneckError, match="says"):
+        load_model(_with_meta(cifar_model, tmp_path / "a.keras", input={"size": 64}))
+    with pytest.raises(BottleneckError, match="says"):
+        load_model(_with_meta(cifar_model, tmp_path / "b.keras", output_names=["one", "two"]))
+
+
+def test_a_model_refused_by_keras_safe_mode_is_a_clear_error(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("bottleneck.json", json.dumps({"format": "bottleneck-model", "task": "single_label",
+                                                  "input": {"size": 8}, "output_names": ["a", "b", "c"]}))
+    assert main(["predict", str(path), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Keras could not load" in err and "unsafe" in err and "Traceback" not in err
