@@ -57,6 +57,8 @@ def cache_dir(tmp_path) -> Path:
 # The markers (pyproject.toml), in one place. Tests that start fresh Python processes (process death,
 # a signal, or a clean interpreter is what they test):
 SUBPROCESS = {
+    "test_hardening.py::test_a_bad_decode_budget_is_a_clear_error_not_an_import_traceback",
+    "test_hardening.py::test_fault_injection_is_inert_unless_the_test_suite_arms_it",
     "test_cli.py::test_console_entry_point_runs_as_a_module",
     "test_cli.py::test_weights_file_for_another_architecture_cli",
     "test_cluster.py::test_driver_sigkill_then_rerun_resumes",
@@ -103,7 +105,7 @@ SLOW = {
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = f"{item.path.name}::{item.originalname}"
-        if name in SUBPROCESS:
+        if name in SUBPROCESS or item.path.name == "test_fuzz.py":  # (each format fuzzed in a child process)
             item.add_marker(pytest.mark.subprocess)
         if item.path.name == "test_cluster.py":
             item.add_marker(pytest.mark.ray)

@@ -56,6 +56,10 @@ def load_lab_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:
         raise DatasetError(f"{path} is not a lab bottleneck pickle ({type(e).__name__}: {e})",
                            "it must be a pickled dict with 'features' and 'labels'") from e
+    if features.ndim < 2 or features.dtype.kind not in "fiu" or labels.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: 'features' must be rows of numbers and 'labels' whole numbers (found "
+                           f"{features.dtype} {features.shape} and {labels.dtype} {labels.shape})",
+                           "regenerate the file with `bottleneck export-lab`")
     if len(features) != len(labels):
         raise DatasetError(f"{path}: {len(features)} feature rows but {len(labels)} labels", "regenerate the file")
     return features, labels

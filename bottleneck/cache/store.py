@@ -199,7 +199,8 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                 fs.info["array_digests"] = {name: _array_digest(f[name]) for name in arrays}
     except (CacheError, UnsafeFile):
         raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, RecursionError, json.JSONDecodeError) as e:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
+        # (h5py raises RuntimeError for damaged internals, such as a B-tree's signature)
         raise DamagedCache(path, f"is not a readable feature cache (truncated, corrupt or not HDF5): "
                                  f"{type(e).__name__}: {str(e)[:300]}") from e
     if load and verify and not _checksum_ok(fs):
@@ -348,7 +349,7 @@ def find_donors(cache_dir: Path, settings: dict, exclude: Path) -> list[Path]:
                 if f.attrs.get("complete") and f.attrs.get("feature_key") == key \
                         and int(f.attrs.get("format_version", 1)) == FORMAT_VERSION:
                     found.append(path)
-        except OSError:
+        except (OSError, RuntimeError):
             continue  # an unreadable file is simply not a donor
     return found
 
