@@ -740,7 +740,7 @@ def _say_warnings_as_notes(quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("datasets",):
+    if args.command not in ("datasets", "report", "info"):  # (those never build a model: no TensorFlow start-up)
         _import_keras_quietly()
     logging.basicConfig(format="note: %(message)s", stream=sys.stderr,
                         level=logging.ERROR if getattr(args, "quiet", False) else logging.INFO)

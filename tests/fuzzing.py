@@ -32,7 +32,6 @@ import pickle
 import resource
 import shutil
 import signal
-import sys
 import tempfile
 import traceback
 import zipfile

@@ -180,7 +180,7 @@ def test_export_refuses_a_bad_out_before_training(tmp_path, capsys):
                      "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / out)])
         assert code == 2
     err = capsys.readouterr().err
-    assert "exists; it is kept" in err and "must end so" in err
+    assert "exists; it is kept" in err and "must end in" in err
     assert not (tmp_path / "c").exists()  # nothing planned, nothing extracted
     assert (tmp_path / "model.keras").read_text() == "an earlier model"
 

@@ -85,16 +85,16 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), overwri
     folder; an existing file unless ``overwrite``; any of the inputs (the same file by
     another name too); a folder that cannot be created or written."""
     path = Path(path).expanduser()
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise BottleneckError(f"{flag} {path}: the {what} is written as {' or '.join(suffixes)}, and its name must "
-                              "end so (another ending would name a format it is not in)",
-                              f"pass {flag} {path.with_suffix(suffixes[0]).name}")
     for given in inputs:
         given = Path(given)
         with contextlib.suppress(OSError):
             if path.exists() and given.exists() and os.path.samefile(path, given):
                 raise BottleneckError(f"{flag} {path} is one of the inputs ({given}); writing it would destroy it",
                                       f"pass another {flag}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise BottleneckError(f"{flag} {path}: a {what} file is written, and its name must end in "
+                              f"{' or '.join(suffixes)} (another ending would name a format it is not in)",
+                              f"pass {flag} {path.with_suffix(suffixes[0]).name}")
     if path.is_dir():
         raise BottleneckError(f"{flag} {path} is a folder", f"pass a file name in it, e.g. {flag} {path}/NAME")
     if (path.exists() or path.is_symlink()) and not overwrite:

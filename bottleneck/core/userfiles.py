@@ -31,7 +31,7 @@ LIMITS = {
     "image": 256 * MiB,  # a 100-megapixel PNG is ~100-300 MB; PIL's pixel limit stops decoding before that anyway
     "label map": 256 * MiB,
     "table": 512 * MiB,  # CSV targets, Test.csv, gt.txt: millions of rows
-    "small text": 16 * MiB,  # codes.txt, valid.txt, signnames.csv, a .task.json, a results row
+    "text file": 16 * MiB,  # codes.txt, valid.txt, signnames.csv, a .task.json, a results row
     "pickle": 4096 * MiB,  # the classic lab's train.p of 35k images is ~100 MB; CIFAR's batches 30 MB each
     "model metadata": 16 * MiB,  # bottleneck.json inside an exported model
 }
@@ -79,7 +79,7 @@ def open_regular(path: str | Path, kind: str = "file") -> BinaryIO:
 
 def check_size(path: str | Path, size: int, kind: str, limit: int | None = None) -> None:
     """UnsafeFile when ``size`` bytes is over the limit of files of ``kind``."""
-    limit = LIMITS.get(kind, LIMITS["small text"]) if limit is None else limit
+    limit = LIMITS.get(kind, LIMITS["text file"]) if limit is None else limit
     if size > limit:
         raise UnsafeFile(path, f"the {kind} {path} is {size / MiB:,.1f} MB, over the {limit / MiB:,.0f} MB that a "
                                f"{kind} may have; it is not read", f"check that {path} is the {kind} you meant")
@@ -96,7 +96,7 @@ def read_bytes(path: str | Path, kind: str = "file", limit: int | None = None) -
     return data
 
 
-def read_text(path: str | Path, kind: str = "small text", limit: int | None = None, errors: str = "strict") -> str:
+def read_text(path: str | Path, kind: str = "text file", limit: int | None = None, errors: str = "strict") -> str:
     """A regular text file (UTF-8, a BOM dropped) of at most its kind's limit. Undecodable
     bytes raise UnsafeFile naming the file, unless ``errors="replace"``."""
     data = read_bytes(path, kind, limit)

@@ -24,7 +24,7 @@ import numpy as np
 from bottleneck.core.errors import DatasetError
 from bottleneck.core.tasks import MultiLabel, Regression, TaskError
 from bottleneck.core.userfiles import UnsafeFile, read_text
-from bottleneck.data.sources import Dataset, FileSource, Split, inside
+from bottleneck.data.sources import Dataset, FileSource, Split, inside, is_file_there
 from bottleneck.data.targets import Target
 
 _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f", ""}
@@ -56,7 +56,7 @@ def _declaration(path: Path, kind: str) -> dict:
     if not decl.exists():
         return {}
     try:
-        data = json.loads(read_text(decl, "small text"))
+        data = json.loads(read_text(decl, "text file"))
     except FileNotFoundError:
         return {}
     except UnsafeFile:
@@ -99,7 +99,7 @@ def read_target_csv(path: Path, kind: str, name: str):
         if len(row) != len(header):
             raise DatasetError(f"{where}: {len(row)} fields where the header has {len(header)}", "fix that row")
         rel = row[0].strip()
-        if not rel or not inside(root, rel) or not (root / rel).is_file():
+        if not rel or not inside(root, rel) or not is_file_there(root / rel):
             raise DatasetError(f"{where}: image {rel!r} is not a file inside {root}",
                                "paths are relative to the CSV's folder")
         if valid_col is not None:

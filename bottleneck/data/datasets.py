@@ -29,7 +29,7 @@ from bottleneck.core.registries import add
 from bottleneck.core.userfiles import read_text
 from bottleneck.data.csvdata import read_target_csv
 from bottleneck.data.images import IMAGE_SUFFIXES
-from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside
+from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside, is_file_there
 from bottleneck.data.targets import (
     attribute_target,
     box_target,
@@ -385,7 +385,7 @@ def _sign_names(root: Path, n: int) -> list[str]:
     names = [str(i) for i in range(n)]
     path = root / "signnames.csv"
     if path.exists():
-        for row in csv.DictReader(io.StringIO(_text(path, "small text"))):
+        for row in csv.DictReader(io.StringIO(_text(path, "text file"))):
             i = (row.get("ClassId") or "").strip()
             if not i.isdigit() or not isinstance(row.get("SignName"), str):
                 raise DatasetError(f"{path}: row {str(row)[:200]} has no class number and SignName",
@@ -486,7 +486,7 @@ def _read_test_csv(root: Path, n_classes: int) -> tuple[list[str], list[int]]:
             labels.append(int(text))
     if rel:
         _check_labels(path, np.empty(len(rel)), np.asarray(labels), n_classes)
-        gone = [p for p in rel if not (root / p).exists()]
+        gone = [p for p in rel if not is_file_there(root / p)]
         if gone:
             raise DatasetError(f"Test.csv lists {len(gone)} files that do not exist, e.g. {root / gone[0]}",
                                "restore the Test/ folder or fix Test.csv")
@@ -518,7 +518,7 @@ def _read_pickles(root: Path, name: str) -> Dataset:
     return Dataset(name, root, "pickles", classes, splits, targets=targets)
 
 
-def _text(path: Path, kind: str = "small text") -> str:
+def _text(path: Path, kind: str = "text file") -> str:
     """A text file of the dataset (a regular file, within its kind's size limit; bytes that
     are not UTF-8 replaced, and said by the row checks that follow)."""
     try:

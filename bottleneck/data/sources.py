@@ -186,9 +186,18 @@ def inside(root: Path, rel: str) -> bool:
     """Whether ``rel`` (read from a CSV) names a file under ``root``: never ../ or an absolute path."""
     try:
         (root / rel).resolve().relative_to(root.resolve())
-    except ValueError:
+    except (ValueError, OSError):
         return False
     return not Path(rel).is_absolute()
+
+
+def is_file_there(path: Path) -> bool:
+    """``path.is_file()``, False also for a name the system refuses (too long, a NUL in it)
+    rather than an OSError: such names come from CSV cells."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def file_path(split: Split, index: int) -> Path | None:

@@ -153,7 +153,7 @@ def check_csv_output(path: str | Path, model_path: str | Path, paths: Iterable[s
     """Before any prediction: ``--csv`` is a new CSV file, neither the model nor an input.
     (Folders given are checked as folders: a CSV inside one is fine, it is not an image.)"""
     inputs = [model_path, *(p for p in paths if not any(c in str(p) for c in "*?[") and Path(p).is_file())]
-    out = check_output(path, inputs=inputs, overwrite=overwrite, suffixes=(".csv",), what="predictions",
+    out = check_output(path, inputs=inputs, overwrite=overwrite, suffixes=(".csv",), what="predictions CSV",
                        flag="--csv")
     if out.suffix.lower() in IMAGE_SUFFIXES:
         raise BottleneckError(f"--csv {out} is named as an image", "pass a name ending in .csv")

@@ -26,7 +26,7 @@ from bottleneck.report import plots
 from bottleneck.report.results import ResultsDir, markdown_table
 
 log = logging.getLogger("bottleneck")
-NPZ_LIMIT = 512 << 20  # bytes a run's kept arrays may unpack to (48 thumbnails and the test outputs: a few MB)
+NPZ_LIMIT = 256 << 20  # bytes a run's kept arrays may unpack to (48 thumbnails and the test outputs: a few MB)
 
 THUMBS = 48  # test images kept per run for the picture grid
 THUMB_SIZE = 64

@@ -124,7 +124,7 @@ class ResultsDir:
     def _read(self, path: Path) -> dict:
         """One row file, checked: a regular JSON file of at most 16 MB holding a row (its key its name)."""
         try:
-            row = check_row(json.loads(read_text(path, "small text")), str(path))
+            row = check_row(json.loads(read_text(path, "text file")), str(path))
         except (ValueError, RecursionError) as e:  # (RecursionError: JSON nested thousands deep)
             raise BottleneckError(f"{path} is not JSON: {str(e)[:100]}", "remove it, or run that run again") from None
         return {**row, "run_key": path.stem}
