@@ -281,14 +281,19 @@ def test_a_node_removed_mid_run_costs_nothing_but_time(kill_dataset, tmp_path):
     uses): the node running a worker is removed while its chunks are in flight. Its actors are
     restarted on the node left (it has room for them), their chunks are computed again, and the
     file is the local run's, bit for bit."""
+    import shutil
+    import tempfile
     import threading
     import time
 
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    cluster_ = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no worker
-    nodes = [cluster_.add_node(num_cpus=2) for _ in range(2)]
+    # Its own temp folder: a cluster records its address in its temp folder (ray_current_cluster), where the
+    # default one would make any other test's ray.init on this machine join this cluster instead of starting one.
+    temp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # (short: Ray's socket paths must fit in 107 characters)
+    cluster_ = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp})  # no worker on the head
+    nodes = [cluster_.add_node(num_cpus=2, temp_dir=temp) for _ in range(2)]
     cluster_.wait_for_nodes()
     removed: list = []
 
@@ -325,6 +330,7 @@ def test_a_node_removed_mid_run_costs_nothing_but_time(kill_dataset, tmp_path):
     finally:
         ray.shutdown()
         cluster_.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     assert removed, "no node was removed while the run had actors"
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
     assert far.path.name == local.path.name and far.source_ids == local.source_ids
