@@ -16,7 +16,7 @@ import pytest
 
 from .fuzzing import FORMATS, REPO
 
-FUZZ_CASES = int(os.environ.get("BOTTLENECK_FUZZ_CASES", "12"))
+FUZZ_CASES = int(os.environ.get("BOTTLENECK_FUZZ_CASES", "10"))
 FUZZ_SEED = int(os.environ.get("BOTTLENECK_FUZZ_SEED", "0"))
 
 
