@@ -132,6 +132,18 @@ def test_pth_storage_larger_than_the_file_is_refused_without_allocating(tmp_path
         load_state_dict(path)
 
 
+def test_pth_pickle_declaring_more_bytes_than_the_file_holds_is_refused_without_allocating(tmp_path):
+    """A pickle inside a .pth is read from the open file: its declared lengths are checked as those
+    of a pickle given as bytes are (a BINBYTES8 of 2^40 bytes was a MemoryError before)."""
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"\x80\x02\x8e" + struct.pack("<Q", 1 << 40) + b"abc")
+    with pytest.raises(BottleneckError, match="not a whole pickle"):
+        load_state_dict(path)
+    os.mkfifo(tmp_path / "pipe.pth")
+    with pytest.raises(BottleneckError, match="FIFO"):
+        load_state_dict(tmp_path / "pipe.pth")
+
+
 def _gtsrb_pickles(root, payload_at, evil):
     root.mkdir(parents=True)
     good = {"features": np.zeros((3, 32, 32, 3), np.uint8), "labels": np.array([0, 1, 2])}

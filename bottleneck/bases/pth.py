@@ -25,6 +25,7 @@ import numpy as np
 
 from bottleneck.core import safepickle
 from bottleneck.core.errors import WeightsError
+from bottleneck.core.userfiles import open_regular
 
 _MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
@@ -113,8 +114,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Return ``{parameter name: numpy array}`` from a legacy-format ``.pth`` file."""
     path = Path(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with open_regular(path, "weights file") as f:
+            size = os.fstat(f.fileno()).st_size
             if f.read(2) == b"PK":
                 raise WeightsError(
                     f"{path} is a zip-format PyTorch file; only the legacy format is supported",

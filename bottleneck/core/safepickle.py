@@ -35,6 +35,11 @@ class RefusedPickle(BottleneckError):
                          "get the file from a source you trust; bottleneck never runs code from a data file")
 
 
+class DamagedPickle(BottleneckError, pickle.UnpicklingError):
+    """A pickle that declares more bytes than it holds (cut short, or crafted); an
+    UnpicklingError too, so a reader that words its own message for bad pickles still does."""
+
+
 class _Refused(Exception):
     """Raised inside the unpickler; ``load`` turns it into RefusedPickle naming the file."""
 
@@ -97,27 +102,53 @@ class SafeUnpickler(pickle.Unpickler):
 
 def load(file, path: str | Path | None = None, encoding: str = "ASCII", **kwargs) -> Any:
     """One pickle of plain data from an open binary file (or bytes); ``kwargs`` go to
-    :class:`SafeUnpickler` (``allowed``, ``persistent_load``)."""
+    :class:`SafeUnpickler` (``allowed``, ``persistent_load``). In a seekable file (or bytes),
+    every length the pickle declares is first checked against the bytes left."""
     if isinstance(file, (bytes, bytearray)):
-        _check_lengths(file, path or "<pickle>")
         file = io.BytesIO(file)
     path = path or getattr(file, "name", "<pickle>")
+    if file.seekable():
+        start = file.tell()
+        _check_lengths(_Capped(file), path)
+        file.seek(start)
     try:
         return SafeUnpickler(file, path=path, encoding=encoding, **kwargs).load()
     except _Refused as e:
         raise RefusedPickle(path, str(e)) from None
 
 
-def _check_lengths(data: bytes, path) -> None:
-    """Walk the opcodes without running them: each length the pickle declares must fit in the
-    bytes that are there. (The unpickler allocates a declared length before reading it, so a
-    few bytes declaring 10^12 would otherwise take memory they do not hold.)"""
+class _Capped:
+    """A seekable file whose reads never ask for more than the bytes left in it: the walk below
+    reads each declared length, and ``read(n)`` reserves n bytes before reading."""
+
+    def __init__(self, file):
+        self.file = file
+        here = file.tell()
+        self.end = file.seek(0, io.SEEK_END)
+        file.seek(here)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.end - self.file.tell())
+        return self.file.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.file.readline()
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def _check_lengths(file, path) -> None:
+    """Walk the opcodes of the pickle at the file's position without running them: each length
+    it declares must fit in the bytes that are there. (The unpickler allocates a declared
+    length before reading it, so a few bytes declaring 10^12 would otherwise take memory they
+    do not hold.)"""
     try:
-        for _ in pickletools.genops(data):
+        for _ in pickletools.genops(file):
             pass
     except (ValueError, EOFError) as e:  # genops says "expected N bytes ... but only M remain" and such
-        raise BottleneckError(f"{path} is not a whole pickle: {str(e)[:200]}",
-                              "the file is damaged or cut short; get it again") from None
+        raise DamagedPickle(f"{path} is not a whole pickle: {str(e)[:200]}",
+                            "the file is damaged or cut short; get it again") from None
 
 
 def load_file(path: str | Path, encoding: str = "ASCII") -> Any:
