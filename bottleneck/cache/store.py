@@ -32,7 +32,7 @@ from bottleneck.core import faults as _faults
 from bottleneck.core.errors import CacheError
 from bottleneck.core.files import atomic_write, file_lock
 from bottleneck.core.procs import alive
-from bottleneck.core.userfiles import UnsafeFile, open_regular
+from bottleneck.core.userfiles import open_regular
 
 FORMAT = "bottleneck-features"
 
@@ -197,7 +197,7 @@ def read_features(path: str | Path, expect: dict | None = None, load: bool = Tru
                             {k: _plain(v) for k, v in attrs.items() if k != "settings"}, text("digests"), arrays)
             if load and verify and not pooled:  # feature maps: verified array by array, never all in memory
                 fs.info["array_digests"] = {name: _array_digest(f[name]) for name in arrays}
-    except (CacheError, UnsafeFile):
+    except CacheError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
         # (h5py raises RuntimeError for damaged internals, such as a B-tree's signature)

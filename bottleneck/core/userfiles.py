@@ -68,7 +68,7 @@ def open_regular(path: str | Path, kind: str = "file") -> BinaryIO:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise UnsafeFile(path, f"the {kind} {path} is {_kind_of(mode)}, not a regular file; it is not read "
-                                   "(it could block or never end)", f"pass a regular {kind} file")
+                                   "(it could block or never end)", f"point at a regular file for the {kind}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # (regular files ignore it; reset so the file object behaves as usual)
         return os.fdopen(fd, "rb")

@@ -24,7 +24,7 @@ import numpy as np
 from bottleneck.bases.build import build_trunk, pool, resolve_layer
 from bottleneck.core.errors import BottleneckError
 from bottleneck.core.files import atomic_output, check_output
-from bottleneck.core.userfiles import UnsafeFile, check_size, open_regular
+from bottleneck.core.userfiles import check_size, open_regular
 from bottleneck.data.images import RESIZE_METHOD
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
@@ -318,8 +318,6 @@ def read_meta(path: str | Path) -> dict:
             meta = json.loads(z.read(info))
     except FileNotFoundError:
         raise BottleneckError(f"model file {path} does not exist", "export one with `bottleneck export`") from None
-    except UnsafeFile:
-        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, OSError, NotImplementedError,
             RuntimeError) as e:  # (zipfile raises NotImplementedError/RuntimeError for odd compressions, encryption)
         raise BottleneckError(f"{path} is not a model exported by bottleneck ({type(e).__name__}: {e})", todo) from None

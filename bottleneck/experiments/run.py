@@ -276,7 +276,6 @@ def check_features(tr: FeatureSet, te: FeatureSet, base: str | None = None, data
         if missing:
             raise CacheError(f"{fs.path} has no {', '.join(missing)} in its settings record",
                              "use feature files made by `bottleneck extract`")
-
         if base is not None and s["base"] != base:
             raise CacheError(f"{fs.path} holds features of base {s['base']}, not {base}",
                              "pass the file extracted with the base you asked for, or drop --base")
