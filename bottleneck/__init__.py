@@ -38,7 +38,7 @@ _EXPORTS = {
     "list_datasets": "data.datasets", "load_dataset": "data.datasets", "register_dataset": "data.datasets",
     "register_format": "data.datasets", "Dataset": "data.sources", "Split": "data.sources",
     "BottleneckError": "core.errors",
-    "export": "deploy.export", "load_model": "deploy.export", "predict": "deploy.predict",
+    "export": "deploy.export", "load_model": "deploy.formats", "predict": "deploy.predict",
     "extract": "extraction.run", "plan": "extraction.plan", "run": "extraction.run",
     "DenseHead": "learn.heads", "LogRegHead": "learn.heads", "MLPHead": "learn.heads", "make_head": "learn.heads",
     "register_head": "learn.heads",

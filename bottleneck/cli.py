@@ -302,18 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="lab_pickles", help="folder for the two .p files")
 
     p = sub.add_parser("export", parents=[common],
-                       help="train a head and write ONE .keras file (preprocessing, frozen base, head, metadata)")
+                       help="train a head and write ONE model file (preprocessing, frozen base, head, metadata): "
+                            ".keras, a SavedModel folder, .onnx or .tflite")
     p.add_argument("--base", required=True, help="a base's name (`bottleneck bases` lists them)")
     p.add_argument("--dataset", required=True,
                    help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
     p.add_argument("--target", help="what to predict (default: the dataset's first target)")
     _draw_options(p, default=100)
     _head_options(p)
-    p.add_argument("--out", default="model.keras", help="the model file to write (default model.keras)")
+    p.add_argument("--out", default="model.keras", help="the model file to write (default model.keras; a folder "
+                                                           "name for --format saved_model)")
+    p.add_argument("--format", choices=["keras", "saved_model", "onnx", "litert"],
+                   help="the file format (default: the one --out's name says: .keras, .onnx, .tflite, a folder)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="8-bit weights and activations, calibrated on the training draw's images (litert only)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists (it is kept otherwise)")
 
     p = sub.add_parser("predict", help="predict with an exported model on images, folders or globs")
-    p.add_argument("model", help="a .keras file written by `bottleneck export`")
+    p.add_argument("model", help="a model written by `bottleneck export`: .keras, .onnx, .tflite or a SavedModel "
+                                 "folder")
     p.add_argument("paths", nargs="+", help="image files, folders (walked) or glob patterns")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes shown per image (single-label)")
     p.add_argument("--csv", help="also write the predictions to this new CSV file (never the model or an image)")
@@ -638,15 +645,30 @@ def cmd_export(a) -> int:
     from bottleneck.deploy.export import export
 
     _no_profile(a, "export")
-    meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, target=a.target,
-                  head_params=_head_params(a), eval_per_class=a.eval_per_class, overwrite=a.force,
+    meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, format=a.format, quantize=a.quantize,
+                  target=a.target, head_params=_head_params(a), eval_per_class=a.eval_per_class, overwrite=a.force,
                   **_extract_kwargs(a))
-    print(f"{meta['path']}: {meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
+    print(f"{meta['path']} ({meta['file_format']}{', ' + meta['quantize'] if meta['quantize'] else ''}): "
+          f"{meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
           f"({meta['task']}), input uint8 {meta['input']['size']}x{meta['input']['size']}x3; "
-          f"{meta['metric']} {meta['score']:.4f} on {meta['n_test']} test images")
-    print(f"load it anywhere with keras.saving.load_model({a.out!r}); what it predicts: unzip -p {a.out} "
-          "bottleneck.json")
+          f"{meta['metric']} {meta['score']:.4f} on {meta['n_test']} test images"
+          + (" (the float pipeline's; predict gives the quantized model's own)" if meta["quantize"] else ""))
+    print(f"{HOW_TO_LOAD[meta['file_format']].format(path=a.out)}; `bottleneck predict {a.out} IMAGES` "
+          "predicts with it")
     return 0
+
+
+# How each format loads without this package (printed after an export).
+HOW_TO_LOAD = {
+    "keras": "load it anywhere with keras.saving.load_model({path!r}); what it predicts: unzip -p {path} "
+             "bottleneck.json",
+    "saved_model": "load it with tf.saved_model.load({path!r}).serve(pixels); what it predicts: "
+                   "{path}/assets.extra/bottleneck.json",
+    "onnx": "run it with onnxruntime.InferenceSession({path!r}); what it predicts: its metadata_props "
+            "'bottleneck.json'",
+    "litert": "run it with ai_edge_litert.interpreter.Interpreter({path!r}); what it predicts: its metadata "
+              "buffer 'bottleneck.json'",
+}
 
 
 def _prediction_text(row: dict) -> str:
@@ -662,7 +684,7 @@ def _prediction_text(row: dict) -> str:
 def cmd_predict(a) -> int:
     import time
 
-    from bottleneck.deploy.export import load_model
+    from bottleneck.deploy.formats import load_model
     from bottleneck.deploy.predict import check_csv_output, predict, write_csv
 
     if a.csv:

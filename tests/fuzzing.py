@@ -119,7 +119,7 @@ def make_keras(folder: Path) -> Path:
     if "bytes" not in _MODEL:
         import keras
 
-        from bottleneck.deploy.export import MODEL_FORMAT
+        from bottleneck.deploy.formats import MODEL_FORMAT
 
         inputs = keras.Input((16, 16, 3), dtype="uint8")
         x = keras.layers.Rescaling(1 / 255.0)(inputs)

@@ -17,7 +17,8 @@ from bottleneck.bases.build import build_feature_model
 from bottleneck.cli import main
 from bottleneck.data.datasets import load_dataset
 from bottleneck.core.errors import BottleneckError
-from bottleneck.deploy.export import export, feature_layers, load_model
+from bottleneck.deploy.export import export, feature_layers
+from bottleneck.deploy.formats import load_model
 from bottleneck.data.images import BadImage, resize
 from bottleneck.deploy.predict import predict
 

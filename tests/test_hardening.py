@@ -30,7 +30,7 @@ from bottleneck.core.userfiles import UnsafeFile, read_bytes
 from bottleneck.data import datasets
 from bottleneck.data.images import BadImage, _budget_from_environment, load_image
 from bottleneck.data.labelmaps import read_label_map
-from bottleneck.deploy.export import META_NAME, read_meta
+from bottleneck.deploy.formats import META_NAME, read_meta
 from bottleneck.deploy.predict import check_csv_output, csv_cells
 from bottleneck.report import html as pages
 from bottleneck.report.results import ResultsDir, write_tables
@@ -175,12 +175,14 @@ def test_export_refuses_a_bad_out_before_training(tmp_path, capsys):
     from bottleneck.cli import main
 
     (tmp_path / "model.keras").write_text("an earlier model")
-    for out in ("model.keras", "model.h5"):
+    for out, format in (("model.keras", []), ("model.h5", []), ("model.h5", ["--format", "keras"]),
+                        ("model.keras", ["--format", "onnx"])):
         code = main(["export", "--base", "tiny_cnn", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nothing"),
-                     "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / out)])
+                     "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / out), *format])
         assert code == 2
     err = capsys.readouterr().err
-    assert "exists; it is kept" in err and "must end in" in err
+    assert "exists; it is kept" in err and "says no model format" in err and "must end in .keras" in err
+    assert "must end in .onnx" in err
     assert not (tmp_path / "c").exists()  # nothing planned, nothing extracted
     assert (tmp_path / "model.keras").read_text() == "an earlier model"
 

@@ -34,6 +34,7 @@ LIMITS = {
     "text file": 16 * MiB,  # codes.txt, valid.txt, signnames.csv, a .task.json, a results row
     "pickle": 4096 * MiB,  # the classic lab's train.p of 35k images is ~100 MB; CIFAR's batches 30 MB each
     "model metadata": 16 * MiB,  # bottleneck.json inside an exported model
+    "model file": 2048 * MiB,  # an exported .onnx/.tflite/SavedModel graph: protobuf's own limit is 2 GB
 }
 BLOCK = MiB  # hashing reads this much at a time
 

@@ -8,29 +8,25 @@ names, thresholds, the cache settings, head parameters and test metrics) travel 
 same file, as ``bottleneck.json`` in the ``.keras`` archive (``unzip -p model.keras
 bottleneck.json``); :func:`load_model` reads both.
 
-Each head becomes layers: the scaler a ``Normalization``; a logistic regression a ``Dense``
+Each head becomes layers: the scaler a ``Rescaling``; a logistic regression a ``Dense``
 with its coefficients; a Keras head itself; a regression's decoding ``ReLU``/``Rescaling``.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from bottleneck.bases.build import build_trunk, pool, resolve_layer
 from bottleneck.core.errors import BottleneckError
-from bottleneck.core.files import atomic_output, check_output
-from bottleneck.core.userfiles import check_size, open_regular
-from bottleneck.data.images import RESIZE_METHOD
+from bottleneck.data.images import RESIZE_METHOD, resize
+from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_model_output, format_of, save
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
 
-META_NAME = "bottleneck.json"
-MODEL_FORMAT = "bottleneck-model"
+CALIBRATION_IMAGES = 200  # training images that calibrate --quantize int8 (the converter's usual 100-500)
 
 
 def preprocessing_layers(mode: str) -> list:
@@ -44,10 +40,9 @@ def preprocessing_layers(mode: str) -> list:
         return [layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0, name="preprocess_lite")]
     if mode == "unit":
         return [layers.Rescaling(1 / 255.0, name="preprocess_unit")]
-    if mode == "torch":
+    if mode == "torch":  # (x / 255 - mean) / std, as one scale and offset per channel
         mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-        return [layers.Rescaling(1 / 255.0, name="preprocess_torch_scale"),
-                layers.Normalization(mean=mean, variance=std ** 2, name="preprocess_torch_norm")]
+        return [layers.Rescaling((1 / (255.0 * std)).tolist(), offset=(-mean / std).tolist(), name="preprocess_torch")]
     if mode == "caffe":  # RGB -> BGR minus the ImageNet BGR mean: a fixed 1x1 convolution
         flip = layers.Conv2D(3, 1, name="preprocess_caffe", trainable=False)
         flip.build((None, None, None, 3))
@@ -78,10 +73,12 @@ def feature_layers(spec, size: int, weights_path, layer: str | None, pooling: st
 
 
 def _scaler_layer(scaler, name="scaler"):
-    """sklearn's StandardScaler as a Normalization layer (scale_ is 1 where a feature is constant)."""
+    """sklearn's StandardScaler, (x - mean_) / scale_, as a Rescaling layer (scale_ is 1 where a
+    feature is constant). Not a Normalization layer: its mean and variance are variables that
+    tf2onnx leaves as inputs of the ONNX graph; a Rescaling's are constants in every format."""
     from keras import layers
 
-    return layers.Normalization(mean=scaler.mean_, variance=scaler.scale_ ** 2, name=name)
+    return layers.Rescaling((1.0 / scaler.scale_).tolist(), offset=(-scaler.mean_ / scaler.scale_).tolist(), name=name)
 
 
 def _dense(weights, bias, activation, name):
@@ -214,16 +211,24 @@ def _check_exportable(settings: dict) -> None:
 
 
 def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
-           out: str | Path = "model.keras", target: str | None = None, head_params: dict | None = None,
-           eval_per_class: int | None = None, overwrite: bool = False, **extract_kwargs) -> dict:
+           out: str | Path = "model.keras", format: str | None = None, quantize: str | None = None,
+           target: str | None = None, head_params: dict | None = None, eval_per_class: int | None = None,
+           overwrite: bool = False, **extract_kwargs) -> dict:
     """Train (or reuse the cached features of) ``head`` on ``base``'s features of ``dataset``
-    and write one Keras file that takes uint8 images and predicts. Returns its metadata.
+    and write one model that takes uint8 images and predicts. Returns its metadata.
 
-    ``out`` must end in ``.keras``; an existing file there is kept (an error, before any
-    work) unless ``overwrite``."""
+    ``format`` is ``keras`` (one ``.keras`` file), ``saved_model`` (a folder), ``onnx`` or
+    ``litert`` (``.tflite``); by default the one ``out``'s name says. ``quantize="int8"``
+    (LiteRT only) stores weights and activations in 8 bits, calibrated on the training draw's
+    images. An existing ``out`` is kept (an error, before any work) unless ``overwrite``."""
     import keras
 
-    out = check_output(out, overwrite=overwrite, suffixes=(".keras",), what="model")
+    format = format_of(out, format)
+    if quantize is not None and quantize not in FORMATS[format].quantize:
+        takes = [f"--format {f.name} --quantize {'|'.join(f.quantize)}" for f in FORMATS.values() if f.quantize]
+        raise BottleneckError(f"--quantize {quantize} is not a quantization the {format} format takes",
+                              f"use {' or '.join(takes)}, or export without --quantize")
+    out = check_model_output(out, format, overwrite=overwrite)
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
@@ -242,8 +247,12 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     inputs = keras.Input((s["image_size"], s["image_size"], 3), dtype="uint8", name="pixels")
     features = feature_layers(r.train.spec, s["image_size"], r.train.weights_path, s["layer"], s["pooling"], inputs)
     model = keras.Model(inputs, head_layers(fitted.model, features), name=f"{s['base']}_{r.target.name}")
+    convert, calibration = {}, None
+    if quantize == "int8":
+        convert, calibration = _int8_options(r.train)
     meta = {
-        "format": MODEL_FORMAT, "version": 1,
+        "format": MODEL_FORMAT, "version": 1, "file_format": format, "quantize": quantize,
+        "calibration": calibration,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "input": {"size": s["image_size"], "dtype": "uint8", "layout": "(N, size, size, 3) RGB, 0..255",
                   "resize": s["resize"]},
@@ -258,118 +267,23 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
         "test_cache": {"file": fitted.test.path.name, "settings": fitted.test.settings},
         "versions": fitted.train.info.get("versions"),
     }
-    try:
-        with atomic_output(out, suffix=".keras", replace=overwrite) as tmp:  # complete or absent, like cache files
-            model.save(tmp)
-            with zipfile.ZipFile(tmp, "a") as z:
-                z.writestr(META_NAME, json.dumps(meta, indent=1, default=str))
-    except FileExistsError:
-        raise BottleneckError(f"{out} was written by someone else while this export ran; it is kept",
-                              "run the export again with another --out (or --force to replace it)") from None
+    save(model, meta, out, format, overwrite=overwrite, convert_options=convert)
     return {**meta, "path": str(out), "fitted": fitted}
 
 
-@dataclasses.dataclass
-class LoadedModel:
-    """An exported model and what it predicts."""
+def _int8_options(train) -> tuple[dict, dict]:
+    """The LiteRT converter's options for full 8-bit quantization, calibrated on (at most
+    CALIBRATION_IMAGES of) the training draw's images, resized as the model's input."""
+    import tensorflow as tf
 
-    keras_model: object
-    meta: dict
-    path: Path
+    size = train.settings["image_size"]
+    split = train.samples
+    chosen = np.asarray(train.selected)[:CALIBRATION_IMAGES]
+    pixels = np.stack([resize(split.load(int(i), size), size) for i in chosen])
 
-    @property
-    def image_size(self) -> int:
-        return int(self.meta["input"]["size"])
+    def representative():
+        for image in pixels:
+            yield [image[None]]
 
-    def decode(self, outputs: np.ndarray) -> list:
-        """Each row's prediction: the class, the set of labels, or the values."""
-        names = self.meta["output_names"]
-        kind = self.meta["task"]
-        if kind == "single_label":
-            return [names[i] for i in outputs.argmax(axis=1)]
-        if kind == "multi_label":
-            n = self.meta["independent"]
-            t = np.asarray(self.meta["thresholds"] if isinstance(self.meta["thresholds"], list)
-                           else [self.meta["thresholds"]] * n)
-            out = []
-            for row in outputs:
-                chosen = [names[j] for j in range(n) if row[j] >= t[j]]
-                start = n
-                for members in self.meta["groups"].values():
-                    chosen.append(members[int(np.argmax(row[start:start + len(members)]))])
-                    start += len(members)
-                out.append(chosen)
-            return out
-        return [dict(zip(names, map(float, row))) for row in outputs]
-
-
-TASKS = ("single_label", "multi_label", "regression")
-MAX_INPUT_SIZE = 4096  # pixels a side: far above any base's input, far below what would exhaust memory
-
-
-def read_meta(path: str | Path) -> dict:
-    """The ``bottleneck.json`` of an exported model, checked (its size before it is read, then
-    every field :class:`LoadedModel` uses)."""
-    todo = "export one with `bottleneck export ... --out model.keras`"
-    try:
-        with open_regular(path, "model file") as f, zipfile.ZipFile(f) as z:
-            info = z.getinfo(META_NAME)
-            check_size(f"{path}!{META_NAME}", info.file_size, "model metadata")
-            meta = json.loads(z.read(info))
-    except FileNotFoundError:
-        raise BottleneckError(f"model file {path} does not exist", "export one with `bottleneck export`") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, OSError, NotImplementedError,
-            RuntimeError) as e:  # (zipfile raises NotImplementedError/RuntimeError for odd compressions, encryption)
-        raise BottleneckError(f"{path} is not a model exported by bottleneck ({type(e).__name__}: {e})", todo) from None
-    _check_meta(meta, path, todo)
-    return meta
-
-
-def _check_meta(meta, path, todo: str) -> None:
-    """Every field predicting needs, of the type it needs; a clear error naming the field otherwise."""
-    def bad(what: str):
-        raise BottleneckError(f"{path} is not a usable bottleneck model: {META_NAME} {what}", todo)
-
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        bad(f"does not say format {MODEL_FORMAT!r}")
-    if meta.get("task") not in TASKS:
-        bad(f"names the task {meta.get('task')!r}; this version predicts {', '.join(TASKS)}")
-    size = (meta.get("input") or {}).get("size") if isinstance(meta.get("input"), dict) else None
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
-        bad(f"gives the input size {size!r}; it must be a whole number of pixels from 1 to {MAX_INPUT_SIZE}")
-    names = meta.get("output_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        bad("has no list of output names")
-    if meta["task"] == "multi_label":
-        n, groups, t = meta.get("independent"), meta.get("groups"), meta.get("thresholds")
-        if not isinstance(n, int) or isinstance(n, bool) or not isinstance(groups, dict) or not all(
-                isinstance(m, list) and m and all(isinstance(x, str) for x in m) for m in groups.values()):
-            bad("does not describe its labels (independent, groups)")
-        if n < 0 or n + sum(len(m) for m in groups.values()) != len(names):
-            bad(f"describes {n} independent labels and groups of {[len(m) for m in groups.values()]}, "
-                f"but names {len(names)} outputs")
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) or isinstance(t, list) and len(t) == n
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t)):
-            bad(f"gives thresholds {str(t)[:60]!r}: one number, or one per independent label")
-
-
-def load_model(path: str | Path) -> LoadedModel:
-    """An exported model: the Keras model and its metadata, checked against each other.
-    Keras loads it in safe mode (no code from the file runs); a refusal is a clear error."""
-    import keras
-
-    meta = read_meta(path)
-    try:
-        model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # Keras raises many types for a refused or damaged file (ValueError, TypeError...)
-        raise BottleneckError(f"Keras could not load {path} ({type(e).__name__}: {str(e)[:300]})",
-                              "export the model again with `bottleneck export`; a file that needs unsafe "
-                              "deserialization (Lambda layers, custom code) is never loaded") from None
-    size, width = meta["input"]["size"], len(meta["output_names"])
-    inputs = [tuple(t.shape) for t in model.inputs]
-    outputs = [tuple(t.shape) for t in model.outputs]
-    if inputs != [(None, size, size, 3)] or len(outputs) != 1 or outputs[0][-1] != width:
-        raise BottleneckError(f"{path}: the Keras model takes {inputs} and gives {outputs}, but {META_NAME} says "
-                              f"({size}, {size}, 3) images and {width} outputs",
-                              "export the model again with `bottleneck export`")
-    return LoadedModel(model, meta, Path(path))
+    return ({"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative},
+            {"images": len(pixels), "of": "the training draw", "dataset": train.settings["dataset"]})

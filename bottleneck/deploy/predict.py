@@ -1,4 +1,5 @@
-"""Predict with an exported model on image files, folders or globs, streaming.
+"""Predict with an exported model (any format it was exported in) on image files, folders or
+globs, streaming.
 
 Paths are walked lazily and images are decoded a few batches ahead in a thread pool,
 exactly as extraction decodes them (any mode becomes RGB, large JPEGs are decoded at a
@@ -22,7 +23,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.core.files import atomic_output, check_output
 from bottleneck.core.text import spreadsheet_safe
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
-from bottleneck.deploy.export import LoadedModel, load_model
+from bottleneck.deploy.formats import LoadedModel, load_model
 
 log = logging.getLogger("bottleneck")
 PIXEL_BUDGET = 256 << 20  # bytes of float32 input a batch may take: larger --batch-size values are lowered to it
@@ -83,7 +84,7 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             padded = max(padded, len(good))
             pixels = np.zeros((padded, size, size, 3), np.uint8)  # one shape: compiled once
             pixels[:len(good)] = [im for _, im in good]
-            outputs = np.asarray(m.keras_model.predict_on_batch(pixels))[:len(good)]
+            outputs = np.asarray(m.run(pixels))[:len(good)]
         decoded = iter(m.decode(outputs)) if good else iter(())
         rows = iter(outputs)
         for p, (im, err) in loaded:
