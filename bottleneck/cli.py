@@ -662,8 +662,8 @@ def cmd_export(a) -> int:
 HOW_TO_LOAD = {
     "keras": "load it anywhere with keras.saving.load_model({path!r}); what it predicts: unzip -p {path} "
              "bottleneck.json",
-    "saved_model": "load it with tf.saved_model.load({path!r}).serve(pixels); what it predicts: "
-                   "{path}/assets.extra/bottleneck.json",
+    "saved_model": "load it with model = tf.saved_model.load({path!r}), then model.serve(pixels); what it "
+                   "predicts: {path}/assets.extra/bottleneck.json",
     "onnx": "run it with onnxruntime.InferenceSession({path!r}); what it predicts: its metadata_props "
             "'bottleneck.json'",
     "litert": "run it with ai_edge_litert.interpreter.Interpreter({path!r}); what it predicts: its metadata "

@@ -1,8 +1,9 @@
-"""Check a lesson: ``python -m lab.check N [FILE]``.
+"""Check a lesson: ``python -m lab.check N [FILE]``, or ``check(N, globals())`` in a notebook.
 
-Runs the functions of lesson N's file (by default the exercise in lab/exercises/) on small
-inputs and says what is right, what is missing, and a hint for each problem. Exit code 0
-when everything passes, 1 otherwise.
+Runs the functions of lesson N's file (by default the exercise in lab/exercises/), or those a
+notebook defined, on small inputs and says what is right, what is missing, and a hint for each
+problem. Exit code 0 when everything passes, 1 otherwise; in a notebook a failure raises
+LessonNotDone with the same report.
 """
 from __future__ import annotations
 
@@ -112,22 +113,51 @@ def check_5(m, tmp):
 
 
 def run(n: int, path: str | Path | None = None, out=sys.stdout) -> bool:
+    """Check lesson ``n``'s file (by default its exercise); print the report; True if all passed."""
     path = Path(path) if path else LAB / "exercises" / f"{LESSONS[n]}.py"
     print(f"checking lesson {n}: {path}", file=out)
-    passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         try:
             module = _load(path)
-            for ok, what, hint in globals()[f"check_{n}"](module, Path(tmp)):
-                passed, failed = passed + bool(ok), failed + (not ok)
-                print(f"  {'ok  ' if ok else 'FAIL'} {what}" + ("" if ok else f"\n       hint: {hint}"), file=out)
-        except NotImplementedError as e:
-            failed += 1
-            print(f"  MISSING {e}: complete the function marked TODO in {path.name}", file=out)
         except Exception as e:
-            failed += 1
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            print(f"  ERROR {type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})", file=out)
+            print(f"  ERROR {type(e).__name__}: {e} (loading {path.name})\n0 passed, 1 failed", file=out)
+            return False
+        return _report(n, module, path.name, Path(tmp), out)
+
+
+class LessonNotDone(Exception):
+    """Raised by :func:`check` in a notebook: the checker's report, so that "Run all" stops there."""
+
+
+def check(n: int, namespace: dict, out=sys.stdout) -> bool:
+    """Check lesson ``n`` from a notebook cell: ``check(1, globals())`` runs the functions the
+    notebook defined, with the same points and hints as ``python -m lab.check``, and raises
+    LessonNotDone with the report when a point fails."""
+    import io
+
+    report = io.StringIO()
+    print(f"checking lesson {n}: the functions defined in this notebook", file=report)
+    with tempfile.TemporaryDirectory() as tmp:
+        ok = _report(n, SimpleNamespace(**namespace), "this notebook", Path(tmp), report)
+    print(report.getvalue(), end="", file=out)
+    if not ok:
+        raise LessonNotDone(report.getvalue().strip())
+    return True
+
+
+def _report(n: int, module, where: str, tmp: Path, out) -> bool:
+    passed = failed = 0
+    try:
+        for ok, what, hint in globals()[f"check_{n}"](module, tmp):
+            passed, failed = passed + bool(ok), failed + (not ok)
+            print(f"  {'ok  ' if ok else 'FAIL'} {what}" + ("" if ok else f"\n       hint: {hint}"), file=out)
+    except NotImplementedError as e:
+        failed += 1
+        print(f"  MISSING {e}: complete the function marked TODO in {where}", file=out)
+    except Exception as e:
+        failed += 1
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"  ERROR {type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})", file=out)
     print(f"{passed} passed, {failed} failed", file=out)
     return failed == 0
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import bottleneck
 
-from .common import DATA, base_for, options
+from .common import CACHE, DATA, OUT, base_for, options
 
 
 def build_lab_head(n_features: int, n_classes: int) -> keras.Model:
@@ -49,16 +49,22 @@ def train_and_score(train, test, epochs: int = 50, seed: int = 0) -> float:
     ### END SOLUTION
 
 
+def run(fast: bool = False, cache_dir=CACHE, out=OUT) -> float:
+    """The lesson: extract (or reuse) the features, train the lab head, print its accuracy."""
+    base = base_for(fast)
+    per_class = 10 if fast else 100
+    train = bottleneck.extract(dataset="cifar10", split="train", per_class=per_class, data_dir=DATA,
+                               cache_dir=cache_dir, **base)
+    test = bottleneck.extract(dataset="cifar10", split="test", data_dir=DATA, cache_dir=cache_dir, **base)
+    print(f"features: train {train.features.shape}, test {test.features.shape}, from {train.path.name}")
+    accuracy = train_and_score(train, test, epochs=5 if fast else 50)
+    print(f"lab head on {base['base']} features, {per_class} images per class: test accuracy {accuracy:.3f}")
+    return accuracy
+
+
 def main() -> None:
     a = options(__doc__)
-    base = base_for(a.fast)
-    per_class = 10 if a.fast else 100
-    train = bottleneck.extract(dataset="cifar10", split="train", per_class=per_class, data_dir=DATA,
-                               cache_dir=a.cache_dir, **base)
-    test = bottleneck.extract(dataset="cifar10", split="test", data_dir=DATA, cache_dir=a.cache_dir, **base)
-    print(f"features: train {train.features.shape}, test {test.features.shape}, from {train.path.name}")
-    accuracy = train_and_score(train, test, epochs=5 if a.fast else 50)
-    print(f"lab head on {base['base']} features, {per_class} images per class: test accuracy {accuracy:.3f}")
+    run(a.fast, a.cache_dir, a.out)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ asked to tell apart. Bigger is not automatically better: measure.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import bottleneck
 
-from .common import DATA, options
+from .common import CACHE, DATA, OUT, options
 
 
 def accuracy_table(bases: list[str], datasets: list[str], per_class: int, **kwargs) -> tuple[list[dict], str]:
@@ -33,15 +35,21 @@ def accuracy_table(bases: list[str], datasets: list[str], per_class: int, **kwar
     ### END SOLUTION
 
 
-def main() -> None:
-    a = options(__doc__)
-    if a.fast:
+def run(fast: bool = False, cache_dir=CACHE, out=OUT) -> list[dict]:
+    """The lesson: three bases on two datasets, one table."""
+    if fast:
         bases, extra, per_class = ["tiny_cnn"], {"weights": "random"}, 10
     else:
         bases, extra, per_class = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"], {}, 100
-    rows, table = accuracy_table(bases, ["cifar10", "gtsrb"], per_class, data_dir=DATA, cache_dir=a.cache_dir,
-                                 out=a.out / "lesson2", **extra)
+    rows, table = accuracy_table(bases, ["cifar10", "gtsrb"], per_class, data_dir=DATA, cache_dir=cache_dir,
+                                 out=Path(out) / "lesson2", **extra)
     print(table)
+    return rows
+
+
+def main() -> None:
+    a = options(__doc__)
+    run(a.fast, a.cache_dir, a.out)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ fine-tuning runs at 128 px for 2 epochs.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import bottleneck
 from bottleneck.experiments.finetune import finetune, train_scratch
 from bottleneck.report.results import write_results
 
-from .common import DATA, base_for, options
+from .common import CACHE, DATA, OUT, base_for, options
 
 
 def four_cases(dataset: str, fast: bool, cache_dir: str) -> list[dict]:
@@ -60,12 +62,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run(fast: bool = False, cache_dir=CACHE, out=OUT) -> list[dict]:
+    """The lesson: the four cases on both datasets, one table."""
+    rows = [r for d in ("cifar10", "gtsrb") for r in four_cases(d, fast, str(cache_dir))]
+    columns = ["case", "dataset", "base", "head", "per_class", "seed", "n_train", "n_test", "accuracy", "train_seconds"]
+    write_results([{k: r.get(k) for k in columns} for r in rows], Path(out) / "lesson4")
+    print(table(rows))
+    return rows
+
+
 def main() -> None:
     a = options(__doc__)
-    rows = [r for d in ("cifar10", "gtsrb") for r in four_cases(d, a.fast, a.cache_dir)]
-    columns = ["case", "dataset", "base", "head", "per_class", "seed", "n_train", "n_test", "accuracy", "train_seconds"]
-    write_results([{k: r.get(k) for k in columns} for r in rows], a.out / "lesson4")
-    print(table(rows))
+    run(a.fast, a.cache_dir, a.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Write lab/exercises/ from the solutions: ``python -m lab.make_exercises``.
+"""Write lab/exercises/ and lab/notebooks/ from the solutions: ``python -m lab.make_exercises``.
 
 In a solution, the code between ``### BEGIN SOLUTION NAME`` and ``### END SOLUTION`` becomes
 ``raise NotImplementedError("TODO: NAME")`` in the exercise; the TODO comments above it stay.
 The exercises are never edited by hand, so they cannot drift from the solutions
-(tests/test_lab.py checks the committed ones are up to date).
+(tests/test_lab.py checks the committed ones are up to date). Each lesson and each exercise
+is also written as a notebook (lab/make_notebooks.py): ``lab/notebooks/`` and
+``lab/notebooks/exercises/``.
 """
 from __future__ import annotations
 
@@ -34,10 +36,26 @@ def lesson_files() -> list[Path]:
     return sorted(LAB.glob("lesson*.py"))
 
 
-def main() -> None:
+def generated() -> dict[Path, str]:
+    """Every generated file and its text: the exercises and the notebooks of both."""
+    from lab.make_notebooks import notebook_text
+
+    files = {}
     for path in lesson_files():
-        target = LAB / "exercises" / path.name
-        target.write_text(exercise_text(path.read_text()))
+        n = int(re.match(r"lesson(\d+)", path.stem).group(1))
+        solution = path.read_text()
+        exercise = exercise_text(solution)
+        files[LAB / "exercises" / path.name] = exercise
+        files[LAB / "notebooks" / f"{path.stem}.ipynb"] = notebook_text(solution, n, path.stem, exercise=False)
+        files[LAB / "notebooks" / "exercises" / f"{path.stem}.ipynb"] = notebook_text(exercise, n, path.stem,
+                                                                                     exercise=True)
+    return files
+
+
+def main() -> None:
+    for target, text in generated().items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
         print(target)
 
 

@@ -57,6 +57,8 @@ def cache_dir(tmp_path) -> Path:
 # The markers (pyproject.toml), in one place. Tests that start fresh Python processes (process death,
 # a signal, or a clean interpreter is what they test):
 SUBPROCESS = {
+    "test_lab.py::test_solution_notebook_runs_top_to_bottom",  # a Jupyter kernel each
+    "test_lab.py::test_untouched_exercise_notebook_stops_at_its_first_todo",
     "test_hardening.py::test_a_bad_decode_budget_is_a_clear_error_not_an_import_traceback",
     "test_hardening.py::test_fault_injection_is_inert_unless_the_test_suite_arms_it",
     "test_cli.py::test_console_entry_point_runs_as_a_module",

@@ -144,6 +144,45 @@ def read_keras(folder: Path):
     list(predict(folder / "m.keras", [folder / "a.jpg"], batch_size=4))
 
 
+def _exported(folder: Path, format: str, name: str) -> Path:
+    """The small model of make_keras written in another format (once per process, then copied)."""
+    if format not in _MODEL:
+        import keras
+
+        from bottleneck.deploy.formats import read_meta, save
+
+        make_keras(folder)
+        meta = read_meta(folder / "m.keras")
+        model = keras.saving.load_model(folder / "m.keras")
+        save(model, meta, folder / f"made-{name}", format)
+        _MODEL[format] = (folder / f"made-{name}").read_bytes()
+        for p in (folder / "m.keras", folder / f"made-{name}"):
+            p.unlink()
+    (folder / name).write_bytes(_MODEL[format])
+    _image(folder)
+    return folder / name
+
+
+def make_onnx(folder: Path) -> Path:
+    return _exported(folder, "onnx", "m.onnx")
+
+
+def make_litert(folder: Path) -> Path:
+    return _exported(folder, "litert", "m.tflite")
+
+
+def read_onnx(folder: Path):
+    from bottleneck.deploy.predict import predict
+
+    list(predict(folder / "m.onnx", [folder / "a.jpg"], batch_size=4))
+
+
+def read_litert(folder: Path):
+    from bottleneck.deploy.predict import predict
+
+    list(predict(folder / "m.tflite", [folder / "a.jpg"], batch_size=4))
+
+
 def make_lab_pickle(folder: Path) -> Path:
     data = {"features": np.random.default_rng(0).random((6, 4), np.float32), "labels": np.arange(6) % 3}
     (folder / "vgg_cifar10_100_bottleneck_features_train.p").write_bytes(pickle.dumps(data, protocol=4))
@@ -302,6 +341,8 @@ FORMATS = {
     "results-row-json": (make_row_json, read_results, "json"),
     "results-row-npz": (make_row_npz, read_results, "zip"),
     "keras-model": (make_keras, read_keras, "zip"),
+    "onnx-model": (make_onnx, read_onnx, "bytes"),
+    "litert-model": (make_litert, read_litert, "bytes"),
     "lab-pickle": (make_lab_pickle, read_lab_pickle, "pickle"),
     "gtsrb-pickles": (make_gtsrb_pickles, read_gtsrb_pickles, "pickle"),
     "csv-targets": (make_csv_targets, read_csv_targets, "csv"),

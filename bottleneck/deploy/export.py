@@ -1,5 +1,6 @@
-"""From a table to a tool: one ``.keras`` file that holds the base's preprocessing, the
-frozen base and the trained head, and predicts from uint8 images.
+"""From a table to a tool: one model file that holds the base's preprocessing, the frozen
+base and the trained head, and predicts from uint8 images: a ``.keras`` file by default, or a
+SavedModel, ONNX or LiteRT file (deploy/formats.py writes and reads those).
 
 The file is made of Keras's own layers only (no custom layer is registered), so plain
 ``keras.saving.load_model("model.keras")`` loads it in a process that has never heard of
@@ -8,8 +9,9 @@ names, thresholds, the cache settings, head parameters and test metrics) travel 
 same file, as ``bottleneck.json`` in the ``.keras`` archive (``unzip -p model.keras
 bottleneck.json``); :func:`load_model` reads both.
 
-Each head becomes layers: the scaler a ``Rescaling``; a logistic regression a ``Dense``
-with its coefficients; a Keras head itself; a regression's decoding ``ReLU``/``Rescaling``.
+Each head becomes layers: a logistic regression or ridge a ``Dense`` with its coefficients
+(the scaler folded in); a Keras head its own network after a ``Rescaling`` for its scaler;
+a regression's decoding ``ReLU``/``Rescaling``.
 """
 from __future__ import annotations
 
@@ -90,12 +92,24 @@ def _dense(weights, bias, activation, name):
     return d
 
 
-def _logistic(model, name: str, x, n_outputs: int | None = None):
-    """A fitted LogisticRegression: softmax over its classes, or for two classes the sigmoid
-    and its complement. ``n_outputs``: place the classes' probabilities in that many columns."""
+def _folded(scaler, coef, intercept):
+    """A linear model on standardized features, ``coef @ ((x - mean_) / scale_) + intercept``,
+    as weights and bias on the raw features. The same function with one tensor fewer: the
+    standardized features span a far wider range than the raw ones (a feature that barely
+    varies is divided by a tiny scale), which 8-bit quantization would have to cover."""
+    coef = np.atleast_2d(coef)
+    return coef / scaler.scale_, np.atleast_1d(intercept) - coef @ (scaler.mean_ / scaler.scale_)
+
+
+def _logistic(model, name: str, x, n_outputs: int | None = None, scaler=None):
+    """A fitted LogisticRegression (on features standardized by ``scaler``, folded into its
+    weights): softmax over its classes, or for two classes the sigmoid and its complement.
+    ``n_outputs``: place the classes' probabilities in that many columns."""
     from keras import layers
 
     coef, intercept = model.coef_, model.intercept_
+    if scaler is not None:
+        coef, intercept = _folded(scaler, coef, intercept)
     if len(model.classes_) > 2:
         probs = _dense(coef.T, intercept, "softmax", name)(x)
     else:
@@ -148,8 +162,7 @@ def head_layers(head, x):
     if isinstance(head, LogRegHead):
         if kind == "single_label":
             scaler, model = head.pipeline_.steps[0][1], head.pipeline_.steps[-1][1]
-            return _logistic(model, "logreg", _scaler_layer(scaler)(x))
-        x = _scaler_layer(head.scaler_)(x)
+            return _logistic(model, "logreg", x, scaler=scaler)
         parts = []
         for k, (columns, model) in enumerate(head.models_):
             independent = len(columns) == 1 and columns[0] < head.task.independent
@@ -157,13 +170,13 @@ def head_layers(head, x):
                 parts.append(_constant(model, len(columns), "sigmoid" if independent else "softmax", f"const_{k}",
                                        x, column=None if independent else int(model)))
             else:
-                probs = _logistic(model, f"logreg_{k}", x, None if independent else len(columns))
+                probs = _logistic(model, f"logreg_{k}", x, None if independent else len(columns), head.scaler_)
                 parts.append(_positive(probs, independent, f"positive_{k}"))
         return parts[0] if len(parts) == 1 else layers.Concatenate(name="labels")(parts)
     if isinstance(head, RidgeHead):
         scaler, ridge = head.pipeline_.steps[0][1], head.pipeline_.steps[-1][1]
-        out = _dense(np.atleast_2d(ridge.coef_).T, np.atleast_1d(ridge.intercept_), None, "ridge")(
-            _scaler_layer(scaler)(x))
+        weights, bias = _folded(scaler, ridge.coef_, ridge.intercept_)
+        out = _dense(weights.T, bias, None, "ridge")(x)
         s = head.scaling_
         mask = s["bounded"].astype(np.float32)
         clipped = layers.Rescaling(mask, name="bounded_part")(layers.ReLU(max_value=1.0, name="clip")(out))

@@ -351,7 +351,22 @@ def load_model(path: str | Path) -> LoadedModel:
         raise BottleneckError(f"{path}: the {format} model takes {inputs} and gives {outputs}, but {META_NAME} says "
                               f"({size}, {size}, 3) images and {width} outputs",
                               "export the model again with `bottleneck export`")
-    return LoadedModel(run, meta, path, format, keras_model)
+    return LoadedModel(_guarded(run, path, format), meta, path, format, keras_model)
+
+
+def _guarded(run, path: Path, format: str):
+    """``run``, with a runtime's failure on a damaged model (a graph that loads, then cannot
+    run) said as a clear error."""
+    def guarded(pixels: np.ndarray) -> np.ndarray:
+        try:
+            return run(pixels)
+        except (BottleneckError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            raise BottleneckError(f"{LOADERS[format]} could not run {path} ({type(e).__name__}: {str(e)[:300]})",
+                                  "export the model again with `bottleneck export`") from None
+
+    return guarded
 
 
 def _open_keras(path: Path):
@@ -386,7 +401,7 @@ def _open_saved_model(path: Path):
                               TODO)
     (out_name, out_spec), = outs.items()
 
-    def run(pixels):
+    def run(pixels, loaded=loaded):  # (holding `loaded`: its variables live as long as this function)
         return serve(**{name: tf.constant(pixels)})[out_name].numpy()
 
     return run, [tuple(spec.shape)], [tuple(out_spec.shape)], None
@@ -405,6 +420,7 @@ def _open_litert(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=read_bytes(path, "model file"))
+    interpreter.allocate_tensors()  # a graph that cannot be prepared fails here, on loading
     (inp,), outs = interpreter.get_input_details(), interpreter.get_output_details()
     shape = [None]
 

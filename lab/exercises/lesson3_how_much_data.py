@@ -12,11 +12,13 @@ make a few examples go a long way.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import bottleneck
 
-from ..common import DATA, base_for, options
+from ..common import CACHE, DATA, OUT, base_for, options, show
 
 
 def learning_curve(rows: list[dict], dataset: str) -> list[tuple[int, float, float]]:
@@ -27,12 +29,10 @@ def learning_curve(rows: list[dict], dataset: str) -> list[tuple[int, float, flo
 
 
 def plot(curves: dict[str, list], path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no window, no global state, in a notebook too
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for dataset, points in curves.items():
         n, mean, std = zip(*points)
         ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=dataset)
@@ -46,18 +46,24 @@ def plot(curves: dict[str, list], path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    a = options(__doc__)
-    base = base_for(a.fast)
-    limits = [2, 5] if a.fast else [5, 10, 25, 50, 100]
-    seeds = [0] if a.fast else [0, 1, 2]
+def run(fast: bool = False, cache_dir=CACHE, out=OUT) -> list[dict]:
+    """The lesson: the grid of limits x seeds, its table and the learning-curve plot."""
+    base = base_for(fast)
+    limits = [2, 5] if fast else [5, 10, 25, 50, 100]
+    seeds = [0] if fast else [0, 1, 2]
     rows = bottleneck.compare([base["base"]], ["cifar10", "gtsrb"], limits, seeds, weights=base["weights"],
-                              data_dir=DATA, cache_dir=a.cache_dir, out=a.out / "lesson3")
+                              data_dir=DATA, cache_dir=cache_dir, out=Path(out) / "lesson3")
     print(bottleneck.markdown_table(rows))
     curves = {d: learning_curve(rows, d) for d in ("cifar10", "gtsrb")}
-    path = a.out / "lesson3" / "how_much_data.png"
+    path = Path(out) / "lesson3" / "how_much_data.png"
     plot(curves, path)
-    print(f"plot: {path}")
+    show(path)
+    return rows
+
+
+def main() -> None:
+    a = options(__doc__)
+    run(a.fast, a.cache_dir, a.out)
 
 
 if __name__ == "__main__":

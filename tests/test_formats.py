@@ -1,0 +1,234 @@
+"""Export formats: each format round-trips (written by `export`, run where it runs, in a fresh
+process without this package, predicting what the pipeline predicts), `predict` takes each,
+and what a format cannot do, or a file that is not safe to load, is refused clearly."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bottleneck.cli import main
+from bottleneck.core.errors import BottleneckError
+from bottleneck.data.datasets import load_dataset
+from bottleneck.data.images import resize
+from bottleneck.deploy.export import export
+from bottleneck.deploy.formats import FORMATS, META_NAME, load_model, read_meta
+from bottleneck.deploy.predict import predict
+
+from .conftest import DATA
+
+TINY = dict(weights="random", progress=False)
+OUT = {"keras": "m.keras", "saved_model": "m_saved", "onnx": "m.onnx", "litert": "m.tflite"}
+TARGETS = (("class", "logreg"), ("attributes", "logreg"), ("box", "ridge"))
+# Float formats compute the same float32 graph by other kernels: outputs agree to this.
+TOLERANCE = 1e-4
+
+# Run in a fresh process, without this package: each format by its own runtime.
+_FRESH = """
+import json, sys
+from pathlib import Path
+import numpy as np
+
+def run_saved_model(path, x):
+    import tensorflow as tf
+    model = tf.saved_model.load(path)  # kept in a name: a temporary's variables are freed before serve runs
+    return model.serve(tf.constant(x)).numpy()
+
+def run_onnx(path, x):
+    import onnxruntime
+    s = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+def run_litert(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=path)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    out = it.get_output_details()[0]
+    y = it.get_tensor(out["index"])
+    scale, zero = out["quantization"]
+    return (y.astype(np.float32) - zero) * scale if scale else y
+
+def run_keras(path, x):
+    import keras
+    return np.asarray(keras.saving.load_model(path).predict(x, verbose=0))
+
+for path, x_path, y_path in json.loads(sys.argv[1]):
+    fmt = {".onnx": "onnx", ".tflite": "litert", ".keras": "keras"}.get(Path(path).suffix, "saved_model")
+    np.save(y_path, globals()["run_" + fmt](path, np.load(x_path)))
+print(json.dumps({"bottleneck_imported": any(m == "bottleneck" or m.startswith("bottleneck.") for m in sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Every target in every format (and LiteRT int8 for one class), the pipeline's outputs on
+    the test images, and what one fresh process without this package computes with each file."""
+    root = tmp_path_factory.mktemp("formats")
+    split = load_dataset("gtsrb", DATA).split("test")
+    where = {sid: i for i, sid in enumerate(split.ids)}
+    made, jobs = {}, []
+    for target, head in TARGETS:
+        for fmt, name in [*OUT.items(), *((("int8", "q.tflite"),) if target == "class" else ())]:
+            folder = root / f"{target}-{fmt}"
+            folder.mkdir()
+            meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=folder / name, data_dir=DATA,
+                          cache_dir=root / "c", quantize="int8" if fmt == "int8" else None, **TINY)
+            fitted = meta["fitted"]
+            pipeline = fitted.model.predict(fitted.test.features) if fitted.row["task"] == "regression" \
+                else fitted.model.predict_proba(fitted.test.features)
+            x = np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids[:100]])
+            np.save(folder / "x.npy", x)
+            jobs.append((str(folder / name), str(folder / "x.npy"), str(folder / "y.npy")))
+            made[(target, fmt)] = (folder / name, meta, pipeline[:100], folder / "y.npy")
+    out = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(jobs)], capture_output=True, text=True, cwd=root,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return made, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fmt", sorted(OUT))
+@pytest.mark.parametrize("target,head", TARGETS)
+def test_each_format_runs_without_bottleneck_and_predicts_like_the_pipeline(made, target, head, fmt):
+    models, fresh_process = made
+    path, meta, pipeline, fresh = models[(target, fmt)]
+    assert fresh_process == {"bottleneck_imported": False}
+    np.testing.assert_allclose(np.load(fresh), pipeline, atol=TOLERANCE)
+    stored = read_meta(path)  # the metadata travels inside each format
+    assert stored["file_format"] == fmt and stored["target"] == target and stored["metrics"] == meta["metrics"]
+    loaded = load_model(path)
+    assert loaded.format == fmt
+    np.testing.assert_allclose(loaded.run(np.load(path.parent / "x.npy")), pipeline, atol=TOLERANCE)
+
+
+def test_int8_litert_is_smaller_integer_and_still_gives_probabilities(made):
+    models, _ = made
+    float_path, _, pipeline, _ = models[("class", "litert")]
+    path, meta, _, fresh = models[("class", "int8")]
+    assert meta["quantize"] == "int8" and meta["calibration"]["images"] > 0
+    assert path.stat().st_size < float_path.stat().st_size
+    q = np.load(fresh)
+    assert q.shape == pipeline.shape and np.allclose(q.sum(1), 1, atol=0.05)  # probabilities, each in steps of 1/256
+    from ai_edge_litert.interpreter import Interpreter
+
+    # Weights and activations in 8 bits: float32 is left only where the graph meets its float input and output
+    # (how close int8 stays on real features is measured in bench/formats.py: README, Export formats).
+    types = [t["dtype"] for t in Interpreter(model_path=str(path)).get_tensor_details()]
+    assert types.count(np.int8) > 4 * types.count(np.float32)
+
+
+@pytest.mark.parametrize("fmt", sorted(OUT))
+def test_predict_takes_every_format_and_gives_the_same_rows(made, fmt, tmp_path, capsys):
+    models, _ = made
+    images = sorted((DATA / "gtsrb" / "Test").iterdir())[:12]
+    reference = [r["top"] for r in predict(models[("class", "keras")][0], images)]
+    rows = list(predict(models[("class", fmt)][0], images))
+    assert [r["top"][0][0] for r in rows] == [t[0][0] for t in reference]
+    np.testing.assert_allclose([p for r in rows for _, p in r["top"]], [p for t in reference for _, p in t],
+                               atol=TOLERANCE)
+    code = main(["predict", str(models[("class", fmt)][0]), *map(str, images), "--csv", str(tmp_path / "p.csv"),
+                 "--quiet"])
+    assert code == 0 and "12 images predicted" in capsys.readouterr().err
+
+
+def test_cli_export_names_the_format_and_how_to_load_it(tmp_path, capsys):
+    code = main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", "cifar10", "--data-dir",
+                 str(DATA), "--per-class", "2", "--cache-dir", str(tmp_path / "c"), "--out",
+                 str(tmp_path / "m.onnx"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "(onnx)" in out and "onnxruntime.InferenceSession" in out
+    assert read_meta(tmp_path / "m.onnx")["file_format"] == "onnx"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--out", "m.onnx", "--quantize", "int8"], "--quantize int8 is not a quantization the onnx format takes"),
+    (["--out", "m.keras", "--format", "litert"], "must end in .tflite"),
+    (["--out", "m.pt"], "says no model format"),
+    (["--out", "m.tflite", "--format", "saved_model"], "a SavedModel is a folder"),
+])
+def test_what_a_format_cannot_do_is_refused_before_any_work(args, message, tmp_path, capsys):
+    code = main(["export", "--base", "tiny_cnn", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
+                 "--cache-dir", str(tmp_path / "c"), *[str(tmp_path / a) if a.startswith("m.") else a for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "what to do" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_saved_model_force_replaces_only_a_saved_model(made, tmp_path):
+    from bottleneck.deploy.formats import check_model_output
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "keep.jpg").write_bytes(b"x")
+    with pytest.raises(BottleneckError, match="not a SavedModel folder"):
+        check_model_output(folder, "saved_model", overwrite=True)
+    with pytest.raises(BottleneckError, match="exists; it is kept"):
+        check_model_output(made[0][("class", "saved_model")][0], "saved_model")
+    assert (folder / "keep.jpg").exists()
+
+
+def test_a_saved_model_that_writes_files_is_refused_before_it_loads(made, tmp_path):
+    import tensorflow as tf
+
+    target = tmp_path / "written.txt"
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 32, 32, 3), tf.uint8)])
+        def serve(self, pixels):
+            tf.io.write_file(str(target), "owned")
+            return tf.zeros((tf.shape(pixels)[0], 43))
+
+    m = Writer()
+    tf.saved_model.save(m, str(tmp_path / "evil"), signatures={"serving_default": m.serve})
+    (tmp_path / "evil" / "assets.extra").mkdir()
+    meta = read_meta(made[0][("class", "saved_model")][0])
+    (tmp_path / "evil" / "assets.extra" / META_NAME).write_text(json.dumps(meta))
+    with pytest.raises(BottleneckError, match="WriteFile"):
+        load_model(tmp_path / "evil")
+    assert not target.exists()
+
+
+def test_an_onnx_model_with_outside_data_is_refused(made, tmp_path):
+    import onnx
+
+    model = onnx.load(str(made[0][("class", "onnx")][0]))
+    onnx.save_model(model, str(tmp_path / "x.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    with pytest.raises(BottleneckError, match="keeps tensors in other files"):
+        read_meta(tmp_path / "x.onnx")
+
+
+def test_a_litert_graph_that_cannot_run_is_a_clear_error(made, tmp_path):
+    """A file whose metadata reads but whose graph LiteRT cannot prepare (a flipped operator input)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(made[0][("class", "litert")][0]))
+    last = model.subgraphs[0].operators[-1]
+    last.inputs = np.array([], np.int32)  # the softmax loses its input
+    flatbuffer_utils.write_model(model, str(tmp_path / "broken.tflite"))
+    with pytest.raises(BottleneckError, match="LiteRT could not load"):
+        load_model(tmp_path / "broken.tflite")
+
+
+def test_non_tensorflow_backends_say_how_to_export_other_formats(monkeypatch, tmp_path):
+    import keras
+
+    from bottleneck.deploy import formats
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(BottleneckError, match="KERAS_BACKEND=tensorflow"):
+        formats._keras_export(None, tmp_path / "m.onnx", "onnx", {})
+
+
+def test_every_format_is_documented():
+    from .conftest import REPO
+
+    guide = (REPO / "docs" / "guide" / "export-predict.md").read_text()
+    for fmt in FORMATS:
+        assert f"`{fmt}`" in guide
