@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes shown per image (single-label)")
     p.add_argument("--csv", help="also write the predictions to this new CSV file (never the model or an image)")
     p.add_argument("--force", action="store_true", help="replace --csv if it exists (it is kept otherwise)")
+    p.add_argument("--masks", help="segmentation: write each image's class map to this folder as <name>.png "
+                                   "(pixel values are class ids)")
     p.add_argument("--batch-size", type=_positive_int, default=32,
                    help="images per forward pass (never changes the features)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -674,6 +676,9 @@ HOW_TO_LOAD = {
 def _prediction_text(row: dict) -> str:
     if "error" in row:
         return f"skipped: {row['error']}"
+    if "fractions" in row:  # segmentation: the classes covering most of the image
+        top = sorted(row["fractions"].items(), key=lambda kv: -kv[1])[:4]
+        return ", ".join(f"{name} {share:.0%}" for name, share in top) + (f" -> {row['mask']}" if "mask" in row else "")
     if "top" in row:
         return ", ".join(f"{name} ({p:.3f})" for name, p in row["top"])
     if isinstance(row["prediction"], dict):
@@ -685,13 +690,18 @@ def cmd_predict(a) -> int:
     import time
 
     from bottleneck.deploy.formats import load_model
-    from bottleneck.deploy.predict import check_csv_output, predict, write_csv
+    from bottleneck.deploy.predict import check_csv_output, predict, write_csv, write_masks
 
     if a.csv:
         check_csv_output(a.csv, a.model, a.paths, overwrite=a.force)
     model = load_model(a.model)
+    if a.masks and model.meta["task"] != "segmentation":
+        raise BottleneckError(f"--masks writes class maps; {a.model} predicts {model.meta['task']}",
+                              "drop --masks (it is for segmentation models)")
     t, n, skipped = time.perf_counter(), 0, 0
     rows = predict(model, a.paths, top_k=a.top_k, batch_size=a.batch_size, skip_bad_images=a.skip_bad_images)
+    if a.masks:
+        rows = write_masks(model, rows, a.masks)
     if a.csv:
         rows = write_csv(model, rows, a.csv, a.top_k, overwrite=a.force)
     for row in rows:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,58 @@ def test_every_format_is_documented():
     guide = (REPO / "docs" / "guide" / "export-predict.md").read_text()
     for fmt in FORMATS:
         assert f"`{fmt}`" in guide
+
+
+@pytest.fixture(scope="module")
+def segmentation(tmp_path_factory):
+    """A CamVid decoder (tiny base, 64 px long side) exported in every format."""
+    root = tmp_path_factory.mktemp("seg")
+    made = {}
+    for fmt, name in OUT.items():
+        made[fmt] = (root / name, export("tiny_cnn", "camvid", 4, 0, out=root / name, data_dir=DATA,
+                                         cache_dir=root / "c", image_size=64, head_params={"epochs": 2}, **TINY))
+    return made
+
+
+@pytest.mark.parametrize("fmt", sorted(OUT))
+def test_segmentation_exports_to_every_format_and_predict_scores_the_runs_miou(segmentation, fmt):
+    from bottleneck.core.tasks import confusion_matrix
+    from bottleneck.data.labelmaps import read_label_map
+    from bottleneck.data.sources import file_path
+
+    path, meta = segmentation[fmt]
+    ds = load_dataset("camvid", DATA)
+    split, task = ds.split("test"), ds.target(None).task
+    maps = ds.target(None).values(split)
+    images = [file_path(split, i) for i in range(len(split))]
+    confusion = np.zeros((task.width, task.width), np.int64)
+    for i, row in enumerate(predict(path, images)):
+        truth = read_label_map(Path(maps[i]), images[i], task.width, task.void)
+        assert row["prediction"].shape == truth.shape and sum(row["fractions"].values()) == pytest.approx(1)
+        confusion += confusion_matrix(truth, row["prediction"], task.width, task.void)
+    # the run scored maps cached in float16; the exported model computes them in float32
+    assert task.metrics(confusion)["miou"] == pytest.approx(meta["score"], abs=2e-3)
+    assert read_meta(path)["input"]["canvas"] == meta["input"]["canvas"]
+
+
+def test_predict_writes_segmentation_masks_and_refuses_them_for_other_models(segmentation, made, tmp_path, capsys):
+    from PIL import Image
+
+    images = sorted((DATA / "camvid" / "images" / "test").iterdir())[:2]
+    code = main(["predict", str(segmentation["onnx"][0]), *map(str, images), "--masks", str(tmp_path / "masks"),
+                 "--csv", str(tmp_path / "s.csv")])
+    out = capsys.readouterr().out
+    assert code == 0 and "%" in out and "masks" in out
+    for image in images:
+        mask = Image.open(tmp_path / "masks" / f"{image.stem}.png")
+        assert mask.mode == "P" and mask.size == Image.open(image).size
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    assert header[1:-1] == segmentation["onnx"][1]["output_names"]
+    code = main(["predict", str(made[0][("class", "keras")][0]), str(images[0]), "--masks", str(tmp_path / "m2")])
+    assert code == 2 and "--masks writes class maps" in capsys.readouterr().err
+
+
+def test_segmentation_refuses_int8(tmp_path):
+    with pytest.raises(BottleneckError, match="calibrated for pooled heads"):
+        export("tiny_cnn", "camvid", 4, 0, out=tmp_path / "s.tflite", quantize="int8", data_dir=DATA,
+               cache_dir=tmp_path / "c", image_size=64, **TINY)

@@ -26,6 +26,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.data.images import RESIZE_METHOD, resize
 from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_model_output, format_of, save
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
+from bottleneck.experiments.segmentation import SegRun
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
 
 CALIBRATION_IMAGES = 200  # training images that calibrate --quantize int8 (the converter's usual 100-500)
@@ -245,6 +246,39 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, **plan_kwargs)
+    if isinstance(r, SegRun):
+        if quantize is not None:
+            raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a segmentation model is "
+                                  "exported in float32", "export it without --quantize")
+        fitted = execute_fitted(r, options)
+        model, meta = _segmentation_model(r, fitted)
+    else:
+        model, meta, fitted = _pooled_model(r, options)
+    convert, calibration = {}, None
+    if quantize == "int8":
+        convert, calibration = _int8_options(r.train)
+    meta = {
+        "format": MODEL_FORMAT, "version": 1, "file_format": format, "quantize": quantize,
+        "calibration": calibration,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **meta,
+        "base": r.train.settings["base"], "dataset": r.train.settings["dataset"], "target": r.target.name,
+        "task": r.target.task.kind, "head": fitted.row["head"], "head_params": json.loads(fitted.row["head_params"]),
+        "metrics": fitted.row["metrics"], "metric": fitted.row["metric"], "score": fitted.row["score"],
+        "n_train": fitted.row["n_train"], "n_test": fitted.row["n_test"],
+        "train_cache": {"file": fitted.train.path.name, "settings": fitted.train.settings},
+        "test_cache": {"file": fitted.test.path.name, "settings": fitted.test.settings},
+        "versions": fitted.train.info.get("versions"),
+    }
+    save(model, meta, out, format, overwrite=overwrite, convert_options=convert)
+    return {**meta, "path": str(out), "fitted": fitted}
+
+
+def _pooled_model(r, options):
+    """The Keras model of a run on pooled features (pixels -> base -> pooling -> head), its
+    metadata, and the fitted run."""
+    import keras
+
     _check_exportable(r.train.settings)
     if not issubclass(HEADS[r.head], EXPORTABLE):  # before any work: a registered head of the user's
         raise BottleneckError(f"cannot export the {r.head} head: the exported file holds the package's own heads "
@@ -260,28 +294,45 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     inputs = keras.Input((s["image_size"], s["image_size"], 3), dtype="uint8", name="pixels")
     features = feature_layers(r.train.spec, s["image_size"], r.train.weights_path, s["layer"], s["pooling"], inputs)
     model = keras.Model(inputs, head_layers(fitted.model, features), name=f"{s['base']}_{r.target.name}")
-    convert, calibration = {}, None
-    if quantize == "int8":
-        convert, calibration = _int8_options(r.train)
     meta = {
-        "format": MODEL_FORMAT, "version": 1, "file_format": format, "quantize": quantize,
-        "calibration": calibration,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "input": {"size": s["image_size"], "dtype": "uint8", "layout": "(N, size, size, 3) RGB, 0..255",
                   "resize": s["resize"]},
-        "base": s["base"], "dataset": s["dataset"], "target": r.target.name, "task": r.target.task.kind,
-        "head": r.head, "head_params": json.loads(fitted.row["head_params"]),
         **_outputs_meta(fitted.model, fitted.train.class_names),
         "thresholds": (np.asarray(fitted.model.thresholds_).tolist() if getattr(fitted.model, "thresholds_", None)
                        is not None else (0.5 if r.target.task.kind == "multi_label" else None)),
-        "metrics": fitted.row["metrics"], "metric": fitted.row["metric"], "score": fitted.row["score"],
-        "n_train": fitted.row["n_train"], "n_test": fitted.row["n_test"],
-        "train_cache": {"file": fitted.train.path.name, "settings": fitted.train.settings},
-        "test_cache": {"file": fitted.test.path.name, "settings": fitted.test.settings},
-        "versions": fitted.train.info.get("versions"),
     }
-    save(model, meta, out, format, overwrite=overwrite, convert_options=convert)
-    return {**meta, "path": str(out), "fitted": fitted}
+    return model, meta, fitted
+
+
+def _segmentation_model(r, fitted):
+    """pixels (a letterboxed canvas) -> the base's pyramid levels -> the trained decoder:
+    per-pixel class probabilities over the canvas, from built-in layers only."""
+    import keras
+
+    recipe, spec = r.train.recipe, r.train.spec
+    inputs = keras.Input((*recipe.canvas, 3), dtype="uint8", name="pixels")
+    x = inputs
+    for step in preprocessing_layers(spec.preprocessing):
+        x = step(x)
+    trunk = build_trunk(spec, recipe.canvas, r.train.weights_path)
+    layer_of = dict(spec.pyramid)
+    trunk = keras.Model(trunk.inputs, [trunk.get_layer(layer_of[lv]).output for lv in recipe.levels],
+                        name=f"{spec.name}_pyramid")
+    trunk.trainable = False
+    maps = trunk(x, training=False)
+    maps = maps if isinstance(maps, (list, tuple)) else [maps]
+    probs = fitted.model(dict(zip(recipe.levels, maps)))
+    model = keras.Model(inputs, probs, name=f"{spec.name}_{r.target.name}")
+    task = r.target.task
+    meta = {
+        "input": {"size": recipe.long_side, "canvas": list(recipe.canvas), "dtype": "uint8",
+                  "layout": "(N, height, width, 3) RGB, 0..255: the image resized (bilinear, aspect kept) to its "
+                            "long side `size`, padded with zeros right and bottom to `canvas`",
+                  "resize": r.train.settings["resize"]},
+        "outputs": "per-pixel class probabilities over the canvas", "output_names": list(task.class_names),
+        "void": task.void if task.void < task.width else None, "thresholds": None,
+    }
+    return model, meta
 
 
 def _int8_options(train) -> tuple[dict, dict]:

@@ -194,7 +194,7 @@ def _tflite_add_meta(path: Path, text: str) -> None:
 
 # Reading back --------------------------------------------------------------------------------------------------
 
-TASKS = ("single_label", "multi_label", "regression")
+TASKS = ("single_label", "multi_label", "regression", "segmentation")
 MAX_INPUT_SIZE = 4096  # pixels a side: far above any base's input, far below what would exhaust memory
 TODO = "export one with `bottleneck export ... --out model.keras` (or .onnx, .tflite, a folder for a SavedModel)"
 
@@ -280,6 +280,12 @@ def _check_meta(meta, path) -> None:
     names = meta.get("output_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         bad("has no list of output names")
+    if meta["task"] == "segmentation":
+        canvas = meta["input"].get("canvas")
+        if not (isinstance(canvas, list) and len(canvas) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and size <= max(canvas) and 1 <= v <= MAX_INPUT_SIZE
+                for v in canvas)):
+            bad(f"gives the canvas {str(canvas)[:60]!r}: [height, width] in pixels, the long side {size} fitting")
     if meta["task"] == "multi_label":
         n, groups, t = meta.get("independent"), meta.get("groups"), meta.get("thresholds")
         if not isinstance(n, int) or isinstance(n, bool) or not isinstance(groups, dict) or not all(
@@ -306,7 +312,14 @@ class LoadedModel:
 
     @property
     def image_size(self) -> int:
+        """The input's side; for segmentation, the long side an image is resized to."""
         return int(self.meta["input"]["size"])
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) of the model's input: the canvas for segmentation."""
+        canvas = self.meta["input"].get("canvas") if self.meta["task"] == "segmentation" else None
+        return tuple(canvas) if canvas else (self.image_size, self.image_size)
 
     def decode(self, outputs: np.ndarray) -> list:
         """Each row's prediction: the class, the set of labels, or the values."""
@@ -314,6 +327,8 @@ class LoadedModel:
         kind = self.meta["task"]
         if kind == "single_label":
             return [names[i] for i in outputs.argmax(axis=1)]
+        if kind == "segmentation":  # a class id per pixel of the canvas
+            return list(outputs.argmax(axis=-1).astype(np.uint8))
         if kind == "multi_label":
             n = self.meta["independent"]
             t = np.asarray(self.meta["thresholds"] if isinstance(self.meta["thresholds"], list)
@@ -344,14 +359,17 @@ def load_model(path: str | Path) -> LoadedModel:
         raise BottleneckError(f"{LOADERS[format]} could not load {path} ({type(e).__name__}: {str(e)[:300]})",
                               "export the model again with `bottleneck export`; a file that needs unsafe "
                               "deserialization (Lambda layers, custom code) is never loaded") from None
-    size, width = meta["input"]["size"], len(meta["output_names"])
+    loaded = LoadedModel(_guarded(run, path, format), meta, path, format, keras_model)
+    (h, w), width = loaded.input_shape, len(meta["output_names"])
     inputs = [tuple(None if d in (None, -1) or isinstance(d, str) else int(d) for d in s) for s in inputs]
     outputs = [tuple(None if d in (None, -1) or isinstance(d, str) else int(d) for d in s) for s in outputs]
-    if [s[1:] for s in inputs] != [(size, size, 3)] or len(outputs) != 1 or outputs[0][-1] != width:
+    per_pixel = meta["task"] == "segmentation"
+    if [s[1:] for s in inputs] != [(h, w, 3)] or len(outputs) != 1 or outputs[0][-1] != width or (
+            per_pixel and outputs[0][1:] != (h, w, width)):
         raise BottleneckError(f"{path}: the {format} model takes {inputs} and gives {outputs}, but {META_NAME} says "
-                              f"({size}, {size}, 3) images and {width} outputs",
+                              f"({h}, {w}, 3) images and {width} outputs" + (" per pixel" if per_pixel else ""),
                               "export the model again with `bottleneck export`")
-    return LoadedModel(_guarded(run, path, format), meta, path, format, keras_model)
+    return loaded
 
 
 def _guarded(run, path: Path, format: str):

@@ -23,7 +23,9 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.core.files import atomic_output, check_output
 from bottleneck.core.text import spreadsheet_safe
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
+from bottleneck.data.labelmaps import CAMVID_COLOURS, letterbox
 from bottleneck.deploy.formats import LoadedModel, load_model
+from bottleneck.experiments.segmentation import frame_prediction
 
 log = logging.getLogger("bottleneck")
 PIXEL_BUDGET = 256 << 20  # bytes of float32 input a batch may take: larger --batch-size values are lowered to it
@@ -54,45 +56,58 @@ def image_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
 def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top_k: int = 3, batch_size: int = 32,
             skip_bad_images: bool = False, workers: int | None = None) -> Iterator[dict]:
     """One dict per image, in order: ``path``, ``prediction`` (the class, the list of labels,
-    or {output: value}), and ``top`` ([(class, probability)] for one label) or ``scores``
-    ({label: score}). An unreadable image raises BadImage naming it, or with
-    ``skip_bad_images`` yields {"path", "error"}."""
+    {output: value}, or for segmentation a class id per pixel at the image's own size), and
+    ``top`` ([(class, probability)] for one label), ``scores`` ({label: score}) or
+    ``fractions`` ({class: share of the image's pixels}). An unreadable image raises BadImage
+    naming it, or with ``skip_bad_images`` yields {"path", "error"}."""
     m = model if isinstance(model, LoadedModel) else load_model(model)
     size, names, kind = m.image_size, m.meta["output_names"], m.meta["task"]
+    (height, width) = m.input_shape
     workers = workers or min(32, (os.cpu_count() or 2) + 4)
-    most = max(1, PIXEL_BUDGET // (size * size * 3 * 4))
+    per_image = height * width * 4 * (3 + (len(names) if kind == "segmentation" else 0))  # float input (and maps out)
+    most = max(1, PIXEL_BUDGET // per_image)
     if batch_size > most:
-        log.info("batch size %d lowered to %d: %d x %d images take %d MB of input at most", batch_size, most, size,
-                 size, PIXEL_BUDGET >> 20)
+        log.info("batch size %d lowered to %d: %d x %d images take %d MB at most", batch_size, most, height,
+                 width, PIXEL_BUDGET >> 20)
         batch_size = most
     padded = 0  # the batch shape so far: a short last batch is padded to it (compiled once), never beyond
 
     def load(path: Path):
+        """(pixels, the image's own (height, width), error)"""
         try:
-            return resize(load_image(path, size), size), None
+            if kind == "segmentation":  # decoded whole, as extraction decodes frames, then letterboxed
+                image = load_image(path)
+                return letterbox(image, size, (height, width)), image.size[::-1], None
+            return resize(load_image(path, size), size), None, None
         except BadImage as e:
             if not skip_bad_images:
                 raise
-            return None, str(e.what)
+            return None, None, str(e.what)
 
     def finish(batch):
         nonlocal padded
         loaded = [(p, fut.result()) for p, fut in batch]
-        good = [(p, im) for p, (im, err) in loaded if im is not None]
+        good = [(p, im) for p, (im, _, err) in loaded if im is not None]
         outputs = np.empty((0, len(names)))
         if good:
             padded = max(padded, len(good))
-            pixels = np.zeros((padded, size, size, 3), np.uint8)  # one shape: compiled once
+            pixels = np.zeros((padded, height, width, 3), np.uint8)  # one shape: compiled once
             pixels[:len(good)] = [im for _, im in good]
             outputs = np.asarray(m.run(pixels))[:len(good)]
-        decoded = iter(m.decode(outputs)) if good else iter(())
+        decoded = iter(m.decode(outputs)) if good and kind != "segmentation" else iter(())
         rows = iter(outputs)
-        for p, (im, err) in loaded:
+        for p, (im, shape, err) in loaded:
             if im is None:
                 yield {"path": str(p), "error": err}
                 continue
-            out, pred = next(rows), next(decoded)
-            row = {"path": str(p), "prediction": pred}
+            out = next(rows)
+            row = {"path": str(p)}
+            if kind == "segmentation":
+                labels = frame_prediction(out, shape, size)
+                share = np.bincount(labels.ravel(), minlength=len(names)) / labels.size
+                row.update(prediction=labels, fractions={n: float(v) for n, v in zip(names, share)})
+            else:
+                row["prediction"] = next(decoded)
             if kind == "single_label":
                 best = np.argsort(-out)[:top_k]
                 row["top"] = [(names[j], float(out[j])) for j in best]
@@ -116,11 +131,38 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             yield from finish(pending.popleft())
 
 
+def write_masks(model: LoadedModel, rows: Iterable[dict], folder: str | Path) -> Iterator[dict]:
+    """Pass segmentation ``rows`` through, writing each image's class map to ``folder`` as
+    ``<image name>.png`` (a palette PNG: pixel values are class ids, shown in the dataset's
+    colours); each file is written atomically. Names that two inputs share get a number."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = CAMVID_COLOURS + [((37 * i) % 256, (91 * i) % 256, (53 * i) % 256) for i in range(len(CAMVID_COLOURS), 256)]
+    palette = [c for rgb in colours for c in rgb]
+    taken: set[str] = set()
+    for row in rows:
+        if "error" not in row:
+            stem, k = Path(row["path"]).stem, 1
+            name = f"{stem}.png"
+            while name in taken:
+                k += 1
+                name = f"{stem}-{k}.png"
+            taken.add(name)
+            image = Image.fromarray(row["prediction"], mode="P")
+            image.putpalette(palette)
+            with atomic_output(folder / name, suffix=".png") as tmp:
+                image.save(tmp, format="PNG")
+            row = {**row, "mask": str(folder / name)}
+        yield row
+
+
 def csv_header(model: LoadedModel, top_k: int = 3) -> list[str]:
     """The columns of :func:`write_csv`: the path, the prediction's columns, the error."""
     names, kind = model.meta["output_names"], model.meta["task"]
     head = {"single_label": [c for k in range(1, top_k + 1) for c in (f"top{k}", f"p{k}")],
-            "multi_label": ["labels", *names], "regression": names}[kind]
+            "multi_label": ["labels", *names], "regression": names, "segmentation": names}[kind]
     return ["path", *head, "error"]
 
 
@@ -135,6 +177,8 @@ def csv_cells(model: LoadedModel, row: dict, top_k: int = 3) -> list:
         values += [""] * (width - len(values))
     elif kind == "multi_label":
         values = [" ".join(row["prediction"]), *(f"{row['scores'][k]:.6f}" for k in names)]
+    elif kind == "segmentation":  # each class's share of the image's pixels
+        values = [f"{row['fractions'][k]:.6f}" for k in names]
     else:
         values = [f"{row['prediction'][k]:.6f}" for k in names]
     text = [row["path"], *values, row.get("error", "")]

@@ -193,6 +193,20 @@ def execute_segmentation(r: SegRun, options: RunOptions | None = None):
     return Fitted(row, decoder, tr, sets["test"], confusion), predict, history
 
 
+def frame_prediction(probs: np.ndarray, shape: tuple[int, int], long_side: int) -> np.ndarray:
+    """The class of each pixel of a frame of ``shape`` (height, width), from the decoder's
+    probabilities over its letterboxed canvas: the frame's part of the canvas, resized back
+    (bilinear) to the frame's own resolution, then the most probable class."""
+    h0, w0 = shape
+    w, h = scaled_size(w0, h0, long_side)
+    probs = probs[:h, :w]
+    if (h, w) != (h0, w0):
+        from keras import ops
+
+        probs = np.asarray(ops.image.resize(probs[None], (h0, w0), interpolation="bilinear"))[0]
+    return probs.argmax(axis=-1).astype(np.uint8)
+
+
 def _score(decoder, reader: MapReader, plan: Plan, fs, target, batch_size: int):
     """The confusion matrix over every test frame at its label map's own resolution, and a
     function giving (image, truth, prediction) of one test frame for pictures."""
@@ -204,23 +218,13 @@ def _score(decoder, reader: MapReader, plan: Plan, fs, target, batch_size: int):
     kept: dict[int, np.ndarray] = {}
     show = set(np.linspace(0, len(reader) - 1, min(8, len(reader))).round().astype(int).tolist())  # spread out
 
-    def predicted_frame(probs: np.ndarray, truth_shape: tuple[int, int]) -> np.ndarray:
-        h0, w0 = truth_shape
-        w, h = scaled_size(w0, h0, plan.recipe.long_side)
-        probs = probs[:h, :w]
-        if (h, w) != (h0, w0):  # back to the label map's resolution
-            from keras import ops
-
-            probs = np.asarray(ops.image.resize(probs[None], (h0, w0), interpolation="bilinear"))[0]
-        return probs.argmax(axis=-1).astype(np.uint8)
-
     for start in range(0, len(reader), batch_size):
         rows = np.arange(start, min(len(reader), start + batch_size))
         probs = np.asarray(decoder.predict_on_batch(reader.read(rows)))
         for row, pr in zip(rows, probs):
             i = where[fs.source_ids[row]]
             truth = read_label_map(Path(maps[i]), file_path(split, i), task.width, task.void)
-            pred = predicted_frame(pr, truth.shape)
+            pred = frame_prediction(pr, truth.shape, plan.recipe.long_side)
             confusion += confusion_matrix(truth, pred, task.width, task.void)
             if int(row) in show:
                 kept[int(row)] = pred
