@@ -89,7 +89,7 @@ def main() -> None:
                      "model_ips": model_ips, "predict_ips": predict_ips, "export_s": export_s})
         print(rows[-1], flush=True)
 
-    print(f"\nmachine: {os.cpu_count()} CPU cores; images 224x224, efficientnet_lite0 + logreg, 500 test images\n")
+    print(f"\nmachine: {os.cpu_count()} CPU cores; efficientnet_lite0 + logreg, {size} x {size} input, 500 test images\n")
     print("| format | size MB | largest difference from the pipeline | same class as the pipeline | accuracy "
           "(predict) | 1-image latency ms | images/s, model (batch 32) | images/s, predict | export s |")
     print("|---|---|---|---|---|---|---|---|---|")
