@@ -67,11 +67,25 @@ print(json.dumps({"bottleneck_imported": any(m == "bottleneck" or m.startswith("
 """
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def _once(tmp_path_factory, worker_id: str, name: str, build):
+    """``build(folder)`` once per test run, however many xdist workers use it: the first builds
+    it under a lock and leaves a mark, the others find the mark (pytest-xdist's own pattern)."""
+    from bottleneck.core.files import file_lock
+
+    if worker_id == "master":  # one process: nothing to share
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent / name  # the run's folder, above each worker's own
+    root.mkdir(exist_ok=True)
+    with file_lock(root.parent / f"{name}.lock"):
+        if not (root / "done").exists():
+            build(root)
+            (root / "done").write_text("built")
+    return json.loads((root / "made.json").read_text())
+
+
+def _build_models(root: Path) -> dict:
     """Every target in every format (and LiteRT int8 for one class), the pipeline's outputs on
-    the test images, and what one fresh process without this package computes with each file."""
-    root = tmp_path_factory.mktemp("formats")
+    100 test images, and what one fresh process without this package computes with each file."""
     split = load_dataset("gtsrb", DATA).split("test")
     where = {sid: i for i, sid in enumerate(split.ids)}
     made, jobs = {}, []
@@ -81,17 +95,32 @@ def made(tmp_path_factory):
             folder.mkdir()
             meta = export("tiny_cnn", "gtsrb", 5, 0, head, target=target, out=folder / name, data_dir=DATA,
                           cache_dir=root / "c", quantize="int8" if fmt == "int8" else None, **TINY)
-            fitted = meta["fitted"]
+            fitted = meta.pop("fitted")
             pipeline = fitted.model.predict(fitted.test.features) if fitted.row["task"] == "regression" \
                 else fitted.model.predict_proba(fitted.test.features)
             x = np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids[:100]])
             np.save(folder / "x.npy", x)
+            np.save(folder / "pipeline.npy", pipeline[:100])
             jobs.append((str(folder / name), str(folder / "x.npy"), str(folder / "y.npy")))
-            made[(target, fmt)] = (folder / name, meta, pipeline[:100], folder / "y.npy")
+            made[f"{target}/{fmt}"] = {"path": str(folder / name), "meta": json.loads(json.dumps(meta, default=str))}
     out = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(jobs)], capture_output=True, text=True, cwd=root,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    return made, json.loads(out.stdout.strip().splitlines()[-1])
+    result = {"models": made, "fresh": json.loads(out.stdout.strip().splitlines()[-1])}
+    (root / "made.json").write_text(json.dumps(result))
+    return result
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, worker_id):
+    """(path, metadata, pipeline outputs, the fresh process's outputs) of each (target, format),
+    and what the fresh process had imported."""
+    built = _once(tmp_path_factory, worker_id, "formats", _build_models)
+    models = {}
+    for key, m in built["models"].items():
+        path = Path(m["path"])
+        models[tuple(key.split("/"))] = (path, m["meta"], np.load(path.parent / "pipeline.npy"), path.parent / "y.npy")
+    return models, built["fresh"]
 
 
 @pytest.mark.parametrize("fmt", sorted(OUT))
@@ -172,6 +201,9 @@ def test_saved_model_force_replaces_only_a_saved_model(made, tmp_path):
     with pytest.raises(BottleneckError, match="exists; it is kept"):
         check_model_output(made[0][("class", "saved_model")][0], "saved_model")
     assert (folder / "keep.jpg").exists()
+    # checked before any work, the SavedModel's folder itself is made only when the model is complete
+    assert check_model_output(tmp_path / "new" / "served", "saved_model") == tmp_path / "new" / "served"
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "served").exists()
 
 
 def test_a_saved_model_that_writes_files_is_refused_before_it_loads(made, tmp_path):
@@ -235,15 +267,22 @@ def test_every_format_is_documented():
         assert f"`{fmt}`" in guide
 
 
-@pytest.fixture(scope="module")
-def segmentation(tmp_path_factory):
-    """A CamVid decoder (tiny base, 64 px long side) exported in every format."""
-    root = tmp_path_factory.mktemp("seg")
+def _build_segmentation(root: Path) -> dict:
     made = {}
     for fmt, name in OUT.items():
-        made[fmt] = (root / name, export("tiny_cnn", "camvid", 4, 0, out=root / name, data_dir=DATA,
-                                         cache_dir=root / "c", image_size=64, head_params={"epochs": 2}, **TINY))
+        meta = export("tiny_cnn", "camvid", 4, 0, out=root / name, data_dir=DATA, cache_dir=root / "c", image_size=64,
+                      head_params={"epochs": 2}, **TINY)
+        meta.pop("fitted")
+        made[fmt] = {"path": str(root / name), "meta": json.loads(json.dumps(meta, default=str))}
+    (root / "made.json").write_text(json.dumps(made))
     return made
+
+
+@pytest.fixture(scope="module")
+def segmentation(tmp_path_factory, worker_id):
+    """A CamVid decoder (tiny base, 64 px long side) exported in every format: (path, metadata)."""
+    built = _once(tmp_path_factory, worker_id, "segmentation-formats", _build_segmentation)
+    return {fmt: (Path(m["path"]), m["meta"]) for fmt, m in built.items()}
 
 
 @pytest.mark.parametrize("fmt", sorted(OUT))

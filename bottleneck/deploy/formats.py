@@ -99,7 +99,14 @@ def check_model_output(path: str | Path, format: str, overwrite: bool = False) -
         if path.is_symlink() or not (path / "saved_model.pb").is_file():
             raise BottleneckError(f"--out {path} exists and is not a SavedModel folder; --force replaces only a "
                                   "SavedModel", "pass another --out")
-    check_output(path / "saved_model.pb", overwrite=True, what="SavedModel")  # the parent is creatable and writable
+    folder = path.parent  # the SavedModel's own folder is made only when it is complete (save)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BottleneckError(f"cannot make the folder of --out {path}: {e.strerror or e}",
+                              "pass a path in a folder you can write to") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BottleneckError(f"cannot write in {folder} (for --out {path})", "pass a path in a folder you can write to")
     return path
 
 
