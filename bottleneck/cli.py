@@ -7,6 +7,7 @@ import os
 import sys
 
 from bottleneck.core.errors import BottleneckError
+from bottleneck.core.procs import import_keras_quietly
 from bottleneck.core.text import printable
 
 log = logging.getLogger("bottleneck")
@@ -730,25 +731,6 @@ COMMANDS = {"bases": cmd_bases, "recipes": cmd_recipes, "datasets": cmd_datasets
             "export": cmd_export, "predict": cmd_predict, "report": cmd_report}
 
 
-def _import_keras_quietly() -> None:
-    """TensorFlow's C++ start-up lines go to fd 2 before any log setting applies; hide them
-    so that tables and error messages stay readable."""
-    if "keras" in sys.modules or os.environ.get("BOTTLENECK_DEBUG"):
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _say_warnings_as_notes(quiet: bool) -> None:
     """Warnings meant for the user (a head's) print as one-line notes; PIL's decompression-bomb
     warning is dropped, because such images are reported as bad images by name."""
@@ -773,7 +755,7 @@ def _say_warnings_as_notes(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("datasets", "report", "info"):  # (those never build a model: no TensorFlow start-up)
-        _import_keras_quietly()
+        import_keras_quietly()
     logging.basicConfig(format="note: %(message)s", stream=sys.stderr,
                         level=logging.ERROR if getattr(args, "quiet", False) else logging.INFO)
     _say_warnings_as_notes(quiet=getattr(args, "quiet", False))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,23 +17,6 @@ def options(doc: str) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(CACHE))
     p.add_argument("--out", type=Path, default=OUT, help="where tables and plots go (default lab/output)")
     return p.parse_args()
-
-
-def import_keras_quietly() -> None:
-    """Import Keras (and TensorFlow) with their C++ start-up notices hidden: they are written to
-    the process's stderr before any log setting applies, and a notebook would show them all."""
-    import os
-
-    if "keras" in sys.modules:
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def in_notebook() -> bool:

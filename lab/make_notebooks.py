@@ -29,7 +29,8 @@ roots = [p for p in (Path.cwd(), *Path.cwd().parents) if (p / "lab" / "check.py"
 assert roots, "open this notebook from a clone of the repository (it lives in lab/notebooks/)"
 sys.path.insert(0, str(roots[0]))
 
-from lab.common import CACHE, OUT, import_keras_quietly
+from bottleneck.core.procs import import_keras_quietly
+from lab.common import CACHE, OUT
 
 import_keras_quietly()  # TensorFlow's start-up notices would fill the first output
 

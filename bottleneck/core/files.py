@@ -100,6 +100,12 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), overwri
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise BottleneckError(f"{flag} {path} exists; it is kept", f"pass another {flag}, remove it, or add --force "
                                                                   "to replace it")
+    check_folder_for(path, flag)
+    return path
+
+
+def check_folder_for(path: Path, flag: str = "--out") -> None:
+    """``path``'s folder exists (made if missing) and can be written in; ``path`` itself is not made."""
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +114,6 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), overwri
                               "pass a path in a folder you can write to") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BottleneckError(f"cannot write in {folder} (for {flag} {path})", "pass a path in a folder you can write to")
-    return path
 
 
 def inside_folder(root: Path, *parts: str) -> Path:

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from bottleneck.core.errors import BottleneckError
-from bottleneck.core.files import atomic_output, check_output
+from bottleneck.core.files import atomic_output, check_folder_for, check_output
 from bottleneck.core.userfiles import check_size, open_regular, read_bytes
 
 META_NAME = "bottleneck.json"
@@ -99,14 +99,7 @@ def check_model_output(path: str | Path, format: str, overwrite: bool = False) -
         if path.is_symlink() or not (path / "saved_model.pb").is_file():
             raise BottleneckError(f"--out {path} exists and is not a SavedModel folder; --force replaces only a "
                                   "SavedModel", "pass another --out")
-    folder = path.parent  # the SavedModel's own folder is made only when it is complete (save)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BottleneckError(f"cannot make the folder of --out {path}: {e.strerror or e}",
-                              "pass a path in a folder you can write to") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BottleneckError(f"cannot write in {folder} (for --out {path})", "pass a path in a folder you can write to")
+    check_folder_for(path)  # the SavedModel's own folder is made only when it is complete (save)
     return path
 
 
