@@ -327,3 +327,29 @@ def test_segmentation_refuses_int8(tmp_path):
     with pytest.raises(BottleneckError, match="calibrated for pooled heads"):
         export("tiny_cnn", "camvid", 4, 0, out=tmp_path / "s.tflite", quantize="int8", data_dir=DATA,
                cache_dir=tmp_path / "c", image_size=64, **TINY)
+
+
+def test_int8_holds_near_constant_features_at_their_mean():
+    """A feature that barely varies gets a weight that dwarfs the others once standardized: an
+    8-bit model holds it at its mean (its part moves into the bias), and the rest keep their weights."""
+    import keras
+
+    from bottleneck.deploy.export import QUIET, head_layers
+    from bottleneck.learn.heads import make_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    X[:, 2] = 5.0 + 1e-4 * rng.normal(size=200)  # almost constant
+    y = (X[:, 0] + X[:, 1] + 1e3 * (X[:, 2] - 5.0) > 0).astype(int)
+    head = make_head("logreg", seed=0).fit(X, y)
+    inputs = keras.Input((6,))
+    plain = keras.Model(inputs, head_layers(head, inputs))
+    held = keras.Model(inputs, head_layers(head, inputs, quiet=QUIET))
+    w_plain, w_held = plain.get_layer("logreg").get_weights()[0], held.get_layer("logreg").get_weights()[0]
+    assert np.abs(w_plain[2]).max() > 10 * np.abs(w_plain[[0, 1]]).max()  # the weight that dwarfs the others
+    assert np.all(w_held[2] == 0) and np.allclose(w_held[[0, 1, 3, 4, 5]], w_plain[[0, 1, 3, 4, 5]])
+    at_mean = X.copy()
+    at_mean[:, 2] = head.pipeline_.steps[0][1].mean_[2]
+    # (float32: the plain model's bias cancels a huge weight times the mean, to about 1e-4)
+    np.testing.assert_allclose(held.predict(X, verbose=0), plain.predict(at_mean, verbose=0), atol=1e-3)
+    np.testing.assert_allclose(plain.predict(X, verbose=0), head.predict_proba(X), atol=1e-3)
