@@ -28,6 +28,19 @@ def per_class_draw(labels, per_class: int | None, seed: int = 0) -> tuple[np.nda
     return np.sort(np.concatenate(chosen)), short
 
 
+def unlabeled_draw(n_samples: int, labelled, count: int | None, seed: int = 0) -> np.ndarray:
+    """Indices (sorted) of ``count`` samples of a split of ``n_samples``, none of them in
+    ``labelled`` (every other sample when ``count`` is None): the unlabeled rows beside a
+    labelled draw. Drawn from the pool as a whole, in a seeded order, so a draw of N is inside
+    any larger one for the same labelled draw (nested); it never sees a label, so it cannot
+    favour a class (a count "per class" is only a way to size it: N times the number of classes)."""
+    if count is not None and (int(count) != count or count < 0):
+        raise ValueError(f"the unlabeled count must be a whole number >= 0, got {count!r}")
+    pool = np.setdiff1d(np.arange(n_samples), np.asarray(labelled, dtype=np.int64))
+    order = pool[np.random.default_rng([seed, 104729]).permutation(len(pool))]
+    return np.sort(order if count is None else order[:int(count)])
+
+
 def validation_split(labels, groups, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train positions, validation positions): about ``fraction`` of each class goes to
     validation, whole groups at a time, so no group (e.g. a GTSRB track) is in both."""

@@ -33,7 +33,7 @@ class HeadWarning(UserWarning):
     """Something about a head's training the user should know (e.g. early stopping is off)."""
 
 
-def _check(estimator, name: str, kind, low=None, high=None, closed: str = "both") -> None:
+def check_param(estimator, name: str, kind, low=None, high=None, closed: str = "both") -> None:
     """scikit-learn-style validation of one parameter: a number of ``kind`` in [low, high]
     (``closed`` says which ends are included); NaN and booleans are never numbers here."""
     value = getattr(estimator, name)
@@ -191,12 +191,12 @@ class KerasHead(Head):
         self.tune_thresholds = tune_thresholds
 
     def check_params(self) -> None:
-        _check(self, "epochs", numbers.Integral, 1)
-        _check(self, "batch_size", numbers.Integral, 1)
-        _check(self, "learning_rate", numbers.Real, 0, None, "neither")
-        _check(self, "validation_fraction", numbers.Real, 0, 1, "left")
-        _check(self, "patience", numbers.Integral, 0)
-        _check(self, "seed", numbers.Integral)
+        check_param(self, "epochs", numbers.Integral, 1)
+        check_param(self, "batch_size", numbers.Integral, 1)
+        check_param(self, "learning_rate", numbers.Real, 0, None, "neither")
+        check_param(self, "validation_fraction", numbers.Real, 0, 1, "left")
+        check_param(self, "patience", numbers.Integral, 0)
+        check_param(self, "seed", numbers.Integral)
 
     def _prepare(self, X, fitting: bool = False) -> np.ndarray:
         if not fitting:
@@ -320,8 +320,8 @@ class MLPHead(KerasHead):
 
     def check_params(self) -> None:
         super().check_params()
-        _check(self, "hidden", numbers.Integral, 1)
-        _check(self, "dropout", numbers.Real, 0, 1, "left")
+        check_param(self, "hidden", numbers.Integral, 1)
+        check_param(self, "dropout", numbers.Real, 0, 1, "left")
 
     def _hidden(self):
         from keras import layers
@@ -348,13 +348,13 @@ class LogRegHead(Head):
 
     def check_params(self) -> None:
         if self.C != "cv":
-            _check(self, "C", numbers.Real, 0, None, "neither")
+            check_param(self, "C", numbers.Real, 0, None, "neither")
         elif task_kind(self.task) != "single_label":
             raise InvalidParameter("C='cv' (a search by cross-validation) is for one class per image",
                                    "pass a number for C with this target")
-        _check(self, "max_iter", numbers.Integral, 1)
-        _check(self, "cv_folds", numbers.Integral, 2)
-        _check(self, "seed", numbers.Integral)
+        check_param(self, "max_iter", numbers.Integral, 1)
+        check_param(self, "cv_folds", numbers.Integral, 2)
+        check_param(self, "seed", numbers.Integral)
 
     def _model(self, C: float | None = None):
         from sklearn.linear_model import LogisticRegression
@@ -447,8 +447,8 @@ class RidgeHead(RegressorMixin, _Common, BaseEstimator):
         self.task = task
 
     def check_params(self) -> None:
-        _check(self, "alpha", numbers.Real, 0, None, "left")
-        _check(self, "seed", numbers.Integral)
+        check_param(self, "alpha", numbers.Real, 0, None, "left")
+        check_param(self, "seed", numbers.Integral)
 
     def _check_task(self) -> None:
         if self.task is not None:

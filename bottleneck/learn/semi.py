@@ -1,0 +1,185 @@
+"""Semi-supervised heads: learn from labelled features and unlabeled ones (issue 27, in progress).
+
+Each head takes scikit-learn's convention for a training set that is partly unlabeled: ``y``
+is ``UNLABELED`` (-1) for an unlabeled row. The labels an unlabeled row may have are never
+given to a head, so it cannot read them. Three methods, each a scikit-learn estimator like the
+other heads (keyword parameters stored as given, ``fit`` returns self, learned state ends in ``_``):
+
+- ``selftrain``: scikit-learn's ``SelfTrainingClassifier`` around the logistic regression:
+  rows predicted above ``threshold`` get that label, and the model is refit, until none is added.
+- ``spread``: scikit-learn's ``LabelSpreading`` on a k-nearest-neighbour graph of the
+  standardized features (labels flow along the graph, ``alpha`` of each row's label may change),
+  then the logistic regression on the labels spread.
+- ``pseudo``: rounds of confident pseudo-labels kept class-balanced (each round, the same number
+  of the most confident rows of each predicted class, ``fraction`` of the unlabeled rows in all),
+  then a refit on labelled + pseudo-labelled rows; a class never outnumbers the others, so one
+  class cannot swallow the pool.
+
+Not registered as named heads yet: ``train``/``compare`` get them with ``--unlabeled`` and
+``--semi`` (the next step of issue 27).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from bottleneck.learn.heads import Head, InvalidParameter, check_param
+
+UNLABELED = -1  # scikit-learn's mark of an unlabeled row
+
+
+def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled positions, unlabeled positions) of ``y``."""
+    unlabeled = y == UNLABELED
+    if not (~unlabeled).any():
+        raise InvalidParameter("every training row is unlabeled", "give the head labelled rows as well")
+    return np.flatnonzero(~unlabeled), np.flatnonzero(unlabeled)
+
+
+class _SemiHead(Head):
+    tasks = ("single_label",)
+
+    def _logreg(self):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.pipeline_.predict_proba(self._features(X, np.float64))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class SelfTrainingHead(_SemiHead):
+    """Self-training (scikit-learn's SelfTrainingClassifier) around the logistic regression."""
+
+    def __init__(self, C: float = 1.0, threshold: float = 0.9, max_rounds: int = 10, max_iter: int = 1000,
+                 seed: int = 0, task=None):
+        self.C = C
+        self.threshold = threshold
+        self.max_rounds = max_rounds
+        self.max_iter = max_iter
+        self.seed = seed
+        self.task = task
+
+    def check_params(self) -> None:
+        check_param(self, "C", numbers.Real, 0, None, "neither")
+        check_param(self, "threshold", numbers.Real, 0, 1, "right")
+        check_param(self, "max_rounds", numbers.Integral, 1)
+        check_param(self, "max_iter", numbers.Integral, 1)
+        check_param(self, "seed", numbers.Integral)
+
+    def fit(self, X, y, groups=None):
+        from sklearn.pipeline import make_pipeline
+        from sklearn.semi_supervised import SelfTrainingClassifier
+
+        X, y = self._checked(X, y, np.float64)
+        _split(y)
+        model = SelfTrainingClassifier(self._logreg(), threshold=self.threshold, max_iter=self.max_rounds)
+        self.pipeline_ = make_pipeline(StandardScaler(), model).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        self.labeled_iter_ = model.labeled_iter_  # the round each row got its label in (0: given)
+        return self
+
+
+class LabelSpreadingHead(_SemiHead):
+    """Label spreading (scikit-learn's LabelSpreading) on a kNN graph of standardized features,
+    then the logistic regression fit on the labels spread: predicting a new image is the
+    regression's (fast, no graph of the training rows kept); rows the spreading never reached (a
+    part of the graph with no labelled row: its label distribution is all zeros) are left out of
+    that fit and counted in ``unreached_``."""
+
+    def __init__(self, n_neighbors: int = 10, alpha: float = 0.2, max_rounds: int = 30, C: float = 1.0,
+                 max_iter: int = 1000, seed: int = 0, task=None):
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.max_rounds = max_rounds
+        self.C = C
+        self.max_iter = max_iter
+        self.seed = seed
+        self.task = task
+
+    def check_params(self) -> None:
+        check_param(self, "n_neighbors", numbers.Integral, 1)
+        check_param(self, "alpha", numbers.Real, 0, 1, "neither")
+        check_param(self, "max_rounds", numbers.Integral, 1)
+        check_param(self, "C", numbers.Real, 0, None, "neither")
+        check_param(self, "max_iter", numbers.Integral, 1)
+        check_param(self, "seed", numbers.Integral)
+
+    def fit(self, X, y, groups=None):
+        import warnings
+
+        from sklearn.pipeline import make_pipeline
+        from sklearn.semi_supervised import LabelSpreading
+
+        X, y = self._checked(X, y, np.float64)
+        _split(y)
+        Xs = StandardScaler().fit_transform(X)
+        spreading = LabelSpreading(kernel="knn", n_neighbors=min(self.n_neighbors, len(X) - 1), alpha=self.alpha,
+                                   max_iter=self.max_rounds)
+        with warnings.catch_warnings():  # an unreached part of the graph divides 0 by 0: counted below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spreading.fit(Xs, y)
+        dist = spreading.label_distributions_  # an unreached row's is all zeros (or NaN: 0/0)
+        reached = (np.isfinite(dist).all(axis=1) & (np.nan_to_num(dist).sum(axis=1) > 0)) | (y != UNLABELED)
+        self.unreached_ = int((~reached).sum())
+        self.transduction_ = np.where(reached, spreading.transduction_, UNLABELED)  # each row's spread label
+        self.pipeline_ = make_pipeline(StandardScaler(), self._logreg()).fit(X[reached], self.transduction_[reached])
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+
+class PseudoLabelHead(_SemiHead):
+    """Rounds of class-balanced confident pseudo-labels, refit on labelled + pseudo-labelled rows."""
+
+    def __init__(self, C: float = 1.0, rounds: int = 3, fraction: float = 0.5, max_iter: int = 1000, seed: int = 0,
+                 task=None):
+        self.C = C
+        self.rounds = rounds
+        self.fraction = fraction
+        self.max_iter = max_iter
+        self.seed = seed
+        self.task = task
+
+    def check_params(self) -> None:
+        check_param(self, "C", numbers.Real, 0, None, "neither")
+        check_param(self, "rounds", numbers.Integral, 1)
+        check_param(self, "fraction", numbers.Real, 0, 1, "right")
+        check_param(self, "max_iter", numbers.Integral, 1)
+        check_param(self, "seed", numbers.Integral)
+
+    def fit(self, X, y, groups=None):
+        from sklearn.pipeline import make_pipeline
+
+        X, y = self._checked(X, y, np.float64)
+        labelled, pool = _split(y)
+        self.pipeline_ = make_pipeline(StandardScaler(), self._logreg()).fit(X[labelled], y[labelled])
+        self.classes_ = self.pipeline_.classes_
+        self.pseudo_ = np.full(len(y), UNLABELED)  # the pseudo-label each unlabeled row ended with
+        for r in range(1, self.rounds + 1):
+            if not len(pool):
+                break
+            # each round takes a growing share of the pool: r/rounds of `fraction`, equal per class
+            per_class = int(self.fraction * len(pool) * r / self.rounds / len(self.classes_))
+            probs = self.pipeline_.predict_proba(X[pool])
+            guess, confidence = probs.argmax(axis=1), probs.max(axis=1)
+            chosen = []
+            for k in range(len(self.classes_)):
+                mine = np.flatnonzero(guess == k)
+                chosen.extend(mine[np.argsort(-confidence[mine], kind="stable")[:per_class]])
+            chosen = np.asarray(sorted(chosen), dtype=np.int64)
+            self.pseudo_[:] = UNLABELED
+            self.pseudo_[pool[chosen]] = self.classes_[guess[chosen]]
+            rows = np.concatenate([labelled, pool[chosen]])
+            targets = np.concatenate([y[labelled], self.classes_[guess[chosen]]])
+            self.pipeline_ = make_pipeline(StandardScaler(), self._logreg()).fit(X[rows], targets)
+        return self
+
+
+SEMI_HEADS = {"selftrain": SelfTrainingHead, "spread": LabelSpreadingHead, "pseudo": PseudoLabelHead}
