@@ -40,7 +40,15 @@ def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _SemiHead(Head):
+    """What the three share: one class per image, and the logistic regression each fits (C,
+    max_iter, seed)."""
+
     tasks = ("single_label",)
+
+    def check_params(self) -> None:
+        check_param(self, "C", numbers.Real, 0, None, "neither")
+        check_param(self, "max_iter", numbers.Integral, 1)
+        check_param(self, "seed", numbers.Integral)
 
     def _logreg(self):
         from sklearn.linear_model import LogisticRegression
@@ -68,11 +76,9 @@ class SelfTrainingHead(_SemiHead):
         self.task = task
 
     def check_params(self) -> None:
-        check_param(self, "C", numbers.Real, 0, None, "neither")
+        super().check_params()
         check_param(self, "threshold", numbers.Real, 0, 1, "right")
         check_param(self, "max_rounds", numbers.Integral, 1)
-        check_param(self, "max_iter", numbers.Integral, 1)
-        check_param(self, "seed", numbers.Integral)
 
     def fit(self, X, y, groups=None):
         from sklearn.pipeline import make_pipeline
@@ -105,12 +111,10 @@ class LabelSpreadingHead(_SemiHead):
         self.task = task
 
     def check_params(self) -> None:
+        super().check_params()
         check_param(self, "n_neighbors", numbers.Integral, 1)
         check_param(self, "alpha", numbers.Real, 0, 1, "neither")
         check_param(self, "max_rounds", numbers.Integral, 1)
-        check_param(self, "C", numbers.Real, 0, None, "neither")
-        check_param(self, "max_iter", numbers.Integral, 1)
-        check_param(self, "seed", numbers.Integral)
 
     def fit(self, X, y, groups=None):
         import warnings
@@ -148,11 +152,9 @@ class PseudoLabelHead(_SemiHead):
         self.task = task
 
     def check_params(self) -> None:
-        check_param(self, "C", numbers.Real, 0, None, "neither")
+        super().check_params()
         check_param(self, "rounds", numbers.Integral, 1)
         check_param(self, "fraction", numbers.Real, 0, 1, "right")
-        check_param(self, "max_iter", numbers.Integral, 1)
-        check_param(self, "seed", numbers.Integral)
 
     def fit(self, X, y, groups=None):
         from sklearn.pipeline import make_pipeline
