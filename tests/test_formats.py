@@ -249,14 +249,15 @@ def test_a_litert_graph_that_cannot_run_is_a_clear_error(made, tmp_path):
         load_model(tmp_path / "broken.tflite")
 
 
-def test_non_tensorflow_backends_say_how_to_export_other_formats(monkeypatch, tmp_path):
+def test_non_tensorflow_backends_say_how_to_export_other_formats_before_any_work(monkeypatch, tmp_path):
     import keras
 
-    from bottleneck.deploy import formats
-
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(BottleneckError, match="KERAS_BACKEND=tensorflow"):
-        formats._keras_export(None, tmp_path / "m.onnx", "onnx", {})
+    for name in ("m.onnx", "m.tflite"):
+        with pytest.raises(BottleneckError, match="KERAS_BACKEND=tensorflow"):
+            export("tiny_cnn", "cifar10", 2, 0, out=tmp_path / name, data_dir=tmp_path / "none",
+                   cache_dir=tmp_path / "c", **TINY)
+    assert not (tmp_path / "c").exists()
 
 
 def test_every_format_is_documented():
@@ -309,6 +310,8 @@ def test_segmentation_exports_to_every_format_and_predict_scores_the_runs_miou(s
 def test_predict_writes_segmentation_masks_and_refuses_them_for_other_models(segmentation, made, tmp_path, capsys):
     from PIL import Image
 
+    from bottleneck.data.labelmaps import class_palette
+
     images = sorted((DATA / "camvid" / "images" / "test").iterdir())[:2]
     code = main(["predict", str(segmentation["onnx"][0]), *map(str, images), "--masks", str(tmp_path / "masks"),
                  "--csv", str(tmp_path / "s.csv")])
@@ -317,6 +320,8 @@ def test_predict_writes_segmentation_masks_and_refuses_them_for_other_models(seg
     for image in images:
         mask = Image.open(tmp_path / "masks" / f"{image.stem}.png")
         assert mask.mode == "P" and mask.size == Image.open(image).size
+        n = len(segmentation["onnx"][1]["output_names"])
+        assert mask.getpalette()[:3 * n] == class_palette(n).ravel().tolist()  # the report's colours
     header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
     assert header[1:-1] == segmentation["onnx"][1]["output_names"]
     code = main(["predict", str(made[0][("class", "keras")][0]), str(images[0]), "--masks", str(tmp_path / "m2")])
@@ -353,3 +358,20 @@ def test_int8_holds_near_constant_features_at_their_mean():
     # (float32: the plain model's bias cancels a huge weight times the mean, to about 1e-4)
     np.testing.assert_allclose(held.predict(X, verbose=0), plain.predict(at_mean, verbose=0), atol=1e-3)
     np.testing.assert_allclose(plain.predict(X, verbose=0), head.predict_proba(X), atol=1e-3)
+
+
+def test_mask_files_use_the_reports_class_colours(tmp_path):
+    """Past CamVid's 11 classes too: a mask file shows the colours the report's pictures use."""
+    from PIL import Image
+
+    from bottleneck.data.labelmaps import class_palette
+    from bottleneck.deploy.formats import LoadedModel
+    from bottleneck.deploy.predict import write_masks
+
+    names = [f"class{k}" for k in range(15)]
+    model = LoadedModel(run=None, meta={"output_names": names, "task": "segmentation"}, path=tmp_path / "m.onnx")
+    labels = np.arange(15, dtype=np.uint8).reshape(3, 5)
+    (row,) = write_masks(model, [{"path": "a/frame.png", "prediction": labels}], tmp_path / "masks")
+    mask = Image.open(row["mask"])
+    assert np.array_equal(np.asarray(mask), labels)
+    assert mask.getpalette()[:45] == class_palette(15).ravel().tolist()

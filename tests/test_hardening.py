@@ -412,7 +412,10 @@ GOOD_META = {"format": "bottleneck-model", "task": "single_label", "input": {"si
 
 @pytest.mark.parametrize("change, message", [
     ({"output_names": None}, "output names"), ({"output_names": "cat"}, "output names"),
-    ({"task": "detection"}, "task 'detection'"), ({"task": "segmentation"}, "canvas"), ({"input": {"size": 10**6}}, "input size"),
+    ({"task": "detection"}, "task 'detection'"), ({"task": "segmentation"}, "canvas"),
+    ({"task": "segmentation", "input": {"size": 64, "canvas": [64, "a"]}}, "canvas"),
+    ({"task": "segmentation", "input": {"size": 96, "canvas": [64, 64]}}, "canvas"),
+    ({"input": {"size": 10**6}}, "input size"),
     ({"input": [32]}, "input size"), ({"task": "multi_label", "independent": 1, "groups": {}}, "names 2 outputs"),
 ])
 def test_bad_model_metadata_is_a_clear_error(tmp_path, change, message):

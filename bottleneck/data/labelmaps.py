@@ -19,6 +19,22 @@ CAMVID_COLOURS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
                   (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]  # SegNet's palette
 
 
+def class_palette(n: int) -> np.ndarray:
+    """(n, 3) uint8 colours of n classes: CamVid's own for up to 11, matplotlib's tab20 beyond
+    (the report's pictures and predict's mask files use the same)."""
+    if n <= len(CAMVID_COLOURS):
+        return np.array(CAMVID_COLOURS[:n], np.uint8)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return np.array([[int(255 * c) for c in cmap(i % 20)[:3]] for i in range(n)], np.uint8)
+
+
+def label_palette(n_classes: int) -> np.ndarray:
+    """(256, 3) colours for every uint8 class id: the classes' own, black beyond (Void)."""
+    return np.vstack([class_palette(n_classes), np.zeros((256 - n_classes, 3), np.uint8)])
+
+
 def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(width, height) with the long side set to ``long_side``, aspect kept."""
     scale = long_side / max(width, height)

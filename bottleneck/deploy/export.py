@@ -24,7 +24,7 @@ import numpy as np
 from bottleneck.bases.build import build_trunk, pool, resolve_layer
 from bottleneck.core.errors import BottleneckError
 from bottleneck.data.images import RESIZE_METHOD, resize
-from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_model_output, format_of, save
+from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_converter, check_model_output, format_of, save
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.experiments.segmentation import SegRun
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
@@ -273,6 +273,7 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
         takes = [f"--format {f.name} --quantize {'|'.join(f.quantize)}" for f in FORMATS.values() if f.quantize]
         raise BottleneckError(f"--quantize {quantize} is not a quantization the {format} format takes",
                               f"use {' or '.join(takes)}, or export without --quantize")
+    check_converter(format)
     out = check_model_output(out, format, overwrite=overwrite)
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,

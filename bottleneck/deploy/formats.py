@@ -128,13 +128,18 @@ def save(model, meta: dict, out: Path, format: str, overwrite: bool = False, con
                               "run the export again with another --out (or --force to replace it)") from None
 
 
-def _keras_export(model, path: Path, format: str, options: dict) -> None:
+def check_converter(format: str) -> None:
+    """Before any work: the ONNX and LiteRT converters Keras calls are TensorFlow's, so those
+    formats need Keras on the TensorFlow backend."""
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    if format in ("onnx", "litert") and keras.backend.backend() != "tensorflow":
         raise BottleneckError(f"--format {format} is written through TensorFlow's converters; this process runs "
                               f"Keras on {keras.backend.backend()}",
                               "export with KERAS_BACKEND=tensorflow (the .keras format works on every backend)")
+
+
+def _keras_export(model, path: Path, format: str, options: dict) -> None:
     import contextlib
     import io
 
@@ -282,9 +287,9 @@ def _check_meta(meta, path) -> None:
         bad("has no list of output names")
     if meta["task"] == "segmentation":
         canvas = meta["input"].get("canvas")
-        if not (isinstance(canvas, list) and len(canvas) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and size <= max(canvas) and 1 <= v <= MAX_INPUT_SIZE
-                for v in canvas)):
+        sides = isinstance(canvas, list) and len(canvas) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIZE for v in canvas)
+        if not sides or size > max(canvas):
             bad(f"gives the canvas {str(canvas)[:60]!r}: [height, width] in pixels, the long side {size} fitting")
     if meta["task"] == "multi_label":
         n, groups, t = meta.get("independent"), meta.get("groups"), meta.get("thresholds")

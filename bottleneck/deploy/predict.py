@@ -23,7 +23,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.core.files import atomic_output, check_output
 from bottleneck.core.text import spreadsheet_safe
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
-from bottleneck.data.labelmaps import CAMVID_COLOURS, letterbox
+from bottleneck.data.labelmaps import label_palette, letterbox
 from bottleneck.deploy.formats import LoadedModel, load_model
 from bottleneck.experiments.segmentation import frame_prediction
 
@@ -133,14 +133,13 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
 
 def write_masks(model: LoadedModel, rows: Iterable[dict], folder: str | Path) -> Iterator[dict]:
     """Pass segmentation ``rows`` through, writing each image's class map to ``folder`` as
-    ``<image name>.png`` (a palette PNG: pixel values are class ids, shown in the dataset's
+    ``<image name>.png`` (a palette PNG: pixel values are class ids, shown in the report's
     colours); each file is written atomically. Names that two inputs share get a number."""
     from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    colours = CAMVID_COLOURS + [((37 * i) % 256, (91 * i) % 256, (53 * i) % 256) for i in range(len(CAMVID_COLOURS), 256)]
-    palette = [c for rgb in colours for c in rgb]
+    palette = label_palette(len(model.meta["output_names"])).ravel().tolist()  # the report's colours
     taken: set[str] = set()
     for row in rows:
         if "error" not in row:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.core.files import atomic_write
-from bottleneck.data.labelmaps import CAMVID_COLOURS
+from bottleneck.data.labelmaps import class_palette, label_palette
 
 
 def _pyplot():
@@ -220,19 +220,9 @@ def predicted_vs_true(row: dict, y_true, y_pred, names: list[str], path) -> Path
     return _save(fig, path)
 
 
-def _palette(n: int) -> np.ndarray:
-    if n <= len(CAMVID_COLOURS):
-        return np.array(CAMVID_COLOURS[:n], np.uint8)
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    return np.array([[int(255 * c) for c in cmap(i % 20)[:3]] for i in range(n)], np.uint8)
-
-
 def colour_map(labels: np.ndarray, n_classes: int, void: int) -> np.ndarray:
     """Class ids as colours (CamVid's own palette for up to 11 classes); Void black."""
-    palette = np.vstack([_palette(n_classes), np.zeros((256 - n_classes, 3), np.uint8)])
-    out = palette[np.minimum(labels, 255)]
+    out = label_palette(n_classes)[np.minimum(labels, 255)]
     out[labels == void] = 0
     return out
 
@@ -252,7 +242,7 @@ def segmentation_grid(row: dict, images, truth, pred, class_names: list[str], vo
                 ax.set_title(title, fontsize=9)
     from matplotlib.patches import Patch
 
-    palette = _palette(len(class_names)) / 255.0
+    palette = class_palette(len(class_names)) / 255.0
     fig.legend(handles=[Patch(color=palette[i], label=c) for i, c in enumerate(class_names)], loc="lower center",
                ncol=min(6, len(class_names)), fontsize=8)
     fig.suptitle(_title(row), fontsize=9)
@@ -267,7 +257,7 @@ def iou_bars(row: dict, class_names: list[str], path) -> Path:
     values = [(c, metrics.get(f"iou/{c}")) for c in class_names]
     values = sorted(((c, v) for c, v in values if v is not None and v == v), key=lambda cv: cv[1])
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(values) + 1.5), dpi=100)
-    palette = _palette(len(class_names)) / 255.0
+    palette = class_palette(len(class_names)) / 255.0
     ax.barh([c for c, _ in values], [v for _, v in values],
             color=[palette[class_names.index(c)] for c, _ in values], edgecolor="black", lw=0.3)
     ax.axvline(metrics["miou"], color="tab:red", lw=1, label=f"mean IoU {metrics['miou']:.3f}")
