@@ -29,6 +29,18 @@ def _limit(text: str) -> int | str | None:
     return None if text == "all" else _positive_int(text)
 
 
+def _unlabeled(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 or 'all'")
+    return n
+
+
 def _list_of(kind):
     def parse(text: str) -> list:
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -176,10 +188,14 @@ def _head_params(a) -> dict:
 
 def _head_options(p: argparse.ArgumentParser) -> None:
     from bottleneck.learn.heads import C_GRID, HEADS
+    from bottleneck.learn.semi import BEST_SEMI, SEMI_HEADS
 
     g = p.add_argument_group("head")
     g.add_argument("--head", choices=list(HEADS),
                    help="default: the target's (logreg for classes and labels, ridge for regression)")
+    g.add_argument("--semi", choices=list(SEMI_HEADS),
+                   help=f"with --unlabeled: how the head learns from the unlabeled images (default {BEST_SEMI}, "
+                        "the best measured; README, Unlabeled images)")
     g.add_argument("--epochs", type=_positive_int, help="training epochs of the Keras heads")
     g.add_argument("--C", type=_C, dest="C",
                    help="logreg: inverse regularisation, or 'cv': chosen from %s by 5-fold cross-validation on the "
@@ -249,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     _draw_options(p, default="auto")
     _head_options(p)
     p.add_argument("--recipe", help="a named bundle of settings (`bottleneck recipes` lists them)")
+    p.add_argument("--unlabeled", type=_unlabeled, default=0,
+                   help="also learn from N images per class of the rest of the training split, without their labels "
+                        "(all: every one; default 0; see --semi)")
     p.add_argument("--out", help="folder to keep the result row in (results.csv, results.json, table.md, pictures)")
     p.add_argument("--plots", action="store_true", help="draw the run's pictures and write report.html in --out")
 
@@ -263,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="targets, comma-separated (default: each dataset's first); one table per target")
     p.add_argument("--recipes", type=_list_of(str), default=[None],
                    help="named recipes, comma-separated, side by side (e.g. plain,best; `bottleneck recipes`)")
+    p.add_argument("--unlabeled", type=_list_of(_unlabeled), default=[0],
+                   help="unlabeled images per class from the rest of the training split, comma-separated (e.g. "
+                        "0,100,all), a column of the grid like --per-class (see --semi)")
     p.add_argument("--out", help="folder for results.csv, results.json and table.md; each finished run is kept "
                                  "there at once, and running the same grid again reuses finished runs")
     p.add_argument("--plots", action="store_true", help="draw every run's pictures and write report.html in --out")
@@ -311,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="what to predict (default: the dataset's first target)")
     _draw_options(p, default=100)
     _head_options(p)
+    p.add_argument("--unlabeled", type=_unlabeled, default=0,
+                   help="the head also learns from N images per class of the rest of the training split (as train)")
     p.add_argument("--out", default="model.keras", help="the model file to write (default model.keras; a folder "
                                                            "name for --format saved_model)")
     p.add_argument("--format", choices=["keras", "saved_model", "onnx", "litert"],
@@ -491,7 +515,7 @@ def cmd_train(a) -> int:
     else:
         row = train(a.base, a.dataset, a.per_class, a.seed, a.head, target=a.target, eval_per_class=a.eval_per_class,
                     head_params=_head_params(a), holdout_classes=a.holdout_classes, loss=a.loss, out=a.out,
-                    plots=a.plots, recipe=a.recipe, **_extract_kwargs(a))
+                    plots=a.plots, recipe=a.recipe, unlabeled=a.unlabeled, semi=a.semi, **_extract_kwargs(a))
     _print_profile(a, [row])
     target = "" if row["task"] == "single_label" else f", target {row['target']} ({row['task']})"
     held = f", classes {row['holdout_classes']} held out" if row.get("holdout_classes") else ""
@@ -544,7 +568,8 @@ def cmd_compare(a) -> int:
 
     rows = compare(a.bases, a.datasets, a.per_class, a.seeds, a.head, out=a.out, targets=a.target,
                    eval_per_class=a.eval_per_class, head_params=_head_params(a), holdout_classes=a.holdout_classes,
-                   loss=a.loss, plots=a.plots, recipes=a.recipes, **_extract_kwargs(a))
+                   loss=a.loss, plots=a.plots, recipes=a.recipes, unlabeled=a.unlabeled, semi=a.semi,
+                   **_extract_kwargs(a))
     print(markdown_table(rows))
     _print_profile(a, rows)
     extracted = sum(r["extracted_images"] for r in rows)
@@ -650,7 +675,7 @@ def cmd_export(a) -> int:
     _no_profile(a, "export")
     meta = export(a.base, a.dataset, a.per_class, a.seed, a.head, out=a.out, format=a.format, quantize=a.quantize,
                   target=a.target, head_params=_head_params(a), eval_per_class=a.eval_per_class, overwrite=a.force,
-                  **_extract_kwargs(a))
+                  unlabeled=a.unlabeled, semi=a.semi, **_extract_kwargs(a))
     print(f"{meta['path']} ({meta['file_format']}{', ' + meta['quantize'] if meta['quantize'] else ''}): "
           f"{meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
           f"({meta['task']}), input uint8 {meta['input']['size']}x{meta['input']['size']}x3; "

@@ -42,7 +42,7 @@ FORMAT_VERSION = 2
 # What picks the samples, not how their features are made: files that differ only in these can share rows.
 # Augmented views too: every row's digest spells out its view's transform, so rows of equal digests are equal.
 SELECTION_KEYS = ("dataset_id", "split", "per_class", "seed", "draw", "selection", "content", "test_fraction",
-                  "augment", "augment_views")
+                  "augment", "augment_views", "unlabeled")
 
 
 def fingerprint(settings: dict) -> str:

@@ -28,6 +28,7 @@ from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_converter, ch
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.experiments.segmentation import SegRun
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
+from bottleneck.learn.semi import SemiHead
 
 CALIBRATION_IMAGES = 200  # training images that calibrate --quantize int8 (the converter's usual 100-500)
 
@@ -168,7 +169,7 @@ def _exportable_todo() -> str:
 
 def head_scaler(head):
     """The StandardScaler a fitted head standardizes its features with (None if it has none)."""
-    if isinstance(head, (RidgeHead, LogRegHead)) and getattr(head, "pipeline_", None) is not None:
+    if isinstance(head, (RidgeHead, LogRegHead, SemiHead)) and getattr(head, "pipeline_", None) is not None:
         return head.pipeline_.steps[0][1]
     return getattr(head, "scaler_", None)
 
@@ -191,6 +192,9 @@ def head_layers(head, x, quiet: float | None = None):
             offset = np.where(s["bounded"], s["low"], s["mean"]).astype(np.float32)
             out = layers.Rescaling(scale, offset=offset, name="decode")(out)
         return out
+    if isinstance(head, SemiHead):  # its final logistic regression, learnt with the unlabeled rows
+        scaler, model = head.logistic()
+        return _logistic(model, "logreg", x, scaler=scaler, quiet=quiet)
     if isinstance(head, LogRegHead):
         if kind == "single_label":
             scaler, model = head.pipeline_.steps[0][1], head.pipeline_.steps[-1][1]
@@ -258,14 +262,16 @@ def _check_exportable(settings: dict) -> None:
 def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
            out: str | Path = "model.keras", format: str | None = None, quantize: str | None = None,
            target: str | None = None, head_params: dict | None = None, eval_per_class: int | None = None,
-           overwrite: bool = False, **extract_kwargs) -> dict:
+           overwrite: bool = False, unlabeled: int | str | None = None, semi: str | None = None,
+           **extract_kwargs) -> dict:
     """Train (or reuse the cached features of) ``head`` on ``base``'s features of ``dataset``
     and write one model that takes uint8 images and predicts. Returns its metadata.
 
     ``format`` is ``keras`` (one ``.keras`` file), ``saved_model`` (a folder), ``onnx`` or
     ``litert`` (``.tflite``); by default the one ``out``'s name says. ``quantize="int8"``
     (LiteRT only) stores weights and activations in 8 bits, calibrated on the training draw's
-    images. An existing ``out`` is kept (an error, before any work) unless ``overwrite``."""
+    images. An existing ``out`` is kept (an error, before any work) unless ``overwrite``.
+    ``unlabeled``/``semi``: the head also learns from unlabeled images (``train``'s)."""
     import keras
 
     format = format_of(out, format)
@@ -277,7 +283,7 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     out = check_model_output(out, format, overwrite=overwrite)
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
-                 eval_per_class=eval_per_class, **plan_kwargs)
+                 eval_per_class=eval_per_class, unlabeled=unlabeled, semi=semi, **plan_kwargs)
     if isinstance(r, SegRun):
         if quantize is not None:
             raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a segmentation model is "
@@ -298,6 +304,7 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
         **meta,
         "base": r.train.settings["base"], "dataset": r.train.settings["dataset"], "target": r.target.name,
         "task": r.target.task.kind, "head": fitted.row["head"], "head_params": json.loads(fitted.row["head_params"]),
+        "unlabeled": fitted.row.get("unlabeled", 0), "semi": fitted.row.get("semi"),
         "metrics": fitted.row["metrics"], "metric": fitted.row["metric"], "score": fitted.row["score"],
         "n_train": fitted.row["n_train"], "n_test": fitted.row["n_test"],
         "train_cache": {"file": fitted.train.path.name, "settings": fitted.train.settings},

@@ -1,4 +1,5 @@
-"""The grid: every base x dataset x target x recipe x per-class limit x seed (``compare``).
+"""The grid: every base x dataset x target x recipe x per-class limit x unlabeled count x seed
+(``compare``).
 
 Every run is planned before the first extraction, so a grid never fails at run 5 of 8 on
 something it could have said at once; with ``out``, each finished run is kept at once and
@@ -25,33 +26,39 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
             head: str | None = None, out: str | Path | None = None, *, targets: list[str | None] = (None,),
             eval_per_class: int | None = None, head_params: dict | None = None, holdout_classes=None,
             loss: str | None = None, plots: bool = False, recipes: list[str | None] = (None,),
-            **extract_kwargs) -> list[dict]:
-    """Every base x dataset x target x recipe x per-class limit x seed; returns the rows. With
-    ``out``, each finished row is kept there at once (results.csv, results.json, table.md
-    remade from all rows in the folder), and rows finished by an earlier run of the same
-    grid are reused."""
+            unlabeled: list[int | str] = (0,), semi: str | None = None, **extract_kwargs) -> list[dict]:
+    """Every base x dataset x target x recipe x per-class limit x unlabeled count x seed;
+    returns the rows. With ``out``, each finished row is kept there at once (results.csv,
+    results.json, table.md remade from all rows in the folder), and rows finished by an
+    earlier run of the same grid are reused. ``unlabeled``: images per class learnt from
+    without their labels (0: none, the plain protocol; "all"), by the method ``semi``."""
     from tqdm.auto import tqdm
 
     plan_kwargs, options = split_kwargs(extract_kwargs)
     if plots and not out:
         raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
+    if semi is not None and all(u == 0 for u in unlabeled):
+        raise BottleneckError(f"--semi {semi} learns from unlabeled images, and no run of this grid has any",
+                              "add --unlabeled N|all (e.g. --unlabeled 0,all), or drop --semi")
     loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
-    grid = [(b, d, t, n, s, c) for b in bases for d in datasets for t in targets for c in recipes
-            for n in per_class for s in seeds]
+    grid = [(b, d, t, n, s, c, u) for b in bases for d in datasets for t in targets for c in recipes
+            for n in per_class for u in unlabeled for s in seeds]
     # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
     planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
                         eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, recipe=c,
-                        **plan_kwargs)
-               for b, d, t, n, s, c in grid]
+                        unlabeled=u, semi=semi if u != 0 else None, **plan_kwargs)
+               for b, d, t, n, s, c, u in grid]
     if any(p is not None and not p.path.exists() for r in planned
-           for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part])):
+           for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part],
+                     *getattr(r, "pool", ()))):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None
     rows = []
     with tqdm(total=len(grid), desc="grid", unit="run", disable=not options.progress or len(grid) < 2) as bar, \
             engine_session(options):  # one Ray instance for the whole grid
-        for (b, d, t, n, s, c), r in zip(grid, planned):
-            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}" + (f" recipe={c}" if c else ""))
+        for (b, d, t, n, s, c, u), r in zip(grid, planned):
+            bar.set_postfix_str(f"{b} {d} {r.target.name} N={n} seed={s}" + (f" recipe={c}" if c else "")
+                                + (f" unlabeled={u}" if u != 0 else ""))
             row = results.get(r.key) if results else None
             if row is None:
                 fitted = execute_fitted(r, options)

@@ -38,6 +38,7 @@ from bottleneck.extraction import views as augment
 from bottleneck.extraction.plan import Plan, RunOptions, plan
 from bottleneck.extraction.run import engine_session, run, stages_of
 from bottleneck.learn.heads import HEADS, OPTION_FLAGS, heads_for, make_head
+from bottleneck.learn.semi import BEST_SEMI, SEMI_HEADS, UNLABELED, make_semi_head
 from bottleneck.report import html as pages
 from bottleneck.report.html import write_report
 from bottleneck.report.plots import precision_recall_scatter
@@ -76,6 +77,9 @@ class Run:
     holdout_classes: tuple[int, ...] | None = None
     recipe: str | None = None
     parts: tuple = ()  # stacked features: (train plan, test plan) of each part (stacking.py)
+    unlabeled: int | str | None = None  # unlabeled images per class beside the draw ("all": the rest)
+    semi: str | None = None  # the semi-supervised method (learn/semi.py) that learns from them
+    pool: tuple = ()  # the unlabeled rows' plans: the base's, then each stacked part's
 
     @property
     def key(self) -> str:
@@ -88,6 +92,8 @@ class Run:
             what["recipe"] = self.recipe
         if self.parts:
             what["parts"] = [(tr.settings, te.settings) for tr, te in self.parts]
+        if self.pool:  # only then, so a run without unlabeled rows keeps its key
+            what.update(unlabeled=self.unlabeled, semi=self.semi, pool=[p.settings for p in self.pool])
         return fingerprint(what)
 
 
@@ -95,9 +101,10 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _head_for(head: str | None, target: Target, params: dict, seed: int) -> tuple[str, dict]:
+def _head_for(head: str | None, target: Target, params: dict, seed: int, semi: str | None = None) -> tuple[str, dict]:
     """The head (the target's default when None) and the parameters it takes; options it does
-    not take are dropped with a note (the Keras heads' --epochs given to logreg, say)."""
+    not take are dropped with a note (the Keras heads' --epochs given to logreg, say). With
+    ``semi``, the parameters are those of that semi-supervised head (around logreg)."""
     import inspect
 
     head = head or target.task.default_head
@@ -106,13 +113,31 @@ def _head_for(head: str | None, target: Target, params: dict, seed: int) -> tupl
     if target.task.kind not in HEADS[head].tasks:
         raise BottleneckError(f"the {head} head cannot learn target {target.name} ({target.task.kind})",
                               f"use --head {' or '.join(heads_for(target.task.kind))}")
-    known = set(inspect.signature(HEADS[head].__init__).parameters) - {"self", "task", "seed"}
+    cls = SEMI_HEADS[semi] if semi else HEADS[head]
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "task", "seed"}
     unused = [k for k in params if k not in known]
     if unused:
-        log.warning("%s not used by the %s head (ignored)", ", ".join(OPTION_FLAGS.get(k, k) for k in unused), head)
+        log.warning("%s not used by the %s head (ignored)", ", ".join(OPTION_FLAGS.get(k, k) for k in unused),
+                    semi or head)
     params = {k: v for k, v in params.items() if k in known}
-    make_head(head, seed=seed, task=_task_arg(target), **params)  # checks the parameters and the task now
+    _make(head, semi, seed, _task_arg(target), params)  # checks the parameters and the task now
     return head, params
+
+
+def _make(head: str, semi: str | None, seed: int, task, params: dict):
+    """The head to fit: ``head`` by name, or the semi-supervised head ``semi`` (around logreg)."""
+    return make_semi_head(semi, seed=seed, **params) if semi else make_head(head, seed=seed, task=task, **params)
+
+
+def _unlabeled_count(unlabeled) -> int | str | None:
+    """--unlabeled as a run takes it: None for none (0), else N >= 1 or "all"."""
+    if unlabeled is None or (unlabeled == 0 and not isinstance(unlabeled, bool)):
+        return None
+    if unlabeled == "all" or (isinstance(unlabeled, (int, np.integer)) and not isinstance(unlabeled, bool)
+                              and unlabeled > 0):
+        return unlabeled if unlabeled == "all" else int(unlabeled)
+    raise BottleneckError(f"--unlabeled {unlabeled!r} is not a whole number >= 0 or 'all'",
+                          "e.g. --unlabeled 100 (per class, from the rest of the training split), or all")
 
 
 def _task_arg(target: Target):
@@ -123,11 +148,28 @@ def _task_arg(target: Target):
 def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int, *, target: str | None = None,
              head: str | None = None, head_params: dict | None = None, eval_per_class: int | None = None,
              eval_split: str = "test", holdout_classes=None, loss: str | None = None, recipe: str | None = None,
-             **plan_kwargs) -> Run:
+             unlabeled: int | str | None = None, semi: str | None = None, **plan_kwargs) -> Run:
     """One run, planned (nothing runs): every check that can fail, fails here. ``recipe``:
-    a named bundle of settings (``bottleneck.recipes``), applied on top of the others."""
+    a named bundle of settings (``bottleneck.recipes``), applied on top of the others.
+    ``unlabeled`` (N per class, or "all"; 0 or None: none): images of the training split
+    outside the labelled draw, their labels never read, learnt from by the semi-supervised
+    head ``semi`` (``learn.semi``; the one that measured best when None)."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
     tgt = ds.target(target)
+    unlabeled = _unlabeled_count(unlabeled)
+    if semi is not None and unlabeled is None:
+        raise BottleneckError(f"--semi {semi} learns from unlabeled images, and this run has none",
+                              "add --unlabeled N|all, or drop --semi")
+    if unlabeled is not None:
+        semi = semi or BEST_SEMI
+        if semi not in SEMI_HEADS:
+            make_semi_head(semi)  # the unknown-method error, with the nearest name
+        if tgt.task.kind != "single_label":
+            raise BottleneckError(f"--unlabeled is for one class per image; target {tgt.name} is {tgt.task.kind}",
+                                  "drop --unlabeled")
+        if head not in (None, "logreg"):
+            raise BottleneckError(f"the semi-supervised heads are built around logreg; this run's head is {head}",
+                                  "drop --head, or --unlabeled")
     if per_class == AUTO:  # the command line's default: 100 per class, every frame for segmentation
         per_class = None if tgt.task.kind == "segmentation" else 100
     if recipe is not None:
@@ -157,7 +199,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
             raise BottleneckError(f"--loss is for multi-label targets; {tgt.name} is {tgt.task.kind}",
                                   "drop --loss")
         tgt = dataclasses.replace(tgt, task=MultiLabel(tgt.task.labels, tgt.task.groups, loss))
-    head, params = _head_for(head, tgt, dict(head_params or {}), seed)
+    head, params = _head_for(head, tgt, dict(head_params or {}), seed, semi)
     if loss is not None and head not in ("dense", "mlp"):
         log.warning("--loss %s not used by the %s head, which fits one model per label and per group (ignored); it "
                     "applies to --head dense or mlp", loss, head)
@@ -176,24 +218,33 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
                 plan(base_name, ds, eval_split, eval_per_class, EVAL_SEED, target=tgt.name, views=test_views,
                      for_test=True, **kwargs))
 
+    def unlabeled_rows(base_name: str, kwargs: dict) -> Plan:
+        return plan(base_name, ds, "train", per_class, seed, target=tgt.name, unlabeled=unlabeled, **kwargs)
+
     tr, te = both(base, plan_kwargs)
-    parts = []
+    parts, pool = [], []
     for part in stack:
         parts.append(both(*stacking.parse(part, tr.spec.name, plan_kwargs)))
-    return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe, tuple(parts))
+    if unlabeled is not None:
+        pool = [unlabeled_rows(base, plan_kwargs)] + [unlabeled_rows(*stacking.parse(part, tr.spec.name, plan_kwargs))
+                                                     for part in stack]
+    return Run(tr, te, tgt, head, params, seed, eval_per_class, held, recipe, tuple(parts),
+               unlabeled, semi if unlabeled is not None else None, tuple(pool))
 
 
 def train(base: str, dataset: str | Dataset, per_class: int | None = 100, seed: int = 0, head: str | None = None, *,
           target: str | None = None, eval_per_class: int | None = None, eval_split: str = "test",
           head_params: dict | None = None, holdout_classes=None, loss: str | None = None,
-          out: str | Path | None = None, plots: bool = False, recipe: str | None = None, **extract_kwargs) -> dict:
+          out: str | Path | None = None, plots: bool = False, recipe: str | None = None,
+          unlabeled: int | str | None = None, semi: str | None = None, **extract_kwargs) -> dict:
     """Extract what is missing, train ``head`` (the target's default when None) on the
     per-class draw, score it on the test split. Returns one result row: every setting,
-    the metrics and timings (kept in ``out`` when given, with the target's pictures)."""
+    the metrics and timings (kept in ``out`` when given, with the target's pictures).
+    ``unlabeled``/``semi``: see :func:`plan_run`."""
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, eval_split=eval_split, holdout_classes=holdout_classes, loss=loss,
-                 recipe=recipe, **plan_kwargs)
+                 recipe=recipe, unlabeled=unlabeled, semi=semi, **plan_kwargs)
     fitted = execute_fitted(r, options)
     if out:
         keep(ResultsDir(out), r, fitted, plots)
@@ -221,12 +272,14 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
         tr, te = run(r.train, options), run(r.test, options)
         tr = stacking.stacked(tr, [run(p, options) for p, _ in r.parts])
         te = stacking.stacked(te, [run(p, options) for _, p in r.parts])
+        pool = stacking.stacked(run(r.pool[0], options), [run(p, options) for p in r.pool[1:]]) if r.pool else None
     te = augment.averaged(te)  # test-time views: one row per image, the mean of its views' features
     y_tr = augment.join(r.target, r.train.samples, tr)
     y_te = r.target.join(r.test.samples, te.source_ids)
-    fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params)
+    fitted = fit_head(tr, te, y_tr, y_te, r.target, r.head, r.seed, r.head_params, semi=r.semi, unlabeled=pool)
     fitted.row.update(eval_per_class=r.eval_per_class, drawn_per_class=_drawn(r.train),
-                      holdout_classes=list(r.holdout_classes) if r.holdout_classes else None, recipe=r.recipe)
+                      holdout_classes=list(r.holdout_classes) if r.holdout_classes else None, recipe=r.recipe,
+                      unlabeled=r.unlabeled or 0)
     return fitted
 
 
@@ -323,13 +376,23 @@ def fit_and_score(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, he
 
 
 def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: str, seed: int,
-             head_params: dict) -> Fitted:
-    """``fit_and_score``, keeping the fitted head."""
+             head_params: dict, semi: str | None = None, unlabeled: FeatureSet | None = None) -> Fitted:
+    """``fit_and_score``, keeping the fitted head. ``unlabeled``: rows learnt from by the
+    semi-supervised head ``semi`` without their labels (each given as ``UNLABELED``)."""
     check_features(tr, te)
+    X, y, groups = tr.features, np.asarray(y_tr), np.asarray(tr.groups)
+    if unlabeled is not None:
+        check_features(unlabeled, te)
+        if set(unlabeled.source_ids) & set(tr.source_ids):
+            raise CacheError(f"{unlabeled.path.name} holds images of the labelled draw {tr.path.name}",
+                             "extract the unlabeled rows with the run's own draw (--unlabeled)")
+        X = np.concatenate([X.reshape(len(X), -1), unlabeled.features.reshape(len(unlabeled), -1)])
+        y = np.concatenate([y, np.full(len(unlabeled), UNLABELED, dtype=y.dtype)])  # never the rows' own labels
+        groups = np.concatenate([groups, np.asarray(unlabeled.groups)])
     task = target.task
     t = time.perf_counter()
-    model = make_head(head, seed=seed, task=_task_arg(target), **head_params)
-    model.fit(tr.features, y_tr, groups=np.asarray(tr.groups))
+    model = _make(head, semi, seed, _task_arg(target), head_params)
+    model.fit(X, y, groups=groups)
     train_seconds = time.perf_counter() - t
     baseline = np.asarray(y_tr, np.float64).mean(axis=0) if task.kind == "regression" else None
     metrics = {k: round(float(v), 6) for k, v in model.evaluate(te.features, y_te, baseline=baseline).items()}
@@ -341,6 +404,7 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
         "test_fraction": s.get("test_fraction"), "resize": s.get("resize"), "compute": s.get("compute"),
         "crop": s.get("crop"), "views": s.get("augment_views", 1), "test_views": te.info.get("averaged_views", 1),
         "stack": "+".join(s["stack"]) if s.get("stack") else None,
+        "unlabeled": 0, "semi": semi, "n_unlabeled": len(unlabeled) if unlabeled is not None else 0,
         "n_train": len(tr), "n_test": len(te), "n_classes": len(tr.class_names),
         "metric": task.main_metric, "score": metrics[task.main_metric],
     }

@@ -28,6 +28,7 @@ from bottleneck.bases.registry import BaseSpec, get_base, resolve_image_size
 from bottleneck.bases.weights import weights_identity
 from bottleneck.cache.store import cache_path, canonical_dataset
 from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.core.sampling import unlabeled_draw
 from bottleneck.data.datasets import load_dataset
 from bottleneck.data.images import RESIZES, resize
 from bottleneck.data.sources import Dataset, Split
@@ -186,13 +187,15 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
          weights_dir: str | Path | None = None, image_size: int | None = None, layer: str | None = None,
          pooling: str = "avg", test_fraction: float | None = None, target: str | None = None,
          resize: str = "host", compute: str = "float32", crop: float | None = None, views: int = 1,
-         for_test: bool = False) -> Plan:
+         for_test: bool = False, unlabeled: int | str | None = None) -> Plan:
     """Decide what ``extract`` with these arguments makes, without running a base: every
     check that can fail (base, size, layer, weights, dataset, split, target) fails here.
     ``target`` only says how ``per_class`` draws (per class, or per label of a multi-label
     target); the features are the images', whatever is predicted from them. ``views``: rows
     per image, view 0 the image and the others seeded variations of it (``augment``);
-    ``for_test``: they are for test-time averaging (no flip that needs the class)."""
+    ``for_test``: they are for test-time averaging (no flip that needs the class).
+    ``unlabeled`` (N or "all"): the rows are instead the unlabeled draw beside the labelled
+    draw that ``per_class`` and ``seed`` make (``unlabeled_rows``)."""
     spec = get_base(base)
     size = resolve_image_size(spec, image_size)
     check_pooling(pooling)
@@ -203,6 +206,10 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     s = ds.split(split)
     drawn_for = ds.target(target)
     selected, short = drawn_for.draw(s, per_class, seed)
+    if unlabeled is not None:
+        if views > 1:
+            raise BottleneckError("unlabeled rows are drawn as one view each", "drop --views, or --unlabeled")
+        selected, short = unlabeled_rows(ds, split, selected, unlabeled, seed), {}
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
     if resize not in RESIZES:
         raise BottleneckError(f"unknown --resize {resize!r}", "use host (PIL, the default), device (in the model, "
@@ -234,6 +241,8 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         "content": hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16],
         "extractor": EXTRACTOR_VERSION,
     }
+    if unlabeled is not None:  # recorded only for the unlabeled draw, so other files keep their names
+        settings["unlabeled"] = unlabeled
     if source is not None:
         settings["source_size"] = list(source)
     check_compute(compute)
@@ -245,6 +254,29 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
         settings["augment"], settings["augment_views"] = aug.description, views
     return Plan(spec, ds, split, selected, digests, settings, cache_path(cache_dir, settings), weights_path, short,
                 PooledFeatures(size, source, crop, views, each_size=resize == "device-mixed"))
+
+
+def unlabeled_rows(ds: Dataset, split: str, labelled: np.ndarray, unlabeled: int | str, seed: int) -> np.ndarray:
+    """The split's unlabeled draw beside ``labelled``: N per class sizes it at N times the number
+    of classes, drawn from the pool as a whole (``sampling.unlabeled_draw``: seeded, nested, no
+    label read); "all" is every image outside the labelled draw. Never the test split."""
+    if split == "test":
+        raise BottleneckError("unlabeled images come from the training split, never the test split",
+                              "draw them from --split train")
+    if unlabeled != "all" and (isinstance(unlabeled, bool) or not isinstance(unlabeled, (int, np.integer))
+                               or unlabeled < 1):
+        raise BottleneckError(f"--unlabeled {unlabeled!r} is not a whole number >= 1 or 'all'",
+                              "e.g. --unlabeled 100 (images per class, from the rest of the training split) or all")
+    s = ds.split(split)
+    count = None if unlabeled == "all" else int(unlabeled) * max(1, len(ds.class_names))
+    chosen = unlabeled_draw(len(s), labelled, count, seed)
+    if not len(chosen):
+        raise BottleneckError(f"the {split} split of {ds.name} has no image outside the labelled draw",
+                              "draw fewer labelled images (--per-class), or drop --unlabeled")
+    if count is not None and len(chosen) < count:
+        log.warning("--unlabeled %s asks for %d images; the %s split has %d outside the labelled draw (all of them "
+                    "are used)", unlabeled, count, split, len(chosen))
+    return chosen
 
 
 def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:

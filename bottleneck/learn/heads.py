@@ -541,11 +541,17 @@ def heads_for(kind: str) -> list[str]:
 
 def make_head(name: str, seed: int = 0, task=None, **params):
     """A head by name with its parameters checked, e.g. ``make_head("mlp", seed=1, epochs=50)``."""
+    return make_from(HEADS, "head", name, seed, task, params)
+
+
+def make_from(table: dict, what: str, name: str, seed: int, task, params: dict):
+    """``table[name]`` built with ``params``, checked; an unknown name or parameter is an error
+    that names the nearest (``what``: how the error calls an entry, e.g. "head")."""
     import inspect
 
-    if name not in HEADS:
-        raise BottleneckError(f"unknown head {name!r}{nearest(name, list(HEADS))}", f"use one of: {', '.join(HEADS)}")
-    cls = HEADS[name]
+    if name not in table:
+        raise BottleneckError(f"unknown {what} {name!r}{nearest(name, list(table))}", f"use one of: {', '.join(table)}")
+    cls = table[name]
     known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(params) - set(known))
     if unknown:

@@ -15,8 +15,11 @@ other heads (keyword parameters stored as given, ``fit`` returns self, learned s
   then a refit on labelled + pseudo-labelled rows; a class never outnumbers the others, so one
   class cannot swallow the pool.
 
-Not registered as named heads yet: ``train``/``compare`` get them with ``--unlabeled`` and
-``--semi`` (the next step of issue 27).
+Each fits the logistic regression of the ``logreg`` head inside (``C``, or ``C="cv"``: chosen
+by cross-validation on the labelled rows only, then kept for every refit). ``train`` and
+``compare`` use them with ``--unlabeled N|all`` and ``--semi METHOD`` (``BEST_SEMI`` when
+``--semi`` is left out); they are not ``--head`` names, since without unlabeled rows each is
+the logistic regression.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import numpy as np
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from bottleneck.learn.heads import Head, InvalidParameter, check_param
+from bottleneck.learn.heads import C_SEARCH_FOLDS, Head, InvalidParameter, LogRegHead, check_param, make_from
 
 UNLABELED = -1  # scikit-learn's mark of an unlabeled row
 
@@ -39,21 +42,41 @@ def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~unlabeled), np.flatnonzero(unlabeled)
 
 
-class _SemiHead(Head):
-    """What the three share: one class per image, and the logistic regression each fits (C,
-    max_iter, seed)."""
+class SemiHead(Head):
+    """What the three share: one class per image, and the logistic regression each fits (C or
+    "cv", cv_folds, max_iter, seed)."""
 
     tasks = ("single_label",)
 
     def check_params(self) -> None:
-        check_param(self, "C", numbers.Real, 0, None, "neither")
-        check_param(self, "max_iter", numbers.Integral, 1)
-        check_param(self, "seed", numbers.Integral)
+        self._logreg_head().check_params()
+        if self.task is not None:
+            raise InvalidParameter("the semi-supervised heads learn one class per image", "pass task=None")
+
+    def _logreg_head(self) -> LogRegHead:
+        return LogRegHead(C=self.C, max_iter=self.max_iter, cv_folds=self.cv_folds, seed=self.seed)
+
+    def _start(self, X, y, labelled, groups):
+        """The logistic regression on the labelled rows alone, where every method starts; its C
+        (searched there when "cv", never on unlabeled rows) is the one every refit uses."""
+        first = self._logreg_head().fit(X[labelled], y[labelled],
+                                        groups=None if groups is None else np.asarray(groups)[labelled])
+        self.C_ = first.C_
+        if hasattr(first, "cv_scores_"):
+            self.cv_scores_ = first.cv_scores_
+        return first.pipeline_
 
     def _logreg(self):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        return LogisticRegression(C=self.C_, max_iter=self.max_iter, random_state=self.seed)
+
+    def logistic(self):
+        """(the fitted StandardScaler, the fitted LogisticRegression) that predict: what an
+        exported model holds as layers, as for the logreg head."""
+        check_is_fitted(self)
+        scaler, model = self.pipeline_.steps[0][1], self.pipeline_.steps[-1][1]
+        return scaler, getattr(model, "estimator_", model)  # self-training wraps the regression
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -63,15 +86,16 @@ class _SemiHead(Head):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-class SelfTrainingHead(_SemiHead):
+class SelfTrainingHead(SemiHead):
     """Self-training (scikit-learn's SelfTrainingClassifier) around the logistic regression."""
 
-    def __init__(self, C: float = 1.0, threshold: float = 0.9, max_rounds: int = 10, max_iter: int = 1000,
-                 seed: int = 0, task=None):
+    def __init__(self, C: float | str = 1.0, threshold: float = 0.9, max_rounds: int = 10, max_iter: int = 1000,
+                 cv_folds: int = C_SEARCH_FOLDS, seed: int = 0, task=None):
         self.C = C
         self.threshold = threshold
         self.max_rounds = max_rounds
         self.max_iter = max_iter
+        self.cv_folds = cv_folds
         self.seed = seed
         self.task = task
 
@@ -85,7 +109,7 @@ class SelfTrainingHead(_SemiHead):
         from sklearn.semi_supervised import SelfTrainingClassifier
 
         X, y = self._checked(X, y, np.float64)
-        _split(y)
+        self._start(X, y, _split(y)[0], groups)
         model = SelfTrainingClassifier(self._logreg(), threshold=self.threshold, max_iter=self.max_rounds)
         self.pipeline_ = make_pipeline(StandardScaler(), model).fit(X, y)
         self.classes_ = self.pipeline_.classes_
@@ -93,20 +117,21 @@ class SelfTrainingHead(_SemiHead):
         return self
 
 
-class LabelSpreadingHead(_SemiHead):
+class LabelSpreadingHead(SemiHead):
     """Label spreading (scikit-learn's LabelSpreading) on a kNN graph of standardized features,
     then the logistic regression fit on the labels spread: predicting a new image is the
     regression's (fast, no graph of the training rows kept); rows the spreading never reached (a
     part of the graph with no labelled row: its label distribution is all zeros) are left out of
     that fit and counted in ``unreached_``."""
 
-    def __init__(self, n_neighbors: int = 10, alpha: float = 0.2, max_rounds: int = 30, C: float = 1.0,
-                 max_iter: int = 1000, seed: int = 0, task=None):
+    def __init__(self, n_neighbors: int = 10, alpha: float = 0.2, max_rounds: int = 30, C: float | str = 1.0,
+                 max_iter: int = 1000, cv_folds: int = C_SEARCH_FOLDS, seed: int = 0, task=None):
         self.n_neighbors = n_neighbors
         self.alpha = alpha
         self.max_rounds = max_rounds
         self.C = C
         self.max_iter = max_iter
+        self.cv_folds = cv_folds
         self.seed = seed
         self.task = task
 
@@ -123,7 +148,7 @@ class LabelSpreadingHead(_SemiHead):
         from sklearn.semi_supervised import LabelSpreading
 
         X, y = self._checked(X, y, np.float64)
-        _split(y)
+        self._start(X, y, _split(y)[0], groups)
         Xs = StandardScaler().fit_transform(X)
         spreading = LabelSpreading(kernel="knn", n_neighbors=min(self.n_neighbors, len(X) - 1), alpha=self.alpha,
                                    max_iter=self.max_rounds)
@@ -139,15 +164,16 @@ class LabelSpreadingHead(_SemiHead):
         return self
 
 
-class PseudoLabelHead(_SemiHead):
+class PseudoLabelHead(SemiHead):
     """Rounds of class-balanced confident pseudo-labels, refit on labelled + pseudo-labelled rows."""
 
-    def __init__(self, C: float = 1.0, rounds: int = 3, fraction: float = 0.5, max_iter: int = 1000, seed: int = 0,
-                 task=None):
+    def __init__(self, C: float | str = 1.0, rounds: int = 3, fraction: float = 0.5, max_iter: int = 1000,
+                 cv_folds: int = C_SEARCH_FOLDS, seed: int = 0, task=None):
         self.C = C
         self.rounds = rounds
         self.fraction = fraction
         self.max_iter = max_iter
+        self.cv_folds = cv_folds
         self.seed = seed
         self.task = task
 
@@ -161,7 +187,7 @@ class PseudoLabelHead(_SemiHead):
 
         X, y = self._checked(X, y, np.float64)
         labelled, pool = _split(y)
-        self.pipeline_ = make_pipeline(StandardScaler(), self._logreg()).fit(X[labelled], y[labelled])
+        self.pipeline_ = self._start(X, y, labelled, groups)
         self.classes_ = self.pipeline_.classes_
         self.pseudo_ = np.full(len(y), UNLABELED)  # the pseudo-label each unlabeled row ended with
         for r in range(1, self.rounds + 1):
@@ -185,3 +211,9 @@ class PseudoLabelHead(_SemiHead):
 
 
 SEMI_HEADS = {"selftrain": SelfTrainingHead, "spread": LabelSpreadingHead, "pseudo": PseudoLabelHead}
+BEST_SEMI = "pseudo"  # what --unlabeled uses without --semi: the best measured (README, Unlabeled images)
+
+
+def make_semi_head(name: str, seed: int = 0, **params) -> SemiHead:
+    """A semi-supervised head by name, its parameters checked, e.g. ``make_semi_head("pseudo", C="cv")``."""
+    return make_from(SEMI_HEADS, "semi-supervised method", name, seed, None, params)

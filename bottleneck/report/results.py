@@ -28,7 +28,7 @@ from bottleneck.core.userfiles import read_text
 log = logging.getLogger("bottleneck")
 
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
-VARYING = ("recipe", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "views",
+VARYING = ("recipe", "unlabeled", "semi", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "views",
            "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss", "holdout_classes")
 
 
@@ -67,6 +67,9 @@ OPTIONAL_FIELDS = {
     "task": (lambda v: isinstance(v, str), "a name"),
     "finished": (lambda v: isinstance(v, str), "a time"),
     "recipe": (lambda v: v is None or isinstance(v, str), "a name or null"),
+    "unlabeled": (lambda v: v == "all" or isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                  "a whole number or 'all'"),
+    "semi": (lambda v: v is None or isinstance(v, str), "a name or null"),
     "head_params": (lambda v: v is None or isinstance(v, (str, dict)), "an object"),
     "plots": (lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of paths"),
 }
@@ -199,6 +202,8 @@ def _setting(row: dict, key: str) -> str:
     if key == "head_params":
         return json.dumps(_params(row), sort_keys=True)
     value = row.get(key)
+    if key == "unlabeled" and value is None:  # a row from before unlabeled images: none
+        value = 0
     if key == "weights" and isinstance(value, str) and len(value) > 24:
         value = value[:24] + "..."
     return f"{key}={value}"
@@ -231,7 +236,7 @@ class _Labeller:
             if key == "head_params":
                 params = _params(row)
                 parts += [f"{k}={params.get(k)}" for k in self.param_keys[row["head"]]]
-            elif key != "head" and row.get(key) is not None:
+            elif key != "head" and (row.get(key) is not None or key == "unlabeled"):
                 parts.append(_setting(row, key))
         return f"{row['base']} ({'; '.join(parts)})" if parts else row["base"]
 
