@@ -1,5 +1,5 @@
-"""Learning from unlabeled images (issue 27, first part): the unlabeled draw, and each
-semi-supervised head on a case whose answer is known."""
+"""Learning from unlabeled images: the unlabeled draw, each semi-supervised head on a case
+whose answer is known, and --unlabeled / --semi through train, compare and export."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +11,10 @@ from sklearn.base import clone
 from bottleneck.core.sampling import per_class_draw, unlabeled_draw
 from bottleneck.learn.heads import InvalidParameter
 from bottleneck.learn.semi import SEMI_HEADS, UNLABELED
+
+from .conftest import DATA
+
+TINY = dict(weights="random")  # (plan_run takes no run options: execute_fitted shows no bar in tests)
 
 
 @settings(max_examples=60, deadline=None)
@@ -82,3 +86,166 @@ def test_semi_supervised_heads_check_parameters_and_need_labels(name):
     bad = {"selftrain": {"threshold": 1.5}, "spread": {"alpha": 1.0}, "pseudo": {"fraction": 0}}[name]
     with pytest.raises(InvalidParameter, match="parameter"):
         SEMI_HEADS[name](**bad).fit(X, y)
+
+
+def test_semi_heads_search_C_on_the_labelled_rows_only_and_keep_it(monkeypatch):
+    from bottleneck.learn import heads
+
+    seen = []
+    real = heads.LogRegHead._search_C
+    monkeypatch.setattr(heads.LogRegHead, "_search_C", lambda self, X, y, groups: (seen.append(len(y)),
+                                                                                  real(self, X, y, groups))[1])
+    X, y, truth = _two_clusters()
+    y[[1, 2, 101, 102]] = [0, 0, 1, 1]  # 3 labelled rows a class: enough for 3 folds
+    head = SEMI_HEADS["pseudo"](C="cv", cv_folds=3).fit(X, y)
+    assert seen == [6] and head.C_ in heads.C_GRID and set(head.cv_scores_) == set(heads.C_GRID)
+    assert head.logistic()[1].C == head.C_  # every refit used the C chosen on the labelled rows
+
+
+# ------------------------------------------------------------------ --unlabeled through a run
+
+
+def test_unlabeled_rows_are_the_rest_of_the_training_split_never_the_draw_or_the_test_split(tmp_path):
+    from bottleneck.data.datasets import load_dataset
+    from bottleneck.experiments.run import plan_run
+
+    ds = load_dataset("gtsrb", DATA)
+    n_classes = len(ds.class_names)
+
+    def pool(unlabeled, seed=0):
+        r = plan_run("tiny_cnn", ds, 3, seed, unlabeled=unlabeled, cache_dir=tmp_path, **TINY)
+        return r, set(r.pool[0].ids)
+
+    r, two = pool(2)
+    labelled, test = set(r.train.ids), set(ds.split("test").ids)
+    assert len(two) == 2 * n_classes and not two & labelled and not two & test
+    assert two <= set(ds.split("train").ids)
+    _, three = pool(3)
+    _, every = pool("all")
+    assert two < three < every and every == set(ds.split("train").ids) - labelled  # nested; all: the rest
+    assert pool(2) [1] == two and pool(2, seed=1)[1] != two  # seeded
+    assert r.semi == "pseudo" and r.pool[0].settings["unlabeled"] == 2 and r.pool[0].path != r.train.path
+    plain = plan_run("tiny_cnn", ds, 3, 0, cache_dir=tmp_path, **TINY)
+    assert plan_run("tiny_cnn", ds, 3, 0, unlabeled=0, cache_dir=tmp_path, **TINY).key == plain.key  # 0: plain
+    assert r.key != plain.key and not plain.pool
+
+
+def test_the_labels_of_unlabeled_rows_are_never_read(tmp_path, monkeypatch):
+    """Scramble every label the unlabeled rows have (in the dataset and in their cache file):
+    the head, its predictions and its score are the same."""
+    import dataclasses
+
+    from bottleneck.data.datasets import load_dataset
+    from bottleneck.experiments import run as runs
+    from bottleneck.learn import semi
+
+    ds = load_dataset("cifar10", DATA)
+    r = runs.plan_run("tiny_cnn", ds, 4, 0, unlabeled=10, semi="pseudo", cache_dir=tmp_path, **TINY)
+    given = []
+    real_fit = semi.PseudoLabelHead.fit
+    monkeypatch.setattr(semi.PseudoLabelHead, "fit", lambda self, X, y, groups=None: (given.append(np.array(y)),
+                                                                                      real_fit(self, X, y, groups))[1])
+    first = runs.execute_fitted(r)
+    n_pool = len(r.pool[0].selected)
+    assert first.row["n_unlabeled"] == n_pool == 100 and np.all(given[0][-n_pool:] == UNLABELED)
+    assert np.all(given[0][:-n_pool] >= 0)
+
+    rng = np.random.default_rng(1)
+    pool_rows = r.pool[0].selected
+    ds.split("train").labels[pool_rows] = rng.permutation(ds.split("train").labels[pool_rows])[::-1]
+    real_run = runs.run
+
+    def scrambled(p, options=None):
+        fs = real_run(p, options)
+        if p.settings.get("unlabeled") is not None:
+            fs = dataclasses.replace(fs, labels=(np.asarray(fs.labels) + 3) % len(fs.class_names))
+        return fs
+
+    monkeypatch.setattr(runs, "run", scrambled)
+    again = runs.execute_fitted(r)
+    assert again.row["score"] == first.row["score"]
+    assert np.array_equal(again.model.predict_proba(again.test.features), first.model.predict_proba(first.test.features))
+
+
+def test_compare_keeps_the_two_protocols_apart_and_the_plain_rows_as_they_were(tmp_path, capsys):
+    import json
+
+    from bottleneck.cli import main
+
+    common = ["compare", "--bases", "tiny_cnn", "--weights", "random", "--datasets", "cifar10", "--data-dir",
+              str(DATA), "--per-class", "4", "--seeds", "0,1", "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    plain = {r["seed"]: r for r in json.loads((tmp_path / "plain" / "results.json").read_text())}
+    capsys.readouterr()
+    assert main(common + ["--unlabeled", "0,5", "--semi", "selftrain", "--out", str(tmp_path / "both")]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny_cnn (unlabeled=0) |" in out and "| tiny_cnn (unlabeled=5; semi=selftrain) |" in out
+    rows = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert sorted((r["unlabeled"], r["semi"], r["seed"]) for r in rows) == [
+        (0, None, 0), (0, None, 1), (5, "selftrain", 0), (5, "selftrain", 1)]
+    for r in rows:
+        assert r["n_unlabeled"] == (50 if r["unlabeled"] else 0)
+        if r["unlabeled"] == 0:  # the plain protocol: the same run, the same numbers, the same key
+            assert r["score"] == plain[r["seed"]]["score"] and r["train_cache"] == plain[r["seed"]]["train_cache"]
+    keys = {p.stem for p in (tmp_path / "plain" / "rows").glob("*.json")}
+    assert keys < {p.stem for p in (tmp_path / "both" / "rows").glob("*.json")}
+
+
+def test_unlabeled_misuse_is_a_clear_error(tmp_path, capsys):
+    from bottleneck.cli import main
+
+    common = ["--base", "tiny_cnn", "--weights", "random", "--dataset", "gtsrb", "--data-dir", str(DATA),
+              "--per-class", "2", "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    cases = [(["--semi", "pseudo"], "--semi pseudo learns from unlabeled images"),
+             (["--unlabeled", "5", "--head", "mlp"], "built around logreg"),
+             (["--unlabeled", "5", "--target", "attributes"], "one class per image"),
+             (["--unlabeled", "-1"], "not a whole number >= 0 or 'all'"),
+             (["--unlabeled", "5", "--semi", "psuedo"], "invalid choice"),
+             (["--unlabeled", "5", "--per-class", "all"], "no image outside the labelled draw")]
+    def code(args):
+        try:
+            return main(args)
+        except SystemExit as e:  # argparse's own errors
+            return e.code
+
+    for extra, message in cases:
+        assert code(["train", *common, *extra]) == 2, extra
+        assert message in capsys.readouterr().err
+    grid = ["compare", "--bases", "tiny_cnn", "--weights", "random", "--datasets", "gtsrb", "--data-dir", str(DATA),
+            "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    assert main(grid + ["--unlabeled", "0", "--semi", "spread"]) == 2
+    assert "no run of this grid has any" in capsys.readouterr().err
+
+
+def test_tables_never_average_rows_of_two_protocols():
+    from bottleneck.report.results import markdown_table
+
+    def row(unlabeled, semi, seed, acc):
+        return {"base": "b", "head": "logreg", "dataset": "cifar10", "per_class": 100, "seed": seed,
+                "unlabeled": unlabeled, "semi": semi, "accuracy": acc, "score": acc}
+
+    old = {"base": "b", "head": "logreg", "dataset": "cifar10", "per_class": 100, "seed": 2, "accuracy": 0.5,
+           "score": 0.5}  # a row from before --unlabeled: the plain protocol
+    table = markdown_table([row(0, None, 0, 0.5), row(0, None, 1, 0.5), old, row("all", "pseudo", 0, 0.7),
+                            row("all", "pseudo", 1, 0.7), row("all", "spread", 0, 0.9)])
+    assert "| b (unlabeled=0) | 0.500 ± 0.000 |" in table
+    assert "| b (unlabeled=all; semi=pseudo) | 0.700 ± 0.000 |" in table
+    assert "| b (unlabeled=all; semi=spread) | 0.900 |" in table
+    assert markdown_table([row(0, None, 0, 0.5), old]).splitlines()[2] == "| b | 0.500 ± 0.000 |"
+
+
+def test_an_exported_model_holds_the_semi_supervised_head(tmp_path):
+    from bottleneck.deploy.export import export
+    from bottleneck.deploy.formats import load_model
+    from bottleneck.experiments.run import execute_fitted, plan_run
+
+    meta = export("tiny_cnn", "cifar10", 4, 0, out=tmp_path / "m.keras", data_dir=DATA, cache_dir=tmp_path / "c",
+                  unlabeled=5, semi="spread", **TINY)
+    assert meta["unlabeled"] == 5 and meta["semi"] == "spread" and meta["n_train"] == 40
+    r = plan_run("tiny_cnn", "cifar10", 4, 0, unlabeled=5, semi="spread", data_dir=DATA, cache_dir=tmp_path / "c",
+                 **TINY)
+    fitted = execute_fitted(r)
+    m = load_model(tmp_path / "m.keras")
+    images = np.stack([r.test.recipe.pixels(r.test.samples, int(i), d) for i, d in
+                       zip(r.test.selected[:20], r.test.digests[:20])])
+    assert np.array_equal(m.run(images).argmax(axis=1), fitted.model.predict(fitted.test.features[:20]))

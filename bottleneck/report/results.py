@@ -224,9 +224,9 @@ class _Labeller:
 
         self.varying = [k for k in VARYING if any(
             len({_setting(r, k) for r in rows if group(r, k) == g}) > 1 for g in {group(r, k) for r in rows})]
-        self.param_keys = {}
-        for head in {r["head"] for r in rows}:
-            mine = [_params(r) for r in rows if r["head"] == head]
+        self.param_keys = {}  # per head, a semi-supervised one apart (it has parameters of its own)
+        for head in {_head_of(r) for r in rows}:
+            mine = [_params(r) for r in rows if _head_of(r) == head]
             keys = set().union(*mine)
             self.param_keys[head] = sorted(k for k in keys if len({json.dumps(p.get(k)) for p in mine}) > 1)
 
@@ -235,10 +235,14 @@ class _Labeller:
         for key in self.varying:
             if key == "head_params":
                 params = _params(row)
-                parts += [f"{k}={params.get(k)}" for k in self.param_keys[row["head"]]]
+                parts += [f"{k}={params.get(k)}" for k in self.param_keys[_head_of(row)]]
             elif key != "head" and (row.get(key) is not None or key == "unlabeled"):
                 parts.append(_setting(row, key))
         return f"{row['base']} ({'; '.join(parts)})" if parts else row["base"]
+
+
+def _head_of(row: dict) -> tuple:
+    return row["head"], row.get("semi")
 
 
 def _score(row: dict) -> float:
