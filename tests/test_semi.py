@@ -177,7 +177,10 @@ def test_compare_keeps_the_two_protocols_apart_and_the_plain_rows_as_they_were(t
     assert main(common + ["--out", str(tmp_path / "plain")]) == 0
     plain = {r["seed"]: r for r in json.loads((tmp_path / "plain" / "results.json").read_text())}
     capsys.readouterr()
-    assert main(common + ["--unlabeled", "0,5", "--semi", "selftrain", "--out", str(tmp_path / "both")]) == 0
+    assert main(common + ["--unlabeled", "0,5", "--semi", "selftrain", "--out", str(tmp_path / "both"),
+                          "--plots"]) == 0
+    assert (tmp_path / "both" / "plots" / "score_vs_unlabeled.png").is_file()
+    assert 'alt="score_vs_unlabeled.png"' in (tmp_path / "both" / "report.html").read_text()
     out = capsys.readouterr().out
     assert "| tiny_cnn (unlabeled=0) |" in out and "| tiny_cnn (unlabeled=5; semi=selftrain) |" in out
     rows = json.loads((tmp_path / "both" / "results.json").read_text())
@@ -249,3 +252,26 @@ def test_an_exported_model_holds_the_semi_supervised_head(tmp_path):
     images = np.stack([r.test.recipe.pixels(r.test.samples, int(i), d) for i, d in
                        zip(r.test.selected[:20], r.test.digests[:20])])
     assert np.array_equal(m.run(images).argmax(axis=1), fitted.model.predict(fitted.test.features[:20]))
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # (the lines are recorded, not drawn)
+def test_the_unlabeled_plot_draws_one_line_per_method_from_the_same_plain_rows(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from bottleneck.report.plots import score_vs_unlabeled
+
+    drawn = []
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, yerr=None, **kw: drawn.append(
+        (kw["label"].split(", ")[-1], list(x), [round(v, 3) for v in y], [round(v, 3) for v in yerr])))
+
+    def row(u, semi, seed, acc, recipe="best"):
+        return {"base": "b", "head": "logreg", "dataset": "d", "per_class": 100, "seed": seed, "recipe": recipe,
+                "unlabeled": u, "semi": semi, "score": acc, "n_unlabeled": 4900 if u == "all" else 0,
+                "n_classes": 10}
+
+    rows = [row(0, None, s, 0.5 + s / 100) for s in (0, 1)] + [row(100, "pseudo", s, 0.6) for s in (0, 1)]
+    rows += [row("all", "pseudo", s, 0.7) for s in (0, 1)] + [row("all", "spread", 0, 0.4)]
+    rows += [row(0, None, 0, 0.1, recipe="plain")]  # another recipe: a line of its own, never averaged in
+    assert score_vs_unlabeled(rows, tmp_path / "u.png").stat().st_size > 0
+    assert ("pseudo", [0, 1, 2], [0.505, 0.6, 0.7], [0.007, 0.0, 0.0]) in drawn
+    assert ("spread", [0, 2], [0.505, 0.4], [0.007, 0.0]) in drawn and len(drawn) == 2

@@ -224,10 +224,13 @@ def _draw(row: dict, saved: dict | None, folder: Path, made: list) -> None:
 
 
 def draw_grid(results: ResultsDir, rows: list[dict]) -> list[str]:
-    """Pictures across runs: the score against training images per class, when a grid has several."""
+    """Pictures across runs: the score against training images per class, and against unlabeled
+    images per class, when a grid has several."""
     made = []
     if len({r.get("per_class") for r in rows if r.get("per_class") is not None}) > 1:
         made.append(plots.score_vs_limit(rows, inside_folder(results.out, "plots") / "score_vs_limit.png"))
+    if len({r.get("unlabeled") or 0 for r in rows}) > 1:
+        made.append(plots.score_vs_unlabeled(rows, inside_folder(results.out, "plots") / "score_vs_unlabeled.png"))
     return [str(Path(p).relative_to(results.out)) for p in made]
 
 

@@ -6,6 +6,7 @@ predictions in ``rows/<run>.npz``), so ``bottleneck report`` can draw them again
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -140,21 +141,22 @@ def training_curves(row: dict, history: dict, path) -> Path:
 
 def score_vs_limit(rows: list[dict], path) -> Path:
     """The main metric against training images per class, one line per base (and head,
-    dataset, target), with error bars over seeds."""
+    dataset, target, recipe, unlabeled images), with error bars over seeds."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     lines: dict[tuple, dict] = {}
     for r in rows:
         if r.get("per_class") is None:
             continue
-        key = (r["base"], r["head"], r["dataset"], r.get("target", "class"))
+        key = (r["base"], r["head"], r["dataset"], r.get("target", "class"), _protocol(r))
         lines.setdefault(key, {}).setdefault(int(r["per_class"]), []).append(r.get("score", r.get("accuracy")))
     metrics = sorted({r.get("metric", "accuracy") for r in rows})
-    for (base, head, dataset, target), by_n in sorted(lines.items()):
+    for (base, head, dataset, target, protocol), by_n in sorted(lines.items()):
         ns = sorted(by_n)
         means = [np.mean(by_n[n]) for n in ns]
         errs = [np.std(by_n[n], ddof=1) if len(by_n[n]) > 1 else 0.0 for n in ns]
-        ax.errorbar(ns, means, yerr=errs, marker="o", capsize=3, label=f"{base}, {head}, {dataset} {target}")
+        ax.errorbar(ns, means, yerr=errs, marker="o", capsize=3,
+                    label=f"{base}, {head}, {dataset} {target}{protocol}")
     from matplotlib.ticker import NullFormatter
 
     ax.set_xscale("log")
@@ -164,6 +166,54 @@ def score_vs_limit(rows: list[dict], path) -> Path:
     ax.set_xlabel("training images per class (N)")
     ax.set_ylabel(" / ".join(metrics))
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("mean ± std over seeds", fontsize=9)
+    return _save(fig, path)
+
+
+def _protocol(row: dict) -> str:
+    """What else makes a line its own: the recipe, the unlabeled images and how they were used."""
+    parts = [f"recipe={row['recipe']}"] if row.get("recipe") else []
+    if row.get("unlabeled"):
+        parts.append(f"unlabeled={row['unlabeled']} ({row.get('semi')})")
+    return "".join(f", {p}" for p in parts)
+
+
+def _unlabeled_order(value) -> float:
+    return math.inf if value == "all" else float(value or 0)
+
+
+def score_vs_unlabeled(rows: list[dict], path) -> Path:
+    """The main metric against the unlabeled images per class (0, 100, ..., all), one line per
+    base, dataset, recipe, labelled draw and semi-supervised method (each starting from the same
+    rows without unlabeled images), with error bars over seeds. The x axis is ordinal: "all" is
+    every other image of the training split, its mean count per class written under it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    values = sorted({r.get("unlabeled") or 0 for r in rows}, key=_unlabeled_order)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["base"], r["dataset"], r.get("target", "class"), r.get("recipe"), r.get("per_class"))
+        groups.setdefault(key, []).append(r)
+    for (base, dataset, target, recipe, n), mine in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        start = [r for r in mine if not r.get("unlabeled")]
+        for method in sorted({r.get("semi") for r in mine if r.get("unlabeled")}):
+            by_u = {0: [r.get("score", r.get("accuracy")) for r in start]} if start else {}
+            for r in mine:
+                if r.get("unlabeled") and r.get("semi") == method:
+                    by_u.setdefault(r["unlabeled"], []).append(r.get("score", r.get("accuracy")))
+            us = sorted(by_u, key=_unlabeled_order)
+            ax.errorbar([values.index(u) for u in us], [np.mean(by_u[u]) for u in us],
+                        yerr=[np.std(by_u[u], ddof=1) if len(by_u[u]) > 1 else 0.0 for u in us], marker="o",
+                        capsize=3, label=f"{base}, {dataset} {target}" + (f", recipe={recipe}" if recipe else "")
+                        + f", N={n if n is not None else 'all'}, {method}")
+    every = [r["n_unlabeled"] / max(1, r.get("n_classes", 1)) for r in rows if r.get("unlabeled") == "all"
+             and r.get("n_unlabeled")]
+    ax.set_xticks(range(len(values)), [f"all (~{np.mean(every):,.0f})" if v == "all" and every else str(v)
+                                       for v in values])
+    ax.set_xlabel("unlabeled images per class (the rest of the training split, labels never read)")
+    ax.set_ylabel(" / ".join(sorted({r.get("metric", "accuracy") for r in rows})))
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("mean ± std over seeds", fontsize=9)
     return _save(fig, path)
