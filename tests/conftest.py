@@ -50,6 +50,18 @@ def kill_dataset(tmp_path) -> Path:
 
 
 @pytest.fixture
+def tiny_best(monkeypatch):
+    """best and best-semi as they are, with parts tiny_cnn has (a stage-5 map and efficientnet_lite2
+    would be slow here)."""
+    import dataclasses
+
+    from bottleneck.experiments import recipes
+
+    for name in ("best", "best-semi"):
+        monkeypatch.setitem(recipes.RECIPES, name, dataclasses.replace(recipes.RECIPES[name], stack=(":conv1:grid2",)))
+
+
+@pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "features"
 

@@ -115,16 +115,6 @@ def test_logreg_C_search_is_for_one_label_per_image():
         LogRegHead(C="cv", task=MultiLabel(("a", "b"))).fit(np.zeros((4, 2)), np.array([[0, 1], [1, 0]] * 2))
 
 
-@pytest.fixture
-def tiny_best(monkeypatch):
-    """best as it is, with parts tiny_cnn has (a stage-5 map and efficientnet_lite2 would be slow here)."""
-    import dataclasses
-
-    from bottleneck.experiments import recipes
-
-    monkeypatch.setitem(recipes.RECIPES, "best", dataclasses.replace(recipes.RECIPES["best"], stack=(":conv1:grid2",)))
-
-
 def test_compare_recipes_side_by_side(tmp_path, capsys, tiny_best):
     from bottleneck.cli import main
 

@@ -275,3 +275,19 @@ def test_the_unlabeled_plot_draws_one_line_per_method_from_the_same_plain_rows(t
     assert score_vs_unlabeled(rows, tmp_path / "u.png").stat().st_size > 0
     assert ("pseudo", [0, 1, 2], [0.505, 0.6, 0.7], [0.007, 0.0, 0.0]) in drawn
     assert ("spread", [0, 2], [0.505, 0.4], [0.007, 0.0]) in drawn and len(drawn) == 2
+
+
+def test_the_best_semi_recipe_is_best_with_every_unlabeled_image(tmp_path, tiny_best):
+    from bottleneck.core.errors import BottleneckError
+    from bottleneck.data.datasets import load_dataset
+    from bottleneck.experiments.run import plan_run
+
+    ds = load_dataset("gtsrb", DATA)
+    best = plan_run("tiny_cnn", ds, 3, 0, recipe="best", cache_dir=tmp_path, **TINY)
+    semi = plan_run("tiny_cnn", ds, 3, 0, recipe="best-semi", semi="spread", cache_dir=tmp_path, **TINY)
+    assert semi.train.path == best.train.path and semi.head_params == best.head_params  # best's features and C search
+    assert semi.unlabeled == "all" and semi.semi == "spread" and len(semi.pool) == 1 + len(best.parts)
+    assert semi.pool[0].settings["crop"] == best.train.settings["crop"]  # the unlabeled rows are made as best's
+    assert set(semi.pool[0].ids) == set(ds.split("train").ids) - set(best.train.ids)
+    with pytest.raises(BottleneckError, match="sets --unlabeled all, and --unlabeled 5 was given too"):
+        plan_run("tiny_cnn", ds, 3, 0, recipe="best-semi", unlabeled=5, cache_dir=tmp_path, **TINY)

@@ -14,6 +14,7 @@ from bottleneck.cache.store import check_writable
 from bottleneck.core import faults as _faults
 from bottleneck.core.errors import BottleneckError
 from bottleneck.data.datasets import load_dataset
+from bottleneck.experiments.recipes import get_recipe
 from bottleneck.experiments.run import execute_fitted, keep, plan_run, split_kwargs
 from bottleneck.extraction.run import engine_session
 from bottleneck.report.html import draw_grid, draw_run, write_report
@@ -37,7 +38,10 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     plan_kwargs, options = split_kwargs(extract_kwargs)
     if plots and not out:
         raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
-    if semi is not None and all(u == 0 for u in unlabeled):
+    def learns_unlabeled(recipe, u) -> bool:
+        return u != 0 or (recipe is not None and get_recipe(recipe).unlabeled is not None)
+
+    if semi is not None and not any(learns_unlabeled(c, u) for c in recipes for u in unlabeled):
         raise BottleneckError(f"--semi {semi} learns from unlabeled images, and no run of this grid has any",
                               "add --unlabeled N|all (e.g. --unlabeled 0,all), or drop --semi")
     loaded = {d: load_dataset(d, plan_kwargs.get("data_dir")) for d in datasets}  # list each dataset once
@@ -46,7 +50,7 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     # Every check that can fail, before the first extraction: bases, weights, sizes, layers, splits, targets, heads.
     planned = [plan_run(b, loaded[d], n, s, target=t, head=head, head_params=head_params,
                         eval_per_class=eval_per_class, holdout_classes=holdout_classes, loss=loss, recipe=c,
-                        unlabeled=u, semi=semi if u != 0 else None, **plan_kwargs)
+                        unlabeled=u, semi=semi if learns_unlabeled(c, u) else None, **plan_kwargs)
                for b, d, t, n, s, c, u in grid]
     if any(p is not None and not p.path.exists() for r in planned
            for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part],

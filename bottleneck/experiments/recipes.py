@@ -23,6 +23,7 @@ class Recipe:
     test_views: int | None = None  # views of each test image, their features averaged
     stack: tuple = ()  # parts stacked beside the base's features (stacking.py), e.g. (":stage6",)
     test_mirror: bool = False  # score each test image with its mirror image, where every class is itself in one
+    unlabeled: int | str | None = None  # unlabeled images per class learnt from ("all": the rest of the split)
 
     @property
     def features_levers(self) -> bool:
@@ -51,6 +52,10 @@ RECIPES = {r.name: r for r in (
                    "CIFAR-10 and GTSRB (README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
            stack=(":stage5:grid4", "efficientnet_lite1", "efficientnet_lite2"), test_mirror=True),
 )}
+RECIPES["best-semi"] = dataclasses.replace(
+    RECIPES["best"], name="best-semi", unlabeled="all",
+    description="best, and its head also learns from every other image of the training split without its label "
+                "(--unlabeled all, by the best measured semi-supervised method unless --semi names one)")
 
 
 def get_recipe(name: str) -> Recipe:
@@ -92,3 +97,14 @@ def apply(name: str, has_boxes: bool, head: str, plan_kwargs: dict, head_params:
             raise BottleneckError(f"recipe {name} sets the head's {key}, and it was given too", "drop one of them")
         head_params[key] = value
     return plan_kwargs, head_params
+
+
+def unlabeled_of(name: str | None, unlabeled) -> int | str | None:
+    """The run's unlabeled images: the recipe's, or those given (both is an error)."""
+    mine = get_recipe(name).unlabeled if name is not None else None
+    if mine is None:
+        return unlabeled
+    if unlabeled not in (None, 0):
+        raise BottleneckError(f"recipe {name} sets --unlabeled {mine}, and --unlabeled {unlabeled} was given too",
+                              "drop one of them")
+    return mine

@@ -156,7 +156,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     head ``semi`` (``learn.semi``; the one that measured best when None)."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
     tgt = ds.target(target)
-    unlabeled = _unlabeled_count(unlabeled)
+    unlabeled = _unlabeled_count(recipes.unlabeled_of(recipe, unlabeled))
     if semi is not None and unlabeled is None:
         raise BottleneckError(f"--semi {semi} learns from unlabeled images, and this run has none",
                               "add --unlabeled N|all, or drop --semi")
