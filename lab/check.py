@@ -19,7 +19,7 @@ import numpy as np
 
 LAB = Path(__file__).resolve().parent
 LESSONS = {1: "lesson1_feature_extraction", 2: "lesson2_comparing_bases", 3: "lesson3_how_much_data",
-           4: "lesson4_four_cases", 5: "lesson5_interoperability"}
+           4: "lesson4_four_cases", 5: "lesson5_interoperability", 6: "lesson6_unlabeled_images"}
 
 
 def _load(path: Path):
@@ -110,6 +110,22 @@ def check_5(m, tmp):
     ok = len(out) == 4 and all(np.array_equal(a, b) for a, b in zip(out, [data[0]["features"], data[0]["labels"],
                                                                           data[1]["features"], data[1]["labels"]]))
     yield ok, "the arrays are the pickles' features and labels", "train_data['features'], train_data['labels'], ..."
+
+
+def check_6(m, tmp):
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.95, 0.05, 0.0], [0.2, 0.7, 0.1],
+                              [0.1, 0.3, 0.6], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1]])
+    rows, labels = m.balanced_pseudo_labels(probabilities, 2)
+    rows, labels = np.asarray(rows), np.asarray(labels)
+    yield len(rows) == len(labels), "one label for each row kept", "return (rows, labels) of the same length"
+    yield list(rows) == [0, 2, 3, 4, 6], f"the 2 most confident rows of each predicted class ({[int(r) for r in rows]})", \
+        "class 0 is predicted for rows 0, 1, 2, 5: keep the 2 with the highest probability (2 and 0)"
+    yield list(labels) == [0, 0, 1, 2, 1], "each kept row labelled with its predicted class", \
+        "labels = probabilities.argmax(axis=1)[rows]"
+    yield list(np.bincount(labels, minlength=3)) == [2, 2, 1], "no class gets more than per_class", \
+        "a class predicted for fewer rows keeps them all (class 2: one row)"
+    rows, labels = m.balanced_pseudo_labels(probabilities[[1, 0]], 5)
+    yield list(np.asarray(rows)) == [0, 1], "the kept rows come in ascending order", "np.sort the rows you keep"
 
 
 def run(n: int, path: str | Path | None = None, out=sys.stdout) -> bool:

@@ -39,20 +39,22 @@ CACHE_DIR, OUT_DIR = CACHE, OUT  # the feature cache (./run.sh fills it) and whe
 
 
 def _cells_of(source: str) -> tuple[str, list[str], list[str]]:
-    """(docstring, import lines, function sources) of a lesson module; ``main`` and the
-    ``__main__`` block are the command line's, not the notebook's."""
+    """(docstring, import lines and named constants, function sources) of a lesson module;
+    ``main`` and the ``__main__`` block are the command line's, not the notebook's."""
     tree = ast.parse(source)
     lines = source.splitlines()
     doc = ast.get_docstring(tree) or ""
-    imports, functions = [], []
+    imports, constants, functions = [], [], []
     for node in tree.body:
         text = "\n".join(lines[node.lineno - 1:node.end_lineno])
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
                 imports.append(re.sub(r"^from \.+(\w)", r"from lab.\1", text))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            constants.append(text)
         elif isinstance(node, ast.FunctionDef) and node.name != "main":
             functions.append(text)
-    return doc, imports, functions
+    return doc, imports + ([""] + constants if constants else []), functions
 
 
 def _prose(doc: str, module: str, exercise: bool) -> str:

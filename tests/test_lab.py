@@ -17,7 +17,7 @@ from lab import check
 from .conftest import REPO
 
 EXPECT = {1: "lab head on tiny_cnn features", 2: "| tiny_cnn |", 3: "how_much_data.png",
-          4: "(d) LeNet from scratch", 5: "from the pickles"}
+          4: "(d) LeNet from scratch", 5: "from the pickles", 6: "balanced pseudo-labels"}
 NOTEBOOKS = REPO / "lab" / "notebooks"
 
 
