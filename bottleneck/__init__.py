@@ -41,7 +41,7 @@ _EXPORTS = {
     "export": "deploy.export", "load_model": "deploy.formats", "predict": "deploy.predict",
     "extract": "extraction.run", "plan": "extraction.plan", "run": "extraction.run",
     "DenseHead": "learn.heads", "LogRegHead": "learn.heads", "MLPHead": "learn.heads", "make_head": "learn.heads",
-    "register_head": "learn.heads",
+    "register_head": "learn.heads", "make_semi_head": "learn.semi", "SEMI_HEADS": "learn.semi",
     "compare": "experiments.grid", "train": "experiments.run", "markdown_table": "report.results",
     "read_features": "cache.store", "verify": "cache.store",
 }

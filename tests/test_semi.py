@@ -10,7 +10,7 @@ from sklearn.base import clone
 
 from bottleneck.core.sampling import per_class_draw, unlabeled_draw
 from bottleneck.learn.heads import InvalidParameter
-from bottleneck.learn.semi import SEMI_HEADS, UNLABELED
+from bottleneck.learn.semi import BEST_SEMI, SEMI_HEADS, UNLABELED
 
 from .conftest import DATA
 
@@ -124,7 +124,7 @@ def test_unlabeled_rows_are_the_rest_of_the_training_split_never_the_draw_or_the
     _, every = pool("all")
     assert two < three < every and every == set(ds.split("train").ids) - labelled  # nested; all: the rest
     assert pool(2) [1] == two and pool(2, seed=1)[1] != two  # seeded
-    assert r.semi == "pseudo" and r.pool[0].settings["unlabeled"] == 2 and r.pool[0].path != r.train.path
+    assert r.semi == BEST_SEMI and r.pool[0].settings["unlabeled"] == 2 and r.pool[0].path != r.train.path
     plain = plan_run("tiny_cnn", ds, 3, 0, cache_dir=tmp_path, **TINY)
     assert plan_run("tiny_cnn", ds, 3, 0, unlabeled=0, cache_dir=tmp_path, **TINY).key == plain.key  # 0: plain
     assert r.key != plain.key and not plain.pool
