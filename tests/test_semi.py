@@ -130,6 +130,20 @@ def test_unlabeled_rows_are_the_rest_of_the_training_split_never_the_draw_or_the
     assert r.key != plain.key and not plain.pool
 
 
+def test_unlabeled_rows_never_come_from_the_part_test_fraction_holds_out(tmp_path):
+    import shutil
+
+    from bottleneck.experiments.run import plan_run
+
+    from .conftest import copy_cifar_subset
+
+    pets = copy_cifar_subset(tmp_path / "pets", classes=3, train=10, test=1)
+    shutil.rmtree(pets / "test")
+    r = plan_run("tiny_cnn", f"folder:{pets}", 3, 0, unlabeled="all", test_fraction=0.2, cache_dir=tmp_path, **TINY)
+    held_out, pool = set(r.test.ids), set(r.pool[0].ids)
+    assert len(held_out) == 6 and len(pool) == 30 - 6 - 9 and not pool & held_out and not pool & set(r.train.ids)
+
+
 def test_the_labels_of_unlabeled_rows_are_never_read(tmp_path, monkeypatch):
     """Scramble every label the unlabeled rows have (in the dataset and in their cache file):
     the head, its predictions and its score are the same."""
