@@ -305,3 +305,21 @@ def test_the_best_semi_recipe_is_best_with_every_unlabeled_image(tmp_path, tiny_
     assert set(semi.pool[0].ids) == set(ds.split("train").ids) - set(best.train.ids)
     with pytest.raises(BottleneckError, match="sets --unlabeled all, and --unlabeled 5 was given too"):
         plan_run("tiny_cnn", ds, 3, 0, recipe="best-semi", unlabeled=5, cache_dir=tmp_path, **TINY)
+
+
+def test_a_C_search_on_the_same_rows_is_made_once(monkeypatch):
+    """A grid's runs with and without unlabeled images search C on the same labelled rows: once."""
+    import sklearn.model_selection as ms
+
+    from bottleneck.learn.heads import C_GRID, LogRegHead
+
+    calls = []
+    real = ms.cross_val_score
+    monkeypatch.setattr(ms, "cross_val_score", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    X, y, truth = _two_clusters(seed=7)
+    y[[1, 2, 101, 102]] = [0, 0, 1, 1]
+    plain = LogRegHead(C="cv", cv_folds=3).fit(X[y >= 0], y[y >= 0])
+    semi = SEMI_HEADS["pseudo"](C="cv", cv_folds=3).fit(X, y)
+    assert len(calls) == len(C_GRID) and semi.C_ == plain.C_ and semi.cv_scores_ == plain.cv_scores_
+    LogRegHead(C="cv", cv_folds=3, seed=1).fit(X[y >= 0], y[y >= 0])  # another seed: other folds, searched
+    assert len(calls) == 2 * len(C_GRID)
