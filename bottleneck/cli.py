@@ -533,8 +533,9 @@ def cmd_train(a) -> int:
               else f"{row['n_train']} training images")
     stack = f" + {row['stack']}" if row.get("stack") else ""
     test_views = f" (mean of {row['test_views']} views each)" if (row.get("test_views") or 1) > 1 else ""
+    unlabeled = f" + {row['n_unlabeled']} unlabeled images (--semi {row['semi']})" if row.get("n_unlabeled") else ""
     print(f"{row['base']}{stack} on {row['dataset']}{target}{held}, {images} "
-          f"({_per_class_text(row)}), {row['head']} head: {_scores_text(row)} on {row['n_test']} test images"
+          f"({_per_class_text(row)}){unlabeled}, {row['head']} head: {_scores_text(row)} on {row['n_test']} test images"
           f"{test_views} "
           f"(head trained in {row['train_seconds']:.1f}s)" + (f"; results in {a.out}/" if a.out else ""))
     return 0

@@ -208,6 +208,15 @@ def test_compare_keeps_the_two_protocols_apart_and_the_plain_rows_as_they_were(t
     assert keys < {p.stem for p in (tmp_path / "both" / "rows").glob("*.json")}
 
 
+def test_train_says_how_many_unlabeled_images_it_learnt_from(tmp_path, capsys):
+    from bottleneck.cli import main
+
+    assert main(["train", "--base", "tiny_cnn", "--weights", "random", "--dataset", "cifar10", "--data-dir", str(DATA),
+                 "--per-class", "3", "--unlabeled", "2", "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    assert "30 training images (3 per class) + 20 unlabeled images (--semi pseudo), logreg head" in \
+        capsys.readouterr().out
+
+
 def test_unlabeled_misuse_is_a_clear_error(tmp_path, capsys):
     from bottleneck.cli import main
 
