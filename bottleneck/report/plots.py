@@ -207,10 +207,12 @@ def score_vs_unlabeled(rows: list[dict], path) -> Path:
                         yerr=[np.std(by_u[u], ddof=1) if len(by_u[u]) > 1 else 0.0 for u in us], marker="o",
                         capsize=3, label=f"{base}, {dataset} {target}" + (f", recipe={recipe}" if recipe else "")
                         + f", N={n if n is not None else 'all'}, {method}")
-    every = [r["n_unlabeled"] / max(1, r.get("n_classes", 1)) for r in rows if r.get("unlabeled") == "all"
-             and r.get("n_unlabeled")]
-    ax.set_xticks(range(len(values)), [f"all (~{np.mean(every):,.0f})" if v == "all" and every else str(v)
-                                       for v in values])
+    every: dict[str, list] = {}  # what "all" was, per dataset: its images outside the draw, per class
+    for r in rows:
+        if r.get("unlabeled") == "all" and r.get("n_unlabeled"):
+            every.setdefault(r["dataset"], []).append(r["n_unlabeled"] / max(1, r.get("n_classes", 1)))
+    all_text = "all" + "".join(f"\n{d} ~{np.mean(v):,.0f}" for d, v in every.items())
+    ax.set_xticks(range(len(values)), [all_text if v == "all" else str(v) for v in values])
     ax.set_xlabel("unlabeled images per class (the rest of the training split, labels never read)")
     ax.set_ylabel(" / ".join(sorted({r.get("metric", "accuracy") for r in rows})))
     ax.grid(alpha=0.3)
