@@ -14,7 +14,7 @@ from bottleneck.cache.store import check_writable
 from bottleneck.core import faults as _faults
 from bottleneck.core.errors import BottleneckError
 from bottleneck.data.datasets import load_dataset
-from bottleneck.experiments.recipes import get_recipe
+from bottleneck.experiments.recipes import unlabeled_of
 from bottleneck.experiments.run import execute_fitted, keep, plan_run, split_kwargs
 from bottleneck.extraction.run import engine_session
 from bottleneck.report.html import draw_grid, draw_run, write_report
@@ -38,8 +38,9 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
     plan_kwargs, options = split_kwargs(extract_kwargs)
     if plots and not out:
         raise BottleneckError("--plots needs --out (the folder the pictures go to)", "add --out FOLDER")
+
     def learns_unlabeled(recipe, u) -> bool:
-        return u != 0 or (recipe is not None and get_recipe(recipe).unlabeled is not None)
+        return unlabeled_of(recipe, u) not in (None, 0)
 
     if semi is not None and not any(learns_unlabeled(c, u) for c in recipes for u in unlabeled):
         raise BottleneckError(f"--semi {semi} learns from unlabeled images, and no run of this grid has any",

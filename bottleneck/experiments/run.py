@@ -35,7 +35,7 @@ from bottleneck.experiments.segmentation import (
     plan_segmentation,
 )
 from bottleneck.extraction import views as augment
-from bottleneck.extraction.plan import Plan, RunOptions, plan
+from bottleneck.extraction.plan import Plan, RunOptions, plan, unlabeled_count
 from bottleneck.extraction.run import engine_session, run, stages_of
 from bottleneck.learn.heads import HEADS, OPTION_FLAGS, heads_for, make_head
 from bottleneck.learn.semi import BEST_SEMI, SEMI_HEADS, UNLABELED, make_semi_head
@@ -129,17 +129,6 @@ def _make(head: str, semi: str | None, seed: int, task, params: dict):
     return make_semi_head(semi, seed=seed, **params) if semi else make_head(head, seed=seed, task=task, **params)
 
 
-def _unlabeled_count(unlabeled) -> int | str | None:
-    """--unlabeled as a run takes it: None for none (0), else N >= 1 or "all"."""
-    if unlabeled is None or (unlabeled == 0 and not isinstance(unlabeled, bool)):
-        return None
-    if unlabeled == "all" or (isinstance(unlabeled, (int, np.integer)) and not isinstance(unlabeled, bool)
-                              and unlabeled > 0):
-        return unlabeled if unlabeled == "all" else int(unlabeled)
-    raise BottleneckError(f"--unlabeled {unlabeled!r} is not a whole number >= 0 or 'all'",
-                          "e.g. --unlabeled 100 (per class, from the rest of the training split), or all")
-
-
 def _task_arg(target: Target):
     """Heads get no task for one label, so single-label heads are exactly the classic ones."""
     return None if target.task.kind == "single_label" else target.task
@@ -156,7 +145,7 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
     head ``semi`` (``learn.semi``; the one that measured best when None)."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, plan_kwargs.get("data_dir"))
     tgt = ds.target(target)
-    unlabeled = _unlabeled_count(recipes.unlabeled_of(recipe, unlabeled))
+    unlabeled = unlabeled_count(recipes.unlabeled_of(recipe, unlabeled))
     if semi is not None and unlabeled is None:
         raise BottleneckError(f"--semi {semi} learns from unlabeled images, and this run has none",
                               "add --unlabeled N|all, or drop --semi")

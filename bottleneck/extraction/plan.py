@@ -256,6 +256,18 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
                 PooledFeatures(size, source, crop, views, each_size=resize == "device-mixed"))
 
 
+def unlabeled_count(unlabeled) -> int | str | None:
+    """--unlabeled as given (a whole number >= 0, or "all") as a run takes it: None for none (0 or
+    None), else N or "all"; anything else is an error."""
+    if unlabeled is None or (unlabeled == 0 and not isinstance(unlabeled, bool)):
+        return None
+    if unlabeled == "all" or (isinstance(unlabeled, (int, np.integer)) and not isinstance(unlabeled, bool)
+                              and unlabeled > 0):
+        return unlabeled if unlabeled == "all" else int(unlabeled)
+    raise BottleneckError(f"--unlabeled {unlabeled!r} is not a whole number >= 0 or 'all'",
+                          "e.g. --unlabeled 100 (per class, from the rest of the training split), or all")
+
+
 def unlabeled_rows(ds: Dataset, split: str, labelled: np.ndarray, unlabeled: int | str, seed: int) -> np.ndarray:
     """The split's unlabeled draw beside ``labelled``: N per class sizes it at N times the number
     of classes, drawn from the pool as a whole (``sampling.unlabeled_draw``: seeded, nested, no
@@ -263,8 +275,7 @@ def unlabeled_rows(ds: Dataset, split: str, labelled: np.ndarray, unlabeled: int
     if split == "test":
         raise BottleneckError("unlabeled images come from the training split, never the test split",
                               "draw them from --split train")
-    if unlabeled != "all" and (isinstance(unlabeled, bool) or not isinstance(unlabeled, (int, np.integer))
-                               or unlabeled < 1):
+    if unlabeled_count(unlabeled) is None:
         raise BottleneckError(f"--unlabeled {unlabeled!r} is not a whole number >= 1 or 'all'",
                               "e.g. --unlabeled 100 (images per class, from the rest of the training split) or all")
     s = ds.split(split)

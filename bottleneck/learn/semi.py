@@ -66,6 +66,13 @@ class SemiHead(Head):
             self.cv_scores_ = first.cv_scores_
         return first.pipeline_
 
+    def _choose_C(self, X, y, labelled, groups) -> None:
+        """``C_`` as ``_start`` chooses it, without fitting a model nobody uses when C is given."""
+        if self.C == "cv":
+            self._start(X, y, labelled, groups)
+        else:
+            self.C_ = self.C
+
     def _logreg(self):
         """The regression every refit uses: C as chosen at the start, and warm-started, since each
         refit's optimum is near the last one's (the same convex problem, solved in fewer steps)."""
@@ -111,7 +118,7 @@ class SelfTrainingHead(SemiHead):
         from sklearn.semi_supervised import SelfTrainingClassifier
 
         X, y = self._checked(X, y, np.float64)
-        self._start(X, y, _split(y)[0], groups)
+        self._choose_C(X, y, _split(y)[0], groups)
         model = SelfTrainingClassifier(self._logreg(), threshold=self.threshold, max_iter=self.max_rounds)
         self.pipeline_ = make_pipeline(StandardScaler(), model).fit(X, y)
         self.classes_ = self.pipeline_.classes_
@@ -150,7 +157,7 @@ class LabelSpreadingHead(SemiHead):
         from sklearn.semi_supervised import LabelSpreading
 
         X, y = self._checked(X, y, np.float64)
-        self._start(X, y, _split(y)[0], groups)
+        self._choose_C(X, y, _split(y)[0], groups)
         Xs = StandardScaler().fit_transform(X)
         spreading = LabelSpreading(kernel="knn", n_neighbors=min(self.n_neighbors, len(X) - 1), alpha=self.alpha,
                                    max_iter=self.max_rounds)
@@ -200,7 +207,8 @@ class PseudoLabelHead(SemiHead):
                 break
             # each round takes a growing share of the pool: r/rounds of `fraction`, equal per class
             per_class = int(self.fraction * len(pool) * r / self.rounds / len(self.classes_))
-            probs = self.pipeline_.predict_proba(X[pool])
+            # the first round asks the labelled rows' model, each later one the last refit (on Xs already)
+            probs = self.pipeline_.predict_proba(X[pool]) if r == 1 else model.predict_proba(Xs[pool])
             guess, confidence = probs.argmax(axis=1), probs.max(axis=1)
             chosen = []
             for k in range(len(self.classes_)):
@@ -212,6 +220,7 @@ class PseudoLabelHead(SemiHead):
             rows = np.concatenate([labelled, pool[chosen]])
             targets = np.concatenate([y[labelled], self.classes_[guess[chosen]]])
             model.fit(Xs[rows], targets)
+        if len(pool):
             self.pipeline_ = make_pipeline(scaler, model)  # both fitted already
         return self
 

@@ -28,8 +28,9 @@ from bottleneck.core.userfiles import read_text
 log = logging.getLogger("bottleneck")
 
 # Settings that tell runs apart in a table when they differ between rows (besides base and dataset).
-VARYING = ("recipe", "unlabeled", "semi", "head", "weights", "layer", "pooling", "image_size", "resize", "compute", "crop", "views",
-           "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss", "holdout_classes")
+VARYING = ("recipe", "unlabeled", "semi", "head", "weights", "layer", "pooling", "image_size", "resize", "compute",
+           "crop", "views", "test_views", "stack", "head_params", "test_fraction", "eval_per_class", "loss",
+           "holdout_classes")
 
 
 # Settings a named recipe fixes (bottleneck.recipes).
