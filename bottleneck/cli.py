@@ -173,7 +173,7 @@ def _extract_kwargs(a) -> dict:
 # command-line option -> head parameter (a head that does not take one says so, see report._head_for)
 _HEAD_OPTIONS = {"epochs": "epochs", "learning_rate": "learning_rate", "validation_fraction": "validation_fraction",
                  "head_batch_size": "batch_size", "tune_thresholds": "tune_thresholds",
-                 "class_weights": "class_weights", "C": "C"}
+                 "class_weights": "class_weights", "C": "C", "window": "window", "score_threshold": "score_threshold"}
 
 
 def _C(text: str) -> float | str:
@@ -211,10 +211,16 @@ def _head_options(p: argparse.ArgumentParser) -> None:
                         "or BCE over the whole vector")
     g.add_argument("--class-weights", choices=["none", "median-frequency"],
                    help="segmentation: weight each class's pixels (median-frequency balancing, as SegNet)")
+    g.add_argument("--window", type=_positive_int,
+                   help="detection: the side (pixels, a multiple of 32) of the windows of the cached maps the "
+                        "detector trains on (default 256)")
+    g.add_argument("--score-threshold", type=_fraction,
+                   help="detection: detections scoring below this are dropped before NMS (default 0.05)")
     g.add_argument("--precision", choices=["float16", "float32"],
-                   help="segmentation: how the cached feature maps are stored (default float16)")
+                   help="segmentation, detection: how the cached feature maps are stored (default float16)")
     g.add_argument("--no-flips", action="store_true",
-                   help="segmentation: do not cache mirror images of the training frames as a second view")
+                   help="segmentation, detection: do not cache mirror images of the training frames (scenes whose "
+                        "signs all have a mirror image) as a second view")
     g.add_argument("--holdout-classes", type=_list_of(str),
                    help="train without these classes and score only on them (targets that describe classes, "
                         "e.g. gtsrb's attributes)")
@@ -528,6 +534,14 @@ def cmd_train(a) -> int:
               f"{row['train_seconds']:.1f}s, {row['epochs_run']} epochs; maps cached: "
               f"{row['cache_bytes'] / 2**20:.0f} MB)" + (f"; results in {a.out}/" if a.out else ""))
         return 0
+    if row["task"] == "detection":
+        mirrored = f" and {row['n_mirrored']} mirrored" if row.get("n_mirrored") else ""
+        print(f"{row['base']} on {row['dataset']}{target}, {row['n_train'] - row.get('n_mirrored', 0)} training "
+              f"scenes{mirrored}, detector: {_scores_text(row)} on {row['n_test']} test scenes "
+              f"({row['n_objects_test']} objects) (extraction {row['extract_seconds']:.1f}s, detector trained in "
+              f"{row['train_seconds']:.1f}s, {row['epochs_run']} epochs, test scenes in {row['predict_seconds']:.1f}s; "
+              f"maps cached: {row['cache_bytes'] / 2**20:.0f} MB)" + (f"; results in {a.out}/" if a.out else ""))
+        return 0
     views = row.get("views") or 1
     images = (f"{row['n_train'] // views} training images x {views} views" if views > 1
               else f"{row['n_train']} training images")
@@ -546,7 +560,7 @@ def _scores_text(row: dict) -> str:
     m = row["metrics"]
     more = {"multi_label": ["accuracy_multi", "exact_match"] + sorted(k for k in m if k.startswith("group_accuracy/")),
             "regression": ["r2", "mae", "baseline_mean_iou", "baseline_r2"],
-            "segmentation": ["pixel_accuracy", "class_accuracy"]}.get(row["task"], [])
+            "segmentation": ["pixel_accuracy", "class_accuracy"], "detection": ["map", "map75"]}.get(row["task"], [])
     parts = [f"{row['metric']} {row['score']:.4f}"] + [f"{k} {m[k]:.4f}" for k in more if k in m and k != row["metric"]]
     return ", ".join(parts)
 

@@ -56,6 +56,14 @@ class BaseSpec:
         activations run to gigabytes, and ImageNet features stop meaning much."""
         return 4 * self.native_size
 
+    @property
+    def max_scene_size(self) -> int:
+        """The largest long side of a scene whose feature maps are cached (segmentation,
+        detection): 12x native. A scene's objects are at their own scale (GTSDB's signs are
+        16-128 pixels of a 1360-pixel scene), so a scene far above the native size is not an
+        enlarged object; the bound keeps one scene's activations to a few hundred MB."""
+        return 12 * self.native_size
+
 
 def _keras_app(attr: str):
     def build(input_shape):

@@ -31,5 +31,17 @@ class MapReader:
                 out[lv][k] = dataset[int(row)]
         return out
 
+    def read_windows(self, rows, corners, size: tuple[int, int], strides: dict[str, int]) -> dict[str, np.ndarray]:
+        """A window of each row's maps: ``size`` (height, width) canvas pixels from corner
+        (y0, x0), on each level its cells (corners and size multiples of the level's stride)."""
+        out = {}
+        for lv in self.levels:
+            s, dataset = strides[lv], self.file["maps"][lv]
+            h, w = size[0] // s, size[1] // s
+            out[lv] = np.empty((len(rows), h, w, self.shapes[lv][-1]), np.float32)
+            for k, (row, (y0, x0)) in enumerate(zip(rows, corners)):
+                out[lv][k] = dataset[int(row), y0 // s:y0 // s + h, x0 // s:x0 // s + w]
+        return out
+
     def close(self):
         self.file.close()

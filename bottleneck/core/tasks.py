@@ -447,3 +447,34 @@ def segmentation_metrics(confusion: np.ndarray, class_names) -> dict:
     for name, value in zip(class_names, iou):
         out[f"iou/{name}"] = float(value) if np.isfinite(value) else float("nan")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection(Task):
+    """Any number of objects per image, each a box (x1, y1, x2, y2 in pixels of the image)
+    and a class. ``groups``: optional named groups of classes (GTSDB's four categories),
+    scored as the mean AP50 of their classes. Scored the COCO way (``boxes.coco_metrics``)."""
+
+    class_names: tuple[str, ...] = ()
+    groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    kind = "detection"
+    main_metric = "map50"
+    default_head = "detector"
+
+    @property
+    def width(self) -> int:
+        return len(self.class_names)
+
+    def draw(self, values, per_class: int | None, seed: int, strata=None):
+        """``--per-class N`` takes N images in all (seeded, nested), scenes without an object
+        included: an image has no one class."""
+        n = len(values)
+        if per_class is None:
+            return np.arange(n), {}
+        order = np.random.default_rng([seed, 49979687]).permutation(n)
+        return np.sort(order[:per_class]), ({"images": n} if n < per_class else {})
+
+    def metrics(self, truth, detections, **_) -> dict:
+        from bottleneck.core.boxes import coco_metrics
+
+        return coco_metrics(truth, detections, self.class_names, self.groups)

@@ -28,6 +28,7 @@ from bottleneck.core.paths import data_home, default_data_dir
 from bottleneck.core.registries import add
 from bottleneck.core.userfiles import read_text
 from bottleneck.data.csvdata import read_target_csv
+from bottleneck.data.detection import is_gtsdb, read_coco, read_gtsdb, read_yolo
 from bottleneck.data.images import IMAGE_SUFFIXES
 from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside, is_file_there
 from bottleneck.data.targets import (
@@ -77,6 +78,10 @@ DATASETS: dict[str, NamedDataset] = {d.name: d for d in [
                  citation="Brostow, Fauqueur and Cipolla, Semantic object classes in video, Pattern Recognition "
                           "Letters 2009",
                  targets=("segmentation", "presence")),
+    NamedDataset(name="gtsdb", candidates=("gtsdb", "GTSDB", "FullIJCNN2013", "gtsdb.tar.gz"),
+                 citation="Houben et al., Detection of Traffic Signs in Real-World Images: The German Traffic Sign "
+                          "Detection Benchmark, IJCNN 2013",
+                 targets=("signs", "categories")),
 ]}
 
 
@@ -594,6 +599,7 @@ def _read_camvid(root: Path, name: str) -> Dataset:
 
 _LAYOUTS = [
     (_is_camvid, _read_camvid),
+    (is_gtsdb, read_gtsdb),
     (_is_cifar_python, _read_cifar_python),
     (_is_gtsrb_kaggle, _read_gtsrb_kaggle),
     (_is_pickles, _read_pickles),
@@ -602,5 +608,6 @@ _LAYOUTS = [
 
 
 for _prefix, _reader in (("folder", _read_folder), ("segfolder", _read_segfolder),
-                         ("multilabel", _csv_reader("multilabel")), ("regression", _csv_reader("regression"))):
+                         ("multilabel", _csv_reader("multilabel")), ("regression", _csv_reader("regression")),
+                         ("coco", read_coco), ("yolo", read_yolo)):
     register_format(_prefix, _reader)

@@ -54,7 +54,7 @@ def compare(bases: list[str], datasets: list[str], per_class: list[int | None] =
                         unlabeled=u, semi=semi if learns_unlabeled(c, u) else None, **plan_kwargs)
                for b, d, t, n, s, c, u in grid]
     if any(p is not None and not p.path.exists() for r in planned
-           for p in (r.train, getattr(r, "val", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part],
+           for p in (r.train, getattr(r, "val", None), getattr(r, "mirror", None), r.test, *[q for part in getattr(r, "parts", ()) for q in part],
                      *getattr(r, "pool", ()))):
         check_writable(plan_kwargs.get("cache_dir", "features"))
     results = ResultsDir(out) if out else None

@@ -28,6 +28,7 @@ from bottleneck.data.datasets import load_dataset
 from bottleneck.data.sources import Dataset
 from bottleneck.data.targets import Target, class_target
 from bottleneck.experiments import recipes, stacking
+from bottleneck.experiments.detection import DetRun, execute_detection, plan_detection
 from bottleneck.experiments.fitted import Fitted
 from bottleneck.experiments.segmentation import (
     SegRun,
@@ -159,29 +160,32 @@ def plan_run(base: str, dataset: str | Dataset, per_class: int | None, seed: int
         if head not in (None, "logreg"):
             raise BottleneckError(f"the semi-supervised heads are built around logreg; this run's head is {head}",
                                   "drop --head, or --unlabeled")
-    if per_class == AUTO:  # the command line's default: 100 per class, every frame for segmentation
-        per_class = None if tgt.task.kind == "segmentation" else 100
+    dense = tgt.task.kind in ("segmentation", "detection")  # trained on cached feature maps
+    if per_class == AUTO:  # the command line's default: 100 per class, every frame (scene) for dense targets
+        per_class = None if dense else 100
     if recipe is not None:
-        if tgt.task.kind == "segmentation":
-            raise BottleneckError("recipes are for pooled features, not segmentation", "drop --recipe(s)")
+        if dense:
+            raise BottleneckError(f"recipes are for pooled features, not {tgt.task.kind}", "drop --recipe(s)")
         plan_kwargs, head_params = recipes.apply(recipe, "box" in ds.targets, head or tgt.task.default_head,
                                                  plan_kwargs, head_params or {},
                                                  mirrors=augment.mirrors_every_class(canonical_dataset(ds.name)),
                                                  single_label=tgt.task.kind == "single_label")
-    if tgt.task.kind == "segmentation":
+    if dense:
         if (plan_kwargs.pop("resize", "host") != "host" or plan_kwargs.pop("compute", "float32") != "float32"
                 or plan_kwargs.pop("crop", None) is not None or (plan_kwargs.pop("views", None) or 1) > 1
                 or (plan_kwargs.pop("test_views", None) or 1) > 1 or plan_kwargs.pop("stack", None)):
             raise BottleneckError("--resize device, --compute, --crop, --views, --test-views and --stack are for "
-                                  "pooled features, not segmentation's maps (--no-flips sets its mirror images)",
+                                  f"pooled features, not {tgt.task.kind}'s maps (--no-flips sets its mirror images)",
                                   "drop them")
         if holdout_classes or loss or eval_per_class:
-            raise BottleneckError("--holdout-classes, --loss and --eval-per-class are not for segmentation",
-                                  "drop them: the decoder trains on every pixel and scores every test frame")
-        return plan_segmentation(base, ds, per_class, seed, tgt, head, dict(head_params or {}), **plan_kwargs)
+            raise BottleneckError(f"--holdout-classes, --loss and --eval-per-class are not for {tgt.task.kind}",
+                                  "drop them: the head trains on every frame and scores every test frame")
+        make = plan_segmentation if tgt.task.kind == "segmentation" else plan_detection
+        return make(base, ds, per_class, seed, tgt, head, dict(head_params or {}), **plan_kwargs)
     given = [k for k in _SEGMENTATION_ONLY if k in plan_kwargs]
     if given:
-        raise BottleneckError(f"{', '.join(given)} only apply to segmentation; {tgt.name} is {tgt.task.kind}",
+        raise BottleneckError(f"{', '.join(given)} only apply to segmentation and detection; {tgt.name} is "
+                              f"{tgt.task.kind}",
                               "drop --precision / --no-flips")
     if loss is not None:
         if not isinstance(tgt.task, MultiLabel):
@@ -256,6 +260,10 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
         fitted, frames, history = execute_segmentation(r, options)
         fitted.frames, fitted.history = frames, history
         return fitted
+    if isinstance(r, DetRun):
+        fitted, found = execute_detection(r, options)
+        fitted.frames = found
+        return fitted
     options = options or RunOptions()
     with engine_session(options):
         tr, te = run(r.train, options), run(r.test, options)
@@ -278,6 +286,9 @@ def keep(results: ResultsDir, r: Run, fitted: Fitted, plots: bool = False) -> di
 
     if fitted.row["task"] == "segmentation":
         pages.save_segmentation(results, r.key, fitted, r.target.task)
+    elif fitted.row["task"] == "detection":
+        pages.save_detection(results, r.key, fitted.y_test, fitted.frames, fitted.test.source_ids,
+                             r.target.task.class_names)
     else:
         pages.save_predictions(results, r.key, fitted, r.test)
     row = results.add(r.key, fitted.row)

@@ -22,13 +22,15 @@ from bottleneck.extraction.plan import EXTRACTOR_VERSION, Plan
 class FeatureMaps:
     """Frames letterboxed to one canvas and run through the base; its pyramid's maps are
     stored per image (``maps/<level>``), in ``precision``. Views: the frame, and its mirror
-    image when flips are asked for (the decoder then sees that augmentation too)."""
+    image when flips are asked for (the decoder then sees that augmentation too); with
+    ``flips="only"``, the mirror image alone (detection mirrors only the scenes whose objects
+    all have a mirror image, in a file of their own)."""
 
     per_row_chunks = True
 
-    def __init__(self, long_side: int, canvas: tuple[int, int], levels: list[str], precision: str, flips: bool):
+    def __init__(self, long_side: int, canvas: tuple[int, int], levels: list[str], precision: str, flips: bool | str):
         self.long_side, self.canvas, self.levels, self.precision = long_side, canvas, levels, precision
-        self.views = ("", "hflip") if flips else ("",)
+        self.views = ("hflip",) if flips == "only" else ("", "hflip") if flips else ("",)
         self.dtypes = {f"maps/{lv}": precision for lv in levels}
 
     @property
@@ -51,9 +53,13 @@ class FeatureMaps:
 
 def plan_maps(base: str, dataset: str | Dataset, split: str, per_class: int | None = None, seed: int = 0, *,
               image_size: int | None = None, levels: list[str] | None = None, precision: str = "float16",
-              flips: bool = False, target: str | None = None, data_dir=None, cache_dir="features",
-              weights: str = "imagenet", weights_dir=None, test_fraction: float | None = None) -> Plan:
-    """Plan a feature-map extraction (see ``extraction.plan``; nothing runs)."""
+              flips: bool | str = False, target: str | None = None, data_dir=None, cache_dir="features",
+              weights: str = "imagenet", weights_dir=None, test_fraction: float | None = None,
+              only=None, canvas: tuple[int, int] | None = None) -> Plan:
+    """Plan a feature-map extraction (see ``extraction.plan``; nothing runs). ``flips``: also
+    the mirror image of each frame (True), or only it ("only"). ``only``: keep just these
+    indices of the split from the draw. ``canvas``: (height, width) to letterbox onto, e.g.
+    the training frames' (every frame must fit it); by default the smallest that holds them."""
     spec = get_base(base)
     if not spec.pyramid:
         raise BottleneckError(f"{spec.name} has no pyramid levels", "choose a base listed by `bottleneck bases`")
@@ -66,12 +72,22 @@ def plan_maps(base: str, dataset: str | Dataset, split: str, per_class: int | No
     tgt = ds.target(target)
     s = ds.split(split)
     selected, short = tgt.draw(s, per_class, seed)
-    sizes = [_image_size(s, i) for i in selected]
+    if only is not None:
+        selected = np.intersect1d(selected, np.asarray(only, np.int64))
+    if not len(selected):
+        raise BottleneckError(f"no image of {ds.name}'s {split} split is left to extract", "check the selection")
+    sizes = [frame_size(s, i) for i in selected]
     long_side = image_size or max(max(w, h) for w, h in sizes)
-    if not spec.min_size <= long_side <= spec.max_size:
-        raise BottleneckError(f"--image-size {long_side} is outside {spec.name}'s {spec.min_size}..{spec.max_size}",
+    if not spec.min_size <= long_side <= spec.max_scene_size:
+        raise BottleneckError(f"--image-size {long_side} is outside {spec.name}'s {spec.min_size}.."
+                              f"{spec.max_scene_size} for scenes",
                               "pass an --image-size in that range (the frames' long side)")
-    canvas = canvas_for(sizes, long_side)
+    needed = canvas_for(sizes, long_side)
+    if canvas is not None and (needed[0] > canvas[0] or needed[1] > canvas[1]):
+        raise BottleneckError(f"the {split} images need a {needed[0]}x{needed[1]} canvas at long side {long_side}, "
+                              f"more than the {canvas[0]}x{canvas[1]} of the training images",
+                              "give the splits images of one size (or one aspect)")
+    canvas = canvas or needed
     weights_id, weights_path = weights_identity(spec, weights, weights_dir)
     recipe = FeatureMaps(long_side, canvas, levels, precision, flips)
     image_digests = s.digests(selected)
@@ -92,7 +108,8 @@ def plan_maps(base: str, dataset: str | Dataset, split: str, per_class: int | No
                 recipe)
 
 
-def _image_size(split: Split, index: int) -> tuple[int, int]:
+def frame_size(split: Split, index: int) -> tuple[int, int]:
+    """(width, height) of image ``index`` of the split, from the file's header when it is a file."""
     path = file_path(split, index)
     if path is not None:
         return image_size(path)  # the header only

@@ -48,7 +48,7 @@ _SIGN_PAIRS = (("Dangerous curve to the left", "Dangerous curve to the right"),
 
 
 # How each known dataset may be mirrored: "any" class, "signs" (the table above), or "none".
-FLIPS = {"cifar10": "any", "gtsrb": "signs"}
+FLIPS = {"cifar10": "any", "gtsrb": "signs", "gtsdb": "signs"}
 
 ROTATE = {"gtsrb": 10.0}  # degrees, at most, either way: signs are seen a little tilted; photos are level
 

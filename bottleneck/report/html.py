@@ -85,6 +85,16 @@ def save_segmentation(results: ResultsDir, key: str, fitted, task) -> Path:
                      void=np.int64(task.void), history=json.dumps(fitted.history or {}))
 
 
+def save_detection(results: ResultsDir, key: str, truth, found, ids, class_names) -> Path:
+    """Keep a detection run's test scenes: their true objects ((n, 5) each) and detections
+    ((m, 6) each) as two flat arrays with each scene's count, and the scenes' ids."""
+    return _save_npz(results, key, names=np.array(class_names, dtype=str), ids=np.array(ids, dtype=str),
+                     truth=np.concatenate([np.reshape(t, (-1, 5)) for t in truth] or [np.zeros((0, 5))]).astype(np.float32),
+                     truth_counts=np.array([len(t) for t in truth], np.int64),
+                     found=np.concatenate([np.reshape(f, (-1, 6)) for f in found] or [np.zeros((0, 6))]).astype(np.float32),
+                     found_counts=np.array([len(f) for f in found], np.int64))
+
+
 def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``rows`` reordered to take one of each class in turn, so a grid shows many classes."""
     by_class: dict = {}
