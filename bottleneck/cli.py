@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --csv if it exists (it is kept otherwise)")
     p.add_argument("--masks", help="segmentation: write each image's class map to this folder as <name>.png "
                                    "(pixel values are class ids)")
+    p.add_argument("--draw", help="detection: write each image with its boxes (score >= 0.3) to this folder as "
+                                  "<name>.jpg")
     p.add_argument("--batch-size", type=_positive_int, default=32,
                    help="images per forward pass (never changes the features)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -717,6 +719,10 @@ HOW_TO_LOAD = {
 def _prediction_text(row: dict) -> str:
     if "error" in row:
         return f"skipped: {row['error']}"
+    if "boxes" in row:  # detection: the boxes found, best first
+        shown = [f"{b['class']} {b['score']:.2f} at ({b['x1']:.0f}, {b['y1']:.0f}, {b['x2']:.0f}, {b['y2']:.0f})"
+                 for b in row["boxes"] if b["score"] >= 0.3][:5]
+        return ("; ".join(shown) or "nothing scoring 0.30 or more") + (f" -> {row['drawn']}" if "drawn" in row else "")
     if "fractions" in row:  # segmentation: the classes covering most of the image
         top = sorted(row["fractions"].items(), key=lambda kv: -kv[1])[:4]
         return ", ".join(f"{name} {share:.0%}" for name, share in top) + (f" -> {row['mask']}" if "mask" in row else "")
@@ -731,7 +737,7 @@ def cmd_predict(a) -> int:
     import time
 
     from bottleneck.deploy.formats import load_model
-    from bottleneck.deploy.predict import check_csv_output, predict, write_csv, write_masks
+    from bottleneck.deploy.predict import check_csv_output, predict, write_csv, write_drawn, write_masks
 
     if a.csv:
         check_csv_output(a.csv, a.model, a.paths, overwrite=a.force)
@@ -739,10 +745,15 @@ def cmd_predict(a) -> int:
     if a.masks and model.meta["task"] != "segmentation":
         raise BottleneckError(f"--masks writes class maps; {a.model} predicts {model.meta['task']}",
                               "drop --masks (it is for segmentation models)")
+    if a.draw and model.meta["task"] != "detection":
+        raise BottleneckError(f"--draw draws boxes; {a.model} predicts {model.meta['task']}",
+                              "drop --draw (it is for detection models)")
     t, n, skipped = time.perf_counter(), 0, 0
     rows = predict(model, a.paths, top_k=a.top_k, batch_size=a.batch_size, skip_bad_images=a.skip_bad_images)
     if a.masks:
         rows = write_masks(model, rows, a.masks)
+    if a.draw:
+        rows = write_drawn(model, rows, a.draw)
     if a.csv:
         rows = write_csv(model, rows, a.csv, a.top_k, overwrite=a.force)
     for row in rows:

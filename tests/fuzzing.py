@@ -314,6 +314,57 @@ def read_test_csv(folder: Path):
     _use_dataset(f"folder:{folder / 'gtsrb'}")  # its box target reads Train.csv and Test.csv
 
 
+def _detection_folders(folder: Path) -> None:
+    """A GTSDB-shaped folder, a YOLO folder and a COCO folder of two small scenes each."""
+    from PIL import Image
+
+    scene = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    g = folder / "gtsdb"
+    (g / "images").mkdir(parents=True)
+    for n in ("00000", "00600"):
+        scene.save(g / "images" / f"{n}.jpg")
+    (g / "gt.txt").write_text("00000.ppm;5;6;20;22;14\n00600.ppm;30;10;50;30;33\n")
+    y = folder / "yolo"
+    for split in ("train", "test"):
+        (y / "images" / split).mkdir(parents=True)
+        (y / "labels" / split).mkdir(parents=True)
+        scene.save(y / "images" / split / "a.png")
+        (y / "labels" / split / "a.txt").write_text("0 0.25 0.5 0.2 0.3\n1 0.7 0.4 0.1 0.2\n")
+    (y / "data.yaml").write_text("names:\n  0: stop\n  1: yield\n")
+    c = folder / "coco"
+    (c / "images").mkdir(parents=True)
+    scene.save(c / "images" / "a.png")
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 60, "height": 40}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 6, 10, 12], "iscrowd": 0}],
+           "categories": [{"id": 3, "name": "stop"}, {"id": 4, "name": "yield"}]}
+    (c / "train.json").write_text(json.dumps(doc))
+
+
+def make_gtsdb_gt(folder: Path) -> Path:
+    _detection_folders(folder)
+    return folder / "gtsdb" / "gt.txt"
+
+
+def make_yolo_labels(folder: Path) -> Path:
+    _detection_folders(folder)
+    return folder / "yolo" / "labels" / "train" / "a.txt"
+
+
+def make_yolo_yaml(folder: Path) -> Path:
+    _detection_folders(folder)
+    return folder / "yolo" / "data.yaml"
+
+
+def make_coco_json(folder: Path) -> Path:
+    _detection_folders(folder)
+    return folder / "coco" / "train.json"
+
+
+def read_detection(folder: Path):
+    for name in (f"folder:{folder / 'gtsdb'}", f"yolo:{folder / 'yolo'}", f"coco:{folder / 'coco'}"):
+        _use_dataset(name)
+
+
 def make_image(folder: Path) -> Path:
     return _image(folder)
 
@@ -351,6 +402,10 @@ FORMATS = {
     "codes-txt": (make_codes, read_segmentation, "text"),
     "label-map": (make_label_map, read_segmentation, "bytes"),
     "gtsrb-test-csv": (make_test_csv, read_test_csv, "csv"),
+    "gtsdb-gt-txt": (make_gtsdb_gt, read_detection, "text"),
+    "yolo-labels": (make_yolo_labels, read_detection, "text"),
+    "yolo-data-yaml": (make_yolo_yaml, read_detection, "text"),
+    "coco-json": (make_coco_json, read_detection, "json"),
     "image-jpeg": (make_image, read_image, "bytes"),
     "image-png": (make_png, read_image, "bytes"),
 }

@@ -363,13 +363,15 @@ def test_yolo_and_coco_train_and_score_twice_the_same(tmp_path, capsys):
     coco = coco_from_yolo(tmp_path / "y", tmp_path / "c")
     argv = ["train", "--base", "tiny_cnn", "--weights", "random", "--epochs", "2", "--window", "64",
             "--cache-dir", str(tmp_path / "cache"), "--quiet"]
-    assert main([*argv, "--dataset", yolo, "--out", str(tmp_path / "R")]) == 0
+    assert main([*argv, "--dataset", yolo, "--out", str(tmp_path / "R"), "--plots"]) == 0
     printed = capsys.readouterr().out
     assert "12 training scenes, detector: map50" in printed and "on 6 test scenes" in printed
     (row,) = json.loads((tmp_path / "R" / "results.json").read_text())
     assert row["task"] == "detection" and row["metric"] == "map50" and row["views"] == "scene"
     assert {"map", "map50", "map75", "ap50/red", "ap50/blue"} <= set(row["metrics"])
     assert row["extracted_images"] == 18 and row["n_objects_test"] > 0
+    assert {p.split("/")[-1] for p in row["plots"]} == {"scenes.png", "precision_recall.png", "curves.png"}
+    assert "scenes.png" in (tmp_path / "R" / "report.html").read_text()
     assert main([*argv, "--dataset", yolo, "--out", str(tmp_path / "R2")]) == 0
     (again,) = json.loads((tmp_path / "R2" / "results.json").read_text())
     assert again["extracted_images"] == 0 and again["metrics"] == row["metrics"]  # reproducible, from the cache
@@ -401,3 +403,42 @@ def test_misuse_is_a_clear_error(tmp_path):
                       (dict(layer="s2"), "--layer and --pooling are for pooled features")):
         with pytest.raises(BottleneckError, match=re.escape(what)):
             plan_run("tiny_cnn", name, None, 0, **{**kw, **bad})
+
+
+def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
+    """The exported file (boxes decoded inside it, NMS after it) loads without this package and,
+    run with NMS on the test scenes, gives the run's mAP."""
+    import csv
+    import subprocess
+    import sys
+
+    from bottleneck.cli import main
+    from bottleneck.core.boxes import coco_metrics
+
+    name = yolo_folder(tmp_path / "y", n_train=16, n_test=6, seed=3)
+    model = tmp_path / "det.keras"
+    assert main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", name, "--epochs", "6",
+                 "--window", "64", "--cache-dir", str(tmp_path / "c"), "--out", str(model), "--quiet"]) == 0
+    meta = json.loads(__import__("zipfile").ZipFile(model).read("bottleneck.json"))
+    assert meta["task"] == "detection" and meta["nms"]["iou_threshold"] == 0.5
+    capsys.readouterr()
+    boxes = tmp_path / "boxes.csv"
+    assert main(["predict", str(model), str(tmp_path / "y" / "images" / "test"), "--csv", str(boxes),
+                 "--draw", str(tmp_path / "drawn")]) == 0
+    rows = list(csv.DictReader(boxes.open()))
+    assert rows and set(rows[0]) == {"path", "x1", "y1", "x2", "y2", "class", "score", "error"}
+    assert len(list((tmp_path / "drawn").iterdir())) == 6
+    ds = load_dataset(name)
+    split = ds.split("test")
+    truth = list(ds.target().values(split))
+    found = [np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] + [("red", "blue").index(r["class"]),
+                                                                           float(r["score"])]
+                       for r in rows if r["path"].endswith(sid)]).reshape(-1, 6) for sid in split.ids]
+    assert coco_metrics(truth, found, ("red", "blue"))["map50"] == pytest.approx(meta["metrics"]["map50"], abs=1e-3)
+    # a fresh process without the package: plain Keras loads it (safe mode) and its output has the documented shape
+    code = ("import sys; sys.modules['bottleneck'] = None; import keras, numpy as np; "  # importing it would fail
+            "m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+            "print(m.predict(np.zeros((1, *m.input_shape[1:]), 'uint8'), verbose=0).shape)")
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(", 6)")  # (1, anchors, 4 + 2 classes)

@@ -33,12 +33,22 @@ def mirrored(objects: np.ndarray, width: float, mirror: dict[int, int]) -> np.nd
 
 
 def coco_metrics(truth: list[np.ndarray], detections: list[np.ndarray], class_names, groups=()) -> dict:
+    """COCO's AP figures (see ``coco_evaluation``)."""
+    return coco_evaluation(truth, detections, class_names, groups)[0]
+
+
+RECALLS = np.linspace(0, 1, 101)  # COCO's recall points
+
+
+def coco_evaluation(truth: list[np.ndarray], detections: list[np.ndarray], class_names, groups=()):
     """COCO's AP over ``truth`` (per image: (n, 5) boxes and classes) and ``detections`` (per
     image: (m, 6) boxes, classes and scores), at most 100 detections an image: ``map``
     (IoU .50:.95), ``map50``, ``map75``, ``map_small/medium/large``, ``mar100``, and
     ``ap50/<class>`` for every class the test images have. With ``groups`` ((name, class
     ids) pairs), ``ap50/<group>`` is the mean AP50 of the group's classes that appear.
-    Classes the test images do not have count in no mean (COCO's rule)."""
+    Classes the test images do not have count in no mean (COCO's rule). Returns (metrics,
+    curves): curves is (classes, 101) interpolated precision at IoU .50 at each of ``RECALLS``
+    (NaN for a class without test objects), for precision/recall pictures."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -55,14 +65,16 @@ def coco_metrics(truth: list[np.ndarray], detections: list[np.ndarray], class_na
                     "categories": [{"id": k, "name": n} for k, n in enumerate(class_names)]}
     out = {"map": 0.0, "map50": 0.0, "map75": 0.0, "map_small": float("nan"), "map_medium": float("nan"),
            "map_large": float("nan"), "mar100": 0.0}
+    curves = np.full((len(class_names), len(RECALLS)), np.nan)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and tables
         coco.createIndex()
         if not annotations:
-            return {**out, "map": float("nan"), "map50": float("nan"), "map75": float("nan")}
+            return {**out, "map": float("nan"), "map50": float("nan"), "map75": float("nan")}, curves
         if not results:  # nothing detected: every AP is 0 (loadRes refuses an empty list)
             present = sorted({a["category_id"] for a in annotations})
+            curves[present] = 0.0
             return {**out, **{f"ap50/{class_names[c]}": 0.0 for c in present},
-                    **{f"ap50/{g}": 0.0 for g, members in groups if set(members) & set(present)}}
+                    **{f"ap50/{g}": 0.0 for g, members in groups if set(members) & set(present)}}, curves
         ev = COCOeval(coco, coco.loadRes(results), "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -79,8 +91,9 @@ def coco_metrics(truth: list[np.ndarray], detections: list[np.ndarray], class_na
         if (p > -1).any():
             per_class[c] = float(np.mean(p[p > -1]))
             out[f"ap50/{class_names[c]}"] = per_class[c]
+            curves[c] = np.where(p > -1, p, 0.0)
     for name, members in groups:
         seen = [per_class[c] for c in members if c in per_class]
         if seen:
             out[f"ap50/{name}"] = float(np.mean(seen))
-    return out
+    return out, curves

@@ -26,6 +26,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.data.images import RESIZE_METHOD, resize
 from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_converter, check_model_output, format_of, save
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
+from bottleneck.experiments.detection import DetRun
 from bottleneck.experiments.segmentation import SegRun
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
 from bottleneck.learn.semi import SemiHead
@@ -290,6 +291,12 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
                                   "exported in float32", "export it without --quantize")
         fitted = execute_fitted(r, options)
         model, meta = _segmentation_model(r, fitted)
+    elif isinstance(r, DetRun):
+        if quantize is not None:
+            raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a detector is exported in "
+                                  "float32", "export it without --quantize")
+        fitted = execute_fitted(r, options)
+        model, meta = _detection_model(r, fitted)
     else:
         model, meta, fitted = _pooled_model(r, options, QUIET if quantize else None)
     convert, calibration = {}, None
@@ -352,17 +359,7 @@ def _segmentation_model(r, fitted):
 
     recipe, spec = r.train.recipe, r.train.spec
     inputs = keras.Input((*recipe.canvas, 3), dtype="uint8", name="pixels")
-    x = inputs
-    for step in preprocessing_layers(spec.preprocessing):
-        x = step(x)
-    trunk = build_trunk(spec, recipe.canvas, r.train.weights_path)
-    layer_of = dict(spec.pyramid)
-    trunk = keras.Model(trunk.inputs, [trunk.get_layer(layer_of[lv]).output for lv in recipe.levels],
-                        name=f"{spec.name}_pyramid")
-    trunk.trainable = False
-    maps = trunk(x, training=False)
-    maps = maps if isinstance(maps, (list, tuple)) else [maps]
-    probs = fitted.model(dict(zip(recipe.levels, maps)))
+    probs = fitted.model(_pyramid_of(r, inputs))
     model = keras.Model(inputs, probs, name=f"{spec.name}_{r.target.name}")
     task = r.target.task
     meta = {
@@ -372,6 +369,81 @@ def _segmentation_model(r, fitted):
                   "resize": r.train.settings["resize"]},
         "outputs": "per-pixel class probabilities over the canvas", "output_names": list(task.class_names),
         "void": task.void if task.void < task.width else None, "thresholds": None,
+    }
+    return model, meta
+
+
+def _pyramid_of(r, inputs):
+    """pixels (uint8, the canvas) -> the base's preprocessing and frozen pyramid levels, {level: map}."""
+    import keras
+
+    recipe, spec = r.train.recipe, r.train.spec
+    x = inputs
+    for step in preprocessing_layers(spec.preprocessing):
+        x = step(x)
+    trunk = build_trunk(spec, recipe.canvas, r.train.weights_path)
+    layer_of = dict(spec.pyramid)
+    trunk = keras.Model(trunk.inputs, [trunk.get_layer(layer_of[lv]).output for lv in recipe.levels],
+                        name=f"{spec.name}_pyramid")
+    trunk.trainable = False
+    maps = trunk(x, training=False)
+    return dict(zip(recipe.levels, maps if isinstance(maps, (list, tuple)) else [maps]))
+
+
+def _detection_model(r, fitted):
+    """pixels (a letterboxed canvas) -> the base's pyramid levels -> the detector -> boxes
+    decoded against the anchors and class scores: (N, anchors, 4 + classes), from built-in
+    layers only. The anchors are constants of ``Rescaling`` layers (centre = delta x variance x
+    anchor size + anchor centre; size = exp(delta x variance) x anchor size, Keras's
+    centre_yxhw coding), corners from a fixed ``Dense``. Non-maximum suppression is not in the
+    file: it runs after the model (``bottleneck predict``; TensorFlow's
+    ``combined_non_max_suppression`` with the settings in bottleneck.json)."""
+    import keras
+    from keras import layers
+
+    from bottleneck.learn.detector import VARIANCE, anchor_boxes
+
+    recipe, task = r.train.recipe, r.target.task
+    inputs = keras.Input((*recipe.canvas, 3), dtype="uint8", name="pixels")
+    maps = _pyramid_of(r, inputs)
+    shapes = {lv: tuple(int(d) for d in maps[lv].shape[1:3]) for lv in recipe.levels}
+    strides = {lv: recipe.canvas[0] // h for lv, (h, _) in shapes.items()}
+    grid = dict(sorted(shapes.items(), key=lambda kv: strides[kv[0]]))  # finest first, as the head's outputs
+    anchors = anchor_boxes(grid, strides).astype(np.float64)
+    centre = np.stack([(anchors[:, 1] + anchors[:, 3]) / 2, (anchors[:, 0] + anchors[:, 2]) / 2], axis=1)  # (y, x)
+    size = np.stack([anchors[:, 3] - anchors[:, 1], anchors[:, 2] - anchors[:, 0]], axis=1)  # (h, w)
+    out = fitted.model(maps)
+    deltas, logits = out["boxes"], out["classes"]
+
+    def pick(columns, name):  # a fixed Dense choosing delta columns (no slicing layer is built in)
+        dense = layers.Dense(len(columns), use_bias=False, trainable=False, name=name)
+        dense.build((None, None, 4))
+        dense.set_weights([np.eye(4, dtype=np.float32)[:, columns]])
+        return dense
+
+    centres = layers.Rescaling((size * np.array(VARIANCE[:2])).tolist(), offset=centre.tolist(),
+                               name="anchor_centres")(pick([0, 1], "delta_centres")(deltas))
+    sides = layers.Rescaling(VARIANCE[2], name="delta_scale")(pick([2, 3], "delta_sizes")(deltas))
+    sides = layers.Rescaling(size.tolist(), name="anchor_sizes")(layers.Activation("exponential", name="exp")(sides))
+    corners = layers.Dense(4, use_bias=False, trainable=False, name="corners")  # (cy, cx, h, w) -> (x1, y1, x2, y2)
+    corners.build((None, None, 4))
+    corners.set_weights([np.array([[0, 1, 0, 1], [1, 0, 1, 0], [0, -.5, 0, .5], [-.5, 0, .5, 0]], np.float32)])
+    boxes = corners(layers.Concatenate(name="centre_size")([centres, sides]))
+    scores = layers.Activation("sigmoid", name="scores")(logits)
+    model = keras.Model(inputs, layers.Concatenate(name="boxes_scores")([boxes, scores]),
+                        name=f"{r.train.spec.name}_{r.target.name}")
+    p = r.head_params
+    meta = {
+        "input": {"size": recipe.long_side, "canvas": list(recipe.canvas), "dtype": "uint8",
+                  "layout": "(N, height, width, 3) RGB, 0..255: the image resized (bilinear, aspect kept) to its "
+                            "long side `size`, padded with zeros right and bottom to `canvas`",
+                  "resize": r.train.settings["resize"]},
+        "outputs": "(N, anchors, 4 + classes): each anchor's box (x1, y1, x2, y2 in canvas pixels: divide by "
+                   "size / the image's long side for the image's pixels), then each class's score",
+        "output_names": list(task.class_names), "thresholds": None,
+        "nms": {"where": "after the model: bottleneck predict, or tf.image.combined_non_max_suppression",
+                "per_class": True, "iou_threshold": 0.5, "score_threshold": p["score_threshold"],
+                "max_detections": 100, "pre_nms": 1000},
     }
     return model, meta
 

@@ -199,7 +199,8 @@ def _tflite_add_meta(path: Path, text: str) -> None:
 
 # Reading back --------------------------------------------------------------------------------------------------
 
-TASKS = ("single_label", "multi_label", "regression", "segmentation")
+TASKS = ("single_label", "multi_label", "regression", "segmentation", "detection")
+CANVAS_TASKS = ("segmentation", "detection")  # models whose input is a letterboxed canvas
 MAX_INPUT_SIZE = 4096  # pixels a side: far above any base's input, far below what would exhaust memory
 TODO = "export one with `bottleneck export ... --out model.keras` (or .onnx, .tflite, a folder for a SavedModel)"
 
@@ -285,12 +286,21 @@ def _check_meta(meta, path) -> None:
     names = meta.get("output_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         bad("has no list of output names")
-    if meta["task"] == "segmentation":
+    if meta["task"] in CANVAS_TASKS:
         canvas = meta["input"].get("canvas")
         sides = isinstance(canvas, list) and len(canvas) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIZE for v in canvas)
         if not sides or size > max(canvas):
             bad(f"gives the canvas {str(canvas)[:60]!r}: [height, width] in pixels, the long side {size} fitting")
+    if meta["task"] == "detection":
+        nms = meta.get("nms")
+        numbers = isinstance(nms, dict) and all(
+            isinstance(nms.get(k), (int, float)) and not isinstance(nms.get(k), bool) and 0 <= nms[k] <= limit
+            for k, limit in (("iou_threshold", 1), ("score_threshold", 1), ("max_detections", 10000),
+                             ("pre_nms", 1000000)))
+        if not numbers:
+            bad("does not give its non-maximum suppression (nms: iou_threshold, score_threshold, max_detections, "
+                "pre_nms)")
     if meta["task"] == "multi_label":
         n, groups, t = meta.get("independent"), meta.get("groups"), meta.get("thresholds")
         if not isinstance(n, int) or isinstance(n, bool) or not isinstance(groups, dict) or not all(
@@ -323,7 +333,7 @@ class LoadedModel:
     @property
     def input_shape(self) -> tuple[int, int]:
         """(height, width) of the model's input: the canvas for segmentation."""
-        canvas = self.meta["input"].get("canvas") if self.meta["task"] == "segmentation" else None
+        canvas = self.meta["input"].get("canvas") if self.meta["task"] in CANVAS_TASKS else None
         return tuple(canvas) if canvas else (self.image_size, self.image_size)
 
     def decode(self, outputs: np.ndarray) -> list:
@@ -369,6 +379,7 @@ def load_model(path: str | Path) -> LoadedModel:
     inputs = [tuple(None if d in (None, -1) or isinstance(d, str) else int(d) for d in s) for s in inputs]
     outputs = [tuple(None if d in (None, -1) or isinstance(d, str) else int(d) for d in s) for s in outputs]
     per_pixel = meta["task"] == "segmentation"
+    width += 4 if meta["task"] == "detection" else 0  # a box, then the classes' scores
     if [s[1:] for s in inputs] != [(h, w, 3)] or len(outputs) != 1 or outputs[0][-1] != width or (
             per_pixel and outputs[0][1:] != (h, w, width)):
         raise BottleneckError(f"{path}: the {format} model takes {inputs} and gives {outputs}, but {META_NAME} says "

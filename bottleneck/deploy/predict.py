@@ -26,6 +26,7 @@ from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
 from bottleneck.data.labelmaps import label_palette, letterbox
 from bottleneck.deploy.formats import LoadedModel, load_model
 from bottleneck.experiments.segmentation import frame_prediction
+from bottleneck.learn.detector import suppress
 
 log = logging.getLogger("bottleneck")
 PIXEL_BUDGET = 256 << 20  # bytes of float32 input a batch may take: larger --batch-size values are lowered to it
@@ -58,13 +59,17 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
     """One dict per image, in order: ``path``, ``prediction`` (the class, the list of labels,
     {output: value}, or for segmentation a class id per pixel at the image's own size), and
     ``top`` ([(class, probability)] for one label), ``scores`` ({label: score}) or
-    ``fractions`` ({class: share of the image's pixels}). An unreadable image raises BadImage
-    naming it, or with ``skip_bad_images`` yields {"path", "error"}."""
+    ``fractions`` ({class: share of the image's pixels}); for detection ``prediction`` is an
+    (m, 6) array of boxes (x1, y1, x2, y2 in the image's pixels), class ids and scores, after
+    the non-maximum suppression bottleneck.json gives, and ``boxes`` the same as dicts. An
+    unreadable image raises BadImage naming it, or with ``skip_bad_images`` yields {"path", "error"}."""
     m = model if isinstance(model, LoadedModel) else load_model(model)
     size, names, kind = m.image_size, m.meta["output_names"], m.meta["task"]
     (height, width) = m.input_shape
     workers = workers or min(32, (os.cpu_count() or 2) + 4)
     per_image = height * width * 4 * (3 + (len(names) if kind == "segmentation" else 0))  # float input (and maps out)
+    if kind == "detection":  # float input, and every anchor's box and scores (at most 3 anchors a stride-8 cell)
+        per_image += height * width // 64 * 3 * 4 * (4 + len(names)) * 2
     most = max(1, PIXEL_BUDGET // per_image)
     if batch_size > most:
         log.info("batch size %d lowered to %d: %d x %d images take %d MB at most", batch_size, most, height,
@@ -75,7 +80,7 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
     def load(path: Path):
         """(pixels, the image's own (height, width), error)"""
         try:
-            if kind == "segmentation":  # decoded whole, as extraction decodes frames, then letterboxed
+            if kind in ("segmentation", "detection"):  # decoded whole, as extraction decodes frames, then letterboxed
                 image = load_image(path)
                 return letterbox(image, size, (height, width)), image.size[::-1], None
             return resize(load_image(path, size), size), None, None
@@ -94,7 +99,7 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             pixels = np.zeros((padded, height, width, 3), np.uint8)  # one shape: compiled once
             pixels[:len(good)] = [im for _, im in good]
             outputs = np.asarray(m.run(pixels))[:len(good)]
-        decoded = iter(m.decode(outputs)) if good and kind != "segmentation" else iter(())
+        decoded = iter(m.decode(outputs)) if good and kind not in ("segmentation", "detection") else iter(())
         rows = iter(outputs)
         for p, (im, shape, err) in loaded:
             if im is None:
@@ -102,7 +107,9 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
                 continue
             out = next(rows)
             row = {"path": str(p)}
-            if kind == "segmentation":
+            if kind == "detection":
+                row.update(_detections(out, shape, size, m.meta["nms"], names))
+            elif kind == "segmentation":
                 labels = frame_prediction(out, shape, size)
                 share = np.bincount(labels.ravel(), minlength=len(names)) / labels.size
                 row.update(prediction=labels, fractions={n: float(v) for n, v in zip(names, share)})
@@ -129,6 +136,50 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
             pending.append(batch)
         while pending:
             yield from finish(pending.popleft())
+
+
+def _detections(out: np.ndarray, shape: tuple[int, int], long_side: int, nms: dict, names: list[str]) -> dict:
+    """An image's detections from the model's (anchors, 4 + classes) output: per-class NMS,
+    then the boxes scaled from the canvas back to the image's own pixels."""
+    h, w = shape
+    scale = long_side / max(h, w)
+    found = suppress(out[:, :4], out[:, 4:], nms["score_threshold"], nms["iou_threshold"], int(nms["max_detections"]),
+                     int(nms["pre_nms"]))
+    found[:, [0, 2]] = (found[:, [0, 2]] / scale).clip(0, w)
+    found[:, [1, 3]] = (found[:, [1, 3]] / scale).clip(0, h)
+    boxes = [{"x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3]), "class": names[int(b[4])],
+              "score": float(b[5])} for b in found]
+    return {"prediction": found, "boxes": boxes}
+
+
+def write_drawn(model: LoadedModel, rows: Iterable[dict], folder: str | Path, min_score: float = 0.3) -> Iterator[dict]:
+    """Pass detection ``rows`` through, writing each image with its boxes scoring at least
+    ``min_score`` (class and score written above) to ``folder`` as ``<image name>.jpg``."""
+    from PIL import ImageDraw
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    palette = [tuple(int(v) for v in c) for c in label_palette(len(model.meta["output_names"]))]
+    taken: set[str] = set()
+    for row in rows:
+        if "error" not in row:
+            stem, k = Path(row["path"]).stem, 1
+            name = f"{stem}.jpg"
+            while name in taken:
+                k += 1
+                name = f"{stem}-{k}.jpg"
+            taken.add(name)
+            image = load_image(row["path"])
+            draw = ImageDraw.Draw(image)
+            for b in row["boxes"]:
+                if b["score"] >= min_score:
+                    colour = palette[model.meta["output_names"].index(b["class"])]
+                    draw.rectangle((b["x1"], b["y1"], b["x2"], b["y2"]), outline=colour, width=2)
+                    draw.text((b["x1"], max(0, b["y1"] - 11)), f"{b['class'][:24]} {b['score']:.2f}", fill=colour)
+            with atomic_output(folder / name, suffix=".jpg") as tmp:
+                image.save(tmp, format="JPEG", quality=90)
+            row = {**row, "drawn": str(folder / name)}
+        yield row
 
 
 def write_masks(model: LoadedModel, rows: Iterable[dict], folder: str | Path) -> Iterator[dict]:
@@ -161,8 +212,18 @@ def csv_header(model: LoadedModel, top_k: int = 3) -> list[str]:
     """The columns of :func:`write_csv`: the path, the prediction's columns, the error."""
     names, kind = model.meta["output_names"], model.meta["task"]
     head = {"single_label": [c for k in range(1, top_k + 1) for c in (f"top{k}", f"p{k}")],
-            "multi_label": ["labels", *names], "regression": names, "segmentation": names}[kind]
+            "multi_label": ["labels", *names], "regression": names, "segmentation": names,
+            "detection": ["x1", "y1", "x2", "y2", "class", "score"]}[kind]
     return ["path", *head, "error"]
+
+
+def csv_rows(model: LoadedModel, row: dict, top_k: int = 3) -> list[list]:
+    """The CSV rows of one prediction: one, or for detection one per box (none for an image
+    where nothing was found)."""
+    if model.meta["task"] == "detection" and "error" not in row:
+        return [[spreadsheet_safe(row["path"]), *(f"{b[k]:.2f}" for k in ("x1", "y1", "x2", "y2")),
+                 spreadsheet_safe(b["class"]), f"{b['score']:.6f}", ""] for b in row["boxes"]]
+    return [csv_cells(model, row, top_k)]
 
 
 def csv_cells(model: LoadedModel, row: dict, top_k: int = 3) -> list:
@@ -171,6 +232,8 @@ def csv_cells(model: LoadedModel, row: dict, top_k: int = 3) -> list:
     width = len(csv_header(model, top_k)) - 2
     if "error" in row:
         values = [""] * width
+    elif kind == "detection":
+        raise ValueError("a detection has one row per box: csv_rows")
     elif kind == "single_label":
         values = [v for name, p in row["top"] for v in (name, f"{p:.6f}")]
         values += [""] * (width - len(values))
@@ -214,7 +277,7 @@ def write_csv(model: LoadedModel, rows: Iterable[dict], path: str | Path, top_k:
                 writer = csv.writer(handle)
                 writer.writerow(csv_header(model, top_k))
                 for row in rows:
-                    writer.writerow(csv_cells(model, row, top_k))
+                    writer.writerows(csv_rows(model, row, top_k))
                     yield row
     except FileExistsError:
         raise BottleneckError(f"--csv {path} was written by someone else while predicting; it is kept",

@@ -22,7 +22,7 @@ import numpy as np
 from bottleneck.cache.maps import MapReader
 from bottleneck.cache.store import canonical_dataset, fingerprint
 from bottleneck.core import determinism
-from bottleneck.core.boxes import mirrored
+from bottleneck.core.boxes import coco_evaluation, mirrored
 from bottleneck.core.errors import BottleneckError
 from bottleneck.data.labelmaps import scaled_size
 from bottleneck.data.sources import Dataset
@@ -167,7 +167,8 @@ def execute_detection(r: DetRun, options: RunOptions | None = None):
     readers = {name: MapReader(fs.path) for name, fs in sets.items()}
     task, p = r.target.task, r.head_params
     try:
-        shapes = readers["train"].shapes
+        unordered = readers["train"].shapes
+        shapes = dict(sorted(unordered.items(), key=lambda kv: -kv[1][0]))  # finest first (HDF5 sorts by name)
         strides = {lv: canvas[0] // shape[0] for lv, shape in shapes.items()}
         grid = {lv: shape[:2] for lv, shape in shapes.items()}
         per_cell = anchors_per_cell()
@@ -176,7 +177,8 @@ def execute_detection(r: DetRun, options: RunOptions | None = None):
         rows = _Rows([readers[n] for n in train_names])
         targets_of = _training_targets(r, [sets[n] for n in train_names], anchors, grid, per_cell, long_side, canvas)
         determinism.seed_everything(r.seed)
-        model = build_detector({lv: s[-1] for lv, s in shapes.items()}, task.width, per_cell, p["width"], p["depth"])
+        model = build_detector({lv: s[-1] for lv, s in shapes.items()}, task.width, per_cell, p["width"], p["depth"],
+                               strides)
         compile_detector(model, p["learning_rate"])
         t = time.perf_counter()
         batches = window_batches(rows, np.arange(len(rows)), targets_of, strides, canvas, p["window"],
@@ -191,7 +193,8 @@ def execute_detection(r: DetRun, options: RunOptions | None = None):
         for reader in readers.values():
             reader.close()
     # a size no test object has (no small sign) has no AP: left out, as results rows hold numbers only
-    metrics = {k: round(v, 6) for k, v in task.metrics(truth, found).items() if np.isfinite(v)}
+    evaluated, curves = coco_evaluation(truth, found, task.class_names, task.groups)
+    metrics = {k: round(v, 6) for k, v in evaluated.items() if np.isfinite(v)}
     tr = sets["train"]
     n_mirror = len(sets["mirror"]) if "mirror" in sets else 0
     row = {
@@ -211,7 +214,31 @@ def execute_detection(r: DetRun, options: RunOptions | None = None):
         "train_cache": tr.path.name, "test_cache": sets["test"].path.name,
         "head_params": json.dumps(p, sort_keys=True),
     }
-    return Fitted(row, model, tr, sets["test"], truth), found
+    return Fitted(row, model, tr, sets["test"], truth, found, history, {"curves": curves}), found
+
+
+SHOWN_SCENES, SHOWN_SIDE = 6, 680  # test scenes kept for the report's pictures, and their long side there
+
+
+def shown_scenes(r: DetRun, fs, truth) -> tuple[list[int], list[np.ndarray], list[float]]:
+    """A few test scenes for pictures (spread over those with objects): (rows, images at most
+    SHOWN_SIDE pixels a side, their scale against the scene)."""
+    from PIL import Image
+
+    with_objects = [k for k, t in enumerate(truth) if len(t)] or list(range(len(truth)))
+    rows = sorted({with_objects[int(k)] for k in np.linspace(0, len(with_objects) - 1,
+                                                                min(SHOWN_SCENES, len(with_objects))).round()})
+    split = r.test.samples
+    where = {sid: i for i, sid in enumerate(split.ids)}
+    images, scales = [], []
+    for row in rows:
+        image = split.load(where[fs.source_ids[row]])
+        scale = min(1.0, SHOWN_SIDE / max(image.size))
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        images.append(np.asarray(image))
+        scales.append(scale)
+    return rows, images, scales
 
 
 def _training_targets(r: DetRun, sets, anchors, grid, per_cell: int, long_side: int, canvas):

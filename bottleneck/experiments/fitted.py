@@ -23,3 +23,4 @@ class Fitted:
     y_test: np.ndarray  # the test targets (for segmentation: the confusion matrix)
     frames: object = None  # segmentation: () -> (image, truth, prediction) of a few test frames
     history: dict | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # detection: precision/recall curves

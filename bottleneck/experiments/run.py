@@ -28,7 +28,7 @@ from bottleneck.data.datasets import load_dataset
 from bottleneck.data.sources import Dataset
 from bottleneck.data.targets import Target, class_target
 from bottleneck.experiments import recipes, stacking
-from bottleneck.experiments.detection import DetRun, execute_detection, plan_detection
+from bottleneck.experiments.detection import DetRun, execute_detection, plan_detection, shown_scenes
 from bottleneck.experiments.fitted import Fitted
 from bottleneck.experiments.segmentation import (
     SegRun,
@@ -261,8 +261,7 @@ def execute_fitted(r: Run, options: RunOptions | None = None) -> Fitted:
         fitted.frames, fitted.history = frames, history
         return fitted
     if isinstance(r, DetRun):
-        fitted, found = execute_detection(r, options)
-        fitted.frames = found
+        fitted, _ = execute_detection(r, options)
         return fitted
     options = options or RunOptions()
     with engine_session(options):
@@ -287,8 +286,10 @@ def keep(results: ResultsDir, r: Run, fitted: Fitted, plots: bool = False) -> di
     if fitted.row["task"] == "segmentation":
         pages.save_segmentation(results, r.key, fitted, r.target.task)
     elif fitted.row["task"] == "detection":
+        shown, images, scales = shown_scenes(r, fitted.test, fitted.y_test)
         pages.save_detection(results, r.key, fitted.y_test, fitted.frames, fitted.test.source_ids,
-                             r.target.task.class_names)
+                             r.target.task.class_names, fitted.extra["curves"], shown, images, scales,
+                             fitted.history)
     else:
         pages.save_predictions(results, r.key, fitted, r.test)
     row = results.add(r.key, fitted.row)

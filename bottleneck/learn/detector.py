@@ -73,24 +73,28 @@ def match(anchors: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndar
     return classes, deltas
 
 
-def build_detector(channels: dict[str, int], n_classes: int, per_cell: int, width: int = 64, depth: int = 2):
+def build_detector(channels: dict[str, int], n_classes: int, per_cell: int, width: int = 64, depth: int = 2,
+                   strides: dict[str, int] | None = None):
     """The head: an FPN over the levels (1x1 laterals to ``width`` channels, the coarser sum
-    upsampled x2 and added, a 3x3 convolution), then two towers shared by every level
+    upsampled to the finer level (nearest) and added, a 3x3 convolution), then two towers shared by every level
     (``depth`` 3x3 convolutions each): class logits (``per_cell * n_classes`` a cell, biased to
     PRIOR) and box deltas (``per_cell * 4``). Inputs of any height and width (windows when
     training, whole scenes when predicting); outputs ``classes`` (B, N, n_classes) logits and
-    ``boxes`` (B, N, 4) deltas, N the anchors of every level in ``anchor_boxes``' order."""
+    ``boxes`` (B, N, 4) deltas, N the anchors of every level, finest first, in ``anchor_boxes``'
+    order. ``strides``: each level's (by default 1, 2, 4... in the order given)."""
     import keras
     from keras import layers
 
-    levels = list(channels)  # finest first
-    inputs = {lv: keras.Input((None, None, c), name=lv) for lv, c in channels.items()}
-    fused, x = {}, None
+    strides = strides or {lv: 2 ** k for k, lv in enumerate(channels)}
+    levels = sorted(channels, key=strides.get)  # finest first
+    inputs = {lv: keras.Input((None, None, channels[lv]), name=lv) for lv in levels}
+    fused, x, coarser = {}, None, None
     for lv in reversed(levels):
         lateral = layers.Conv2D(width, 1, name=f"lateral_{lv}")(inputs[lv])
         if x is not None:
-            lateral = layers.Add(name=f"fuse_{lv}")([lateral, layers.UpSampling2D(2, name=f"up_to_{lv}")(x)])
-        x = lateral
+            up = layers.UpSampling2D(strides[coarser] // strides[lv], name=f"up_to_{lv}")(x)
+            lateral = layers.Add(name=f"fuse_{lv}")([lateral, up])
+        x, coarser = lateral, lv
         fused[lv] = layers.Conv2D(width, 3, padding="same", name=f"smooth_{lv}")(lateral)
 
     def tower(name, out_channels, bias):

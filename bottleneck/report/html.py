@@ -85,14 +85,24 @@ def save_segmentation(results: ResultsDir, key: str, fitted, task) -> Path:
                      void=np.int64(task.void), history=json.dumps(fitted.history or {}))
 
 
-def save_detection(results: ResultsDir, key: str, truth, found, ids, class_names) -> Path:
+def save_detection(results: ResultsDir, key: str, truth, found, ids, class_names, curves, shown, images, scales,
+                   history=None) -> Path:
     """Keep a detection run's test scenes: their true objects ((n, 5) each) and detections
-    ((m, 6) each) as two flat arrays with each scene's count, and the scenes' ids."""
+    ((m, 6) each) as flat arrays with each scene's count, the scenes' ids, the precision/recall
+    curves at IoU .50 (classes x 101 recalls), and a few scenes (rows ``shown``) as images
+    scaled by ``scales`` for pictures."""
+    side = max([im.shape[0] for im in images] + [im.shape[1] for im in images] + [1])
+    canvas = np.zeros((len(images), side, side, 3), np.uint8)  # one array: scenes padded to one square
+    for k, im in enumerate(images):
+        canvas[k, :im.shape[0], :im.shape[1]] = im
     return _save_npz(results, key, names=np.array(class_names, dtype=str), ids=np.array(ids, dtype=str),
-                     truth=np.concatenate([np.reshape(t, (-1, 5)) for t in truth] or [np.zeros((0, 5))]).astype(np.float32),
+                     truth=np.concatenate([np.reshape(t, (-1, 5)) for t in truth] + [np.zeros((0, 5))]).astype(np.float32),
                      truth_counts=np.array([len(t) for t in truth], np.int64),
-                     found=np.concatenate([np.reshape(f, (-1, 6)) for f in found] or [np.zeros((0, 6))]).astype(np.float32),
-                     found_counts=np.array([len(f) for f in found], np.int64))
+                     found=np.concatenate([np.reshape(f, (-1, 6)) for f in found] + [np.zeros((0, 6))]).astype(np.float32),
+                     found_counts=np.array([len(f) for f in found], np.int64), curves=np.asarray(curves, np.float64),
+                     shown=np.asarray(shown, np.int64), images=canvas, sizes=np.array([im.shape[:2] for im in images],
+                                                                                      np.int64).reshape(-1, 2),
+                     scales=np.asarray(scales, np.float64), history=json.dumps(history or {}))
 
 
 def _round_robin(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -146,6 +156,8 @@ def _checked(saved: dict, row: dict, path: str) -> dict:
     """The arrays a run's pictures need, of the kinds and ranges they must have."""
     kind = row.get("task", "single_label")
     need = {"segmentation": ("confusion", "names", "images", "truth", "pred", "void"),
+            "detection": ("names", "truth", "truth_counts", "found", "found_counts", "curves", "shown", "images",
+                          "sizes", "scales"),
             "single_label": ("y_true", "y_pred", "names", "thumbs", "thumb_rows"),
             "multi_label": ("names",), "regression": ("y_true", "y_pred", "names", "thumbs", "thumb_rows")}.get(kind)
     if need is None:
@@ -175,6 +187,19 @@ def _checked(saved: dict, row: dict, path: str) -> dict:
             raise ValueError("its confusion matrix does not match its class names")
         if not (saved["images"].ndim == 4 and saved["truth"].shape == saved["pred"].shape == saved["images"].shape[:3]):
             raise ValueError("its frames and maps do not match")
+    if kind == "detection":
+        n = len(saved["truth_counts"])
+        if (saved["truth"].ndim != 2 or saved["truth"].shape[1] != 5 or saved["found"].ndim != 2
+                or saved["found"].shape[1] != 6 or saved["truth_counts"].sum() != len(saved["truth"])
+                or saved["found_counts"].sum() != len(saved["found"]) or len(saved["found_counts"]) != n
+                or (saved["truth_counts"] < 0).any() or (saved["found_counts"] < 0).any()):
+            raise ValueError("its boxes and their counts do not match")
+        if saved["curves"].shape != (len(names), 101):
+            raise ValueError("its precision/recall curves do not match its class names")
+        shown = saved["shown"]
+        if (saved["images"].ndim != 4 or len(shown) != len(saved["images"]) or saved["sizes"].shape != (len(shown), 2)
+                or len(saved["scales"]) != len(shown) or len(shown) and (shown.min() < 0 or shown.max() >= n)):
+            raise ValueError("its scenes do not match")
     history = json.loads(str(saved["history"]))
     if not isinstance(history, dict) or not all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
                                                 for v in history.values()):
@@ -206,7 +231,16 @@ def _draw(row: dict, saved: dict | None, folder: Path, made: list) -> None:
     kind = row.get("task", "single_label")
     if kind == "multi_label":
         made.append(plots.precision_recall_scatter(row, folder / "precision_recall.png"))
-    if saved is not None and kind == "segmentation":
+    if saved is not None and kind == "detection":
+        names = [str(n) for n in saved["names"]]
+        truth = np.split(saved["truth"], np.cumsum(saved["truth_counts"])[:-1])
+        found = np.split(saved["found"], np.cumsum(saved["found_counts"])[:-1])
+        if len(saved["shown"]):
+            made.append(plots.detection_grid(row, saved["images"], saved["sizes"], saved["scales"],
+                                             [truth[k] for k in saved["shown"]], [found[k] for k in saved["shown"]],
+                                             names, folder / "scenes.png"))
+        made.append(plots.precision_recall_curves(row, saved["curves"], names, folder / "precision_recall.png"))
+    elif saved is not None and kind == "segmentation":
         names = [str(n) for n in saved["names"]]
         if len(saved["images"]):
             made.append(plots.segmentation_grid(row, saved["images"], saved["truth"], saved["pred"], names,

@@ -318,3 +318,62 @@ def iou_bars(row: dict, class_names: list[str], path) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(_title(row), fontsize=9)
     return _save(fig, path)
+
+
+def detection_grid(row: dict, images, sizes, scales, truth, found, class_names: list[str], path,
+                   min_score: float = 0.3) -> Path:
+    """Test scenes with their true boxes (white, dashed) and the detections scoring at least
+    ``min_score`` (coloured by class, with the class and score)."""
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    n = len(images)
+    cols = 2 if n > 1 else 1
+    rows_ = -(-n // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(7 * cols, 4.3 * rows_ + 0.6), dpi=90, squeeze=False)
+    palette = class_palette(max(len(class_names), 12)) / 255.0
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        h, w = sizes[k]
+        ax.imshow(images[k][:h, :w])
+        s = float(scales[k])
+        for x1, y1, x2, y2, _ in truth[k]:
+            ax.add_patch(Rectangle((x1 * s, y1 * s), (x2 - x1) * s, (y2 - y1) * s, fill=False, ec="white", lw=1.2,
+                                   ls="--"))
+        for x1, y1, x2, y2, c, score in found[k]:
+            if score < min_score:
+                continue
+            colour = palette[int(c) % len(palette)]
+            ax.add_patch(Rectangle((x1 * s, y1 * s), (x2 - x1) * s, (y2 - y1) * s, fill=False, ec=colour, lw=1.4))
+            ax.text(x1 * s, y1 * s - 2, f"{_short(class_names[int(c)], 18)} {score:.2f}", color="white", fontsize=6,
+                    bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0})
+        ax.set_title(f"{len(truth[k])} true (dashed), {int((found[k][:, 5] >= min_score).sum())} found "
+                     f"(score >= {min_score})", fontsize=8)
+    fig.suptitle(_title(row), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _save(fig, path, tight=False)
+
+
+def precision_recall_curves(row: dict, curves, class_names: list[str], path) -> Path:
+    """Precision against recall at IoU .50 (COCO's interpolated curve) for each class with
+    test objects, its AP50 in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), dpi=100)
+    recall = np.linspace(0, 1, curves.shape[1])
+    present = [k for k in range(len(class_names)) if np.isfinite(curves[k]).all()]
+    palette = class_palette(max(len(class_names), 12)) / 255.0
+    for k in present:
+        ap = row["metrics"].get(f"ap50/{class_names[k]}", float(np.mean(curves[k])))
+        ax.plot(recall, curves[k], color=palette[k % len(palette)], lw=1.5 if len(present) <= 10 else 0.8,
+                label=f"{_short(class_names[k], 24)} (AP50 {ap:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision (interpolated)")
+    if len(present) <= 12:
+        ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(f"{_title(row)}\nmAP50 {row['metrics'].get('map50', float('nan')):.3f} over {len(present)} classes",
+                 fontsize=9)
+    return _save(fig, path)
