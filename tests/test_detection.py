@@ -442,3 +442,38 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(", 6)")  # (1, anchors, 4 + 2 classes)
+
+
+def test_detect_then_classify_names_each_box_within_its_category(tmp_path):
+    """The two-stage pipeline end to end on a GTSDB-shaped folder and the embedded GTSRB: each
+    box found by the category detector is cropped, classified among its category's classes,
+    and the result scored on the 43 sign classes."""
+    from bottleneck.data.detection import gtsdb_table
+    from bottleneck.experiments.two_stage import detect_then_classify
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "gtsrb").symlink_to(REPO / "data" / "gtsrb")
+    signs = {n: [(10 + 5 * (n % 7), 10, 50 + 5 * (n % 7), 50, [1, 14, 33, 18][n % 4])] for n in range(8)}
+    signs.update({600 + n: [(20, 15, 60, 55, [1, 14, 33, 18][n % 4])] for n in range(4)})
+    gtsdb_folder(data / "gtsdb", signs, size=(160, 96))
+    out = detect_then_classify("tiny_cnn", data_dir=data, cache_dir=tmp_path / "c", weights="random",
+                               detector_params={"epochs": 2, "window": 64}, classifier_recipe="plain",
+                               classifier_per_class=5)
+    assert out["detector"]["target"] == "categories" and out["classifier"]["n_train"] == 5 * 43
+    assert out["crops"] > 0 and {"map", "map50", "map75"} <= set(out["metrics"])
+    assert set(k for k in out["metrics"] if k.startswith("ap50/")) <= {
+        f"ap50/{n}" for n in load_dataset("gtsdb", data).target("signs").task.class_names} | {
+        f"ap50/{c}" for c in gtsdb_table()["categories"]}
+
+
+def test_boxes_are_named_within_their_category_by_hand():
+    from bottleneck.experiments.two_stage import name_boxes
+
+    groups = (("round", (0, 1)), ("square", (2, 3)))
+    found = [np.array([[0, 0, 10, 10, 0, 0.8], [5, 5, 9, 9, 1, 0.5]], np.float32), np.zeros((0, 6), np.float32)]
+    probs = np.array([[0.1, 0.3, 0.6, 0.0],  # category round: class 1 (0.3 of its 0.4), though class 2 is likelier
+                      [0.5, 0.0, 0.1, 0.4]])  # category square: class 3 (0.4 of its 0.5)
+    named, chosen = name_boxes(found, [(0, 0), (0, 1)], probs, groups)
+    assert chosen.tolist() == [1, 3] and named[1].shape == (0, 6)
+    np.testing.assert_allclose(named[0], [[0, 0, 10, 10, 1, 0.8 * 0.75], [5, 5, 9, 9, 3, 0.5 * 0.8]], rtol=1e-6)
