@@ -44,6 +44,7 @@ _EXPORTS = {
     "register_head": "learn.heads", "make_semi_head": "learn.semi", "SEMI_HEADS": "learn.semi",
     "compare": "experiments.grid", "train": "experiments.run", "markdown_table": "report.results",
     "read_features": "cache.store", "verify": "cache.store",
+    "detect_then_classify": "experiments.two_stage", "coco_metrics": "core.boxes",
 }
 # Modules the documentation has named as `bottleneck.<name>` since before the subpackages.
 _MODULES = {"cluster": "extraction.ray_engine", "finetune": "experiments.finetune", "labpickle": "cache.labpickle",

@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from bottleneck.core.boxes import coco_metrics
 from bottleneck.core.errors import BottleneckError
 from bottleneck.core.sampling import per_class_draw
 
@@ -475,6 +476,4 @@ class Detection(Task):
         return np.sort(order[:per_class]), ({"images": n} if n < per_class else {})
 
     def metrics(self, truth, detections, **_) -> dict:
-        from bottleneck.core.boxes import coco_metrics
-
         return coco_metrics(truth, detections, self.class_names, self.groups)

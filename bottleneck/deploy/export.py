@@ -28,6 +28,7 @@ from bottleneck.deploy.formats import FORMATS, MODEL_FORMAT, check_converter, ch
 from bottleneck.experiments.run import execute_fitted, plan_run, split_kwargs
 from bottleneck.experiments.detection import DetRun
 from bottleneck.experiments.segmentation import SegRun
+from bottleneck.learn.detector import VARIANCE, anchor_boxes
 from bottleneck.learn.heads import HEADS, KerasHead, LogRegHead, RidgeHead, task_kind
 from bottleneck.learn.semi import SemiHead
 
@@ -400,8 +401,6 @@ def _detection_model(r, fitted):
     ``combined_non_max_suppression`` with the settings in bottleneck.json)."""
     import keras
     from keras import layers
-
-    from bottleneck.learn.detector import VARIANCE, anchor_boxes
 
     recipe, task = r.train.recipe, r.target.task
     inputs = keras.Input((*recipe.canvas, 3), dtype="uint8", name="pixels")
