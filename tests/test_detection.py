@@ -477,3 +477,36 @@ def test_boxes_are_named_within_their_category_by_hand():
     named, chosen = name_boxes(found, [(0, 0), (0, 1)], probs, groups)
     assert chosen.tolist() == [1, 3] and named[1].shape == (0, 6)
     np.testing.assert_allclose(named[0], [[0, 0, 10, 10, 1, 0.8 * 0.75], [5, 5, 9, 9, 3, 0.5 * 0.8]], rtol=1e-6)
+
+
+_LAZY = """
+import sys, tracemalloc
+from pathlib import Path
+from tests.test_detection import yolo_folder, TINY
+from bottleneck.experiments.run import train
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+name = yolo_folder(root / f"d{n}", n_train=n, n_test=4, size=(256, 192), seed=n)
+kw = dict(cache_dir=root / f"c{n}", head_params={"epochs": 1, "batch_size": 4, "window": 64}, **TINY)
+train("tiny_cnn", name, None, **kw)  # extracts; the measured run below reads from the cache
+tracemalloc.start()
+train("tiny_cnn", name, None, **kw)
+print(tracemalloc.get_traced_memory()[1])
+"""
+
+
+@pytest.mark.slow
+def test_training_reads_scene_maps_lazily(tmp_path):
+    """The detector's windows come from the cache file a few scenes at a time: 4x the scenes must
+    not mean 4x the memory (each size in a fresh process, as segmentation's test does)."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for n in (20, 80):
+        out = subprocess.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)], capture_output=True, text=True,
+                             cwd=REPO, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        peaks[n] = int(out.stdout.strip().splitlines()[-1])
+    # 60 more scenes must cost less than their finest maps as stored (float16, 128x96 cells of 8 channels)
+    extra_maps = 128 * 96 * 8 * 2 * (80 - 20)
+    assert peaks[80] < 2 * peaks[20] and peaks[80] - peaks[20] < extra_maps, peaks

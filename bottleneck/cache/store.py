@@ -142,9 +142,15 @@ def checksum(fs: FeatureSet) -> str:
     return _combined(arrays, fs.labels, fs.source_ids, fs.groups, fs.class_names, fs.digests)
 
 
-def _array_digest(dataset, rows_at_once: int = 64) -> str:
-    """SHA-256 of an HDF5 dataset's bytes, read a block of rows at a time."""
+DIGEST_BLOCK = 4 << 20  # bytes of an array hashed at once: memory stays flat however many or large the rows
+
+
+def _array_digest(dataset, block: int = DIGEST_BLOCK) -> str:
+    """SHA-256 of an HDF5 dataset's bytes, read a block of rows (at most ``block`` bytes, at
+    least one row) at a time."""
     h = hashlib.sha256()
+    row_bytes = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+    rows_at_once = max(1, block // max(1, row_bytes))
     for start in range(0, dataset.shape[0], rows_at_once):
         h.update(np.ascontiguousarray(dataset[start:start + rows_at_once]).tobytes())
     return h.hexdigest()

@@ -32,6 +32,7 @@ from bottleneck.extraction.plan import Plan, RunOptions
 from bottleneck.extraction.run import engine_session, run, stages_of
 from bottleneck.extraction.views import FLIPS, Views, image_id
 from bottleneck.learn.detector import (
+    BACKGROUND,
     anchor_boxes,
     anchors_per_cell,
     build_detector,
@@ -243,7 +244,8 @@ def shown_scenes(r: DetRun, fs, truth) -> tuple[list[int], list[np.ndarray], lis
 
 def _training_targets(r: DetRun, sets, anchors, grid, per_cell: int, long_side: int, canvas):
     """row -> (its objects in canvas pixels, {level: (classes (h, w, A), deltas (h, w, A, 4))}),
-    matched once per row and kept compact (classes, and the deltas of positive anchors only)."""
+    matched once per row and kept sparse (the anchors that are not background: memory stays
+    flat in the number of scenes)."""
     split = r.train.samples
     objects = r.target.values(split)
     where = {sid: i for i, sid in enumerate(split.ids)}
@@ -251,6 +253,7 @@ def _training_targets(r: DetRun, sets, anchors, grid, per_cell: int, long_side: 
     small = np.int8 if r.target.task.width < 127 else np.int16
     kept: dict[int, tuple] = {}
     sizes = {lv: h * w * per_cell for lv, (h, w) in grid.items()}
+    n_anchors = len(anchors)
 
     def targets_of(row: int):
         if row not in kept:
@@ -261,11 +264,13 @@ def _training_targets(r: DetRun, sets, anchors, grid, per_cell: int, long_side: 
             if view == "hflip":
                 obj = mirrored(obj, canvas[1], r.class_mirror)
             classes, deltas = match(anchors, obj)
-            positive = np.flatnonzero(classes >= 0)
-            kept[row] = (obj, classes.astype(small), positive, deltas[positive])
-        obj, classes, positive, pos_deltas = kept[row]
-        deltas = np.zeros((len(classes), 4), np.float32)
-        deltas[positive] = pos_deltas
+            marked = np.flatnonzero(classes != BACKGROUND)  # objects and ignored anchors: a few hundred at most
+            kept[row] = (obj, marked, classes[marked].astype(small), deltas[marked])
+        obj, marked, marked_classes, marked_deltas = kept[row]
+        classes = np.full(n_anchors, BACKGROUND, np.int16)
+        classes[marked] = marked_classes
+        deltas = np.zeros((n_anchors, 4), np.float32)
+        deltas[marked] = marked_deltas
         out, start = {}, 0
         for lv, (h, w) in grid.items():
             n = sizes[lv]
