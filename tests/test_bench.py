@@ -65,3 +65,15 @@ def test_extract_speed_prints_a_table_without_json(monkeypatch, capsys):
     assert run.returncode == 0, run.stderr
     assert "| bottleneck pipeline (files -> cache) |" in run.stdout and "pipeline / ceiling:" in run.stdout
     assert "median of rounds" in run.stdout
+
+
+def test_scene_speed_runs_on_a_gtsdb_shaped_folder(monkeypatch, capsys, tmp_path):
+    from .test_detection import gtsdb_folder
+
+    gtsdb_folder(tmp_path / "gtsdb", {n: [] for n in range(6)}, size=(136, 80))
+    run = _bench([str(REPO / "bench" / "scene_speed.py"), "--base", "tiny_cnn", "--data-dir", str(tmp_path),
+                  "--scenes", "6", "--json"], monkeypatch, capsys)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    assert r["scenes"] == 6 and r["canvas"] == [96, 160] and r["pipeline"] > 0 and r["ceiling"] > 0
+    assert r["stages"] and {"decode", "model"} <= set(r["stages"])
