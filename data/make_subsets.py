@@ -2,6 +2,7 @@
 
 Usage: mkdir /tmp/ds && tar -xzf ../shared/datasets/cifar10.tar.gz -C /tmp/ds &&
        tar -xzf ../shared/datasets/gtsrb-subset.tar.gz -C /tmp/ds && tar -xzf ../shared/datasets/camvid.tar.gz -C /tmp/ds &&
+       tar -xzf ../shared/datasets/gtsdb.tar.gz -C /tmp/ds &&
        python data/make_subsets.py /tmp/ds
 """
 import csv, shutil, random, sys
@@ -54,3 +55,20 @@ if (SRC / "codes.txt").exists():
             for kind, ext in (("images", ".jpg"), ("labels", ".png")):
                 (c / kind / split).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(SRC / kind / split / (stem + ext), c / kind / split / (stem + ext))
+
+# GTSDB (when its archive is unpacked into SRC too, as SRC/gtsdb): 16 train scenes (2 without a sign) and 8 test
+# scenes, their lines of gt.txt, and ReadMe.txt (the categories are checked against it).
+if (SRC / "gtsdb" / "gt.txt").exists():
+    drng = random.Random(2028)
+    s, d = SRC / "gtsdb", DST / "gtsdb"
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    lines = [line for line in (s / "gt.txt").read_text().splitlines() if line.strip()]
+    signed = sorted({line.split(";")[0][:5] for line in lines})
+    scenes = sorted(p.stem for p in (s / "images").iterdir())
+    empty = [n for n in scenes if n not in signed]
+    pick = (drng.sample([n for n in signed if int(n) < 600], 14) + drng.sample([n for n in empty if int(n) < 600], 2)
+            + drng.sample([n for n in signed if int(n) >= 600], 8))
+    for n in sorted(pick):
+        shutil.copy2(s / "images" / f"{n}.jpg", d / "images" / f"{n}.jpg")
+    (d / "gt.txt").write_text("".join(f"{line}\n" for line in lines if line[:5] in pick))
+    shutil.copy2(s / "ReadMe.txt", d / "ReadMe.txt")

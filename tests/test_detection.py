@@ -510,3 +510,24 @@ def test_training_reads_scene_maps_lazily(tmp_path):
     # 60 more scenes must cost less than their finest maps as stored (float16, 128x96 cells of 8 channels)
     extra_maps = 128 * 96 * 8 * 2 * (80 - 20)
     assert peaks[80] < 2 * peaks[20] and peaks[80] - peaks[20] < extra_maps, peaks
+
+
+def test_the_embedded_gtsdb_end_to_end_twice(tmp_path, capsys):
+    """The real scenes of data/gtsdb through the command line: categories, mirrored scenes,
+    COCO's figures; the second run extracts nothing and gives the same numbers."""
+    from bottleneck.cli import main
+
+    from .conftest import DATA
+
+    argv = ["train", "--base", "tiny_cnn", "--weights", "random", "--dataset", "gtsdb", "--data-dir", str(DATA),
+            "--target", "categories", "--image-size", "320", "--epochs", "2", "--window", "64",
+            "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "R")]) == 0
+    printed = capsys.readouterr().out
+    assert "16 training scenes and" in printed and "on 8 test scenes (" in printed
+    (row,) = json.loads((tmp_path / "R" / "results.json").read_text())
+    assert row["n_mirrored"] > 0 and row["views"] == "scene,hflip" and row["image_size"] == 320
+    assert {"map", "map50", "map75", "ap50/prohibitory"} <= set(row["metrics"])
+    assert main([*argv, "--out", str(tmp_path / "R2")]) == 0
+    (again,) = json.loads((tmp_path / "R2" / "results.json").read_text())
+    assert again["extracted_images"] == 0 and again["metrics"] == row["metrics"]

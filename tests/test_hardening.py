@@ -412,7 +412,10 @@ GOOD_META = {"format": "bottleneck-model", "task": "single_label", "input": {"si
 
 @pytest.mark.parametrize("change, message", [
     ({"output_names": None}, "output names"), ({"output_names": "cat"}, "output names"),
-    ({"task": "detection"}, "task 'detection'"), ({"task": "segmentation"}, "canvas"),
+    ({"task": "captioning"}, "task 'captioning'"), ({"task": "segmentation"}, "canvas"), ({"task": "detection"}, "canvas"),
+    ({"task": "detection", "input": {"size": 64, "canvas": [64, 64]}}, "non-maximum suppression"),
+    ({"task": "detection", "input": {"size": 64, "canvas": [64, 64]},
+      "nms": {"iou_threshold": 2, "score_threshold": 0.1, "max_detections": 10, "pre_nms": 10}}, "non-maximum"),
     ({"task": "segmentation", "input": {"size": 64, "canvas": [64, "a"]}}, "canvas"),
     ({"task": "segmentation", "input": {"size": 96, "canvas": [64, 64]}}, "canvas"),
     ({"input": {"size": 10**6}}, "input size"),
