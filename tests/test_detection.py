@@ -442,6 +442,15 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(", 6)")  # (1, anchors, 4 + 2 classes)
+    # the same detector as ONNX gives the same boxes and scores
+    from bottleneck.deploy.formats import load_model
+
+    assert main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", name, "--epochs", "6",
+                 "--window", "64", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "det.onnx"),
+                 "--quiet"]) == 0
+    a, b = load_model(model), load_model(tmp_path / "det.onnx")
+    pixels = np.random.default_rng(0).integers(0, 255, (1, *a.input_shape, 3), dtype=np.uint8)
+    np.testing.assert_allclose(b.run(pixels), a.run(pixels), atol=1e-3)
 
 
 def test_detect_then_classify_names_each_box_within_its_category(tmp_path):
