@@ -26,11 +26,10 @@ from bottleneck.core import safepickle
 from bottleneck.core.errors import BottleneckError, DatasetError, nearest
 from bottleneck.core.paths import data_home, default_data_dir
 from bottleneck.core.registries import add
-from bottleneck.core.userfiles import read_text
 from bottleneck.data.csvdata import read_target_csv
 from bottleneck.data.detection import is_gtsdb, read_coco, read_gtsdb, read_yolo
 from bottleneck.data.images import IMAGE_SUFFIXES
-from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, inside, is_file_there
+from bottleneck.data.sources import ArraySource, Dataset, FileSource, Split, dataset_text, inside, is_file_there
 from bottleneck.data.targets import (
     attribute_target,
     box_target,
@@ -390,7 +389,7 @@ def _sign_names(root: Path, n: int) -> list[str]:
     names = [str(i) for i in range(n)]
     path = root / "signnames.csv"
     if path.exists():
-        for row in csv.DictReader(io.StringIO(_text(path, "text file"))):
+        for row in csv.DictReader(io.StringIO(dataset_text(path, "text file"))):
             i = (row.get("ClassId") or "").strip()
             if not i.isdigit() or not isinstance(row.get("SignName"), str):
                 raise DatasetError(f"{path}: row {str(row)[:200]} has no class number and SignName",
@@ -449,7 +448,7 @@ def _read_boxes(root: Path) -> dict[str, tuple]:
         path = root / name
         if not path.exists():
             continue
-        with io.StringIO(_text(path, "table")) as f:
+        with io.StringIO(dataset_text(path, "table")) as f:
             reader = csv.DictReader(f)
             if not set(columns) <= set(reader.fieldnames or []):
                 raise DatasetError(f"{path} has no sign boxes (columns {', '.join(columns)})",
@@ -471,7 +470,7 @@ def _read_test_csv(root: Path, n_classes: int) -> tuple[list[str], list[int]]:
     """GTSRB's Test.csv: (paths, class ids), every row checked; errors name the row."""
     path = root / "Test.csv"
     rel, labels = [], []
-    with io.StringIO(_text(path, "table")) as f:
+    with io.StringIO(dataset_text(path, "table")) as f:
         reader = csv.DictReader(f)
         missing = {"Path", "ClassId"} - set(reader.fieldnames or [])
         if missing:
@@ -506,7 +505,7 @@ def _read_pickles(root: Path, name: str) -> Dataset:
     """The classic lab's train.p / valid.p / test.p with 'features' and 'labels'."""
     raw = {s: _unpickle(root / f"{s}.p") for s in ("train", "valid", "test") if (root / f"{s}.p").exists()}
     if (root / "signnames.csv").exists():  # the class list; labels outside it are errors
-        classes = _sign_names(root, sum(1 for _ in csv.DictReader(io.StringIO(_text(root / "signnames.csv")))))
+        classes = _sign_names(root, sum(1 for _ in csv.DictReader(io.StringIO(dataset_text(root / "signnames.csv")))))
     else:
         classes = [str(i) for i in range(int(max(np.max(d["labels"]) for d in raw.values())) + 1)]
     splits = {}
@@ -523,23 +522,12 @@ def _read_pickles(root: Path, name: str) -> Dataset:
     return Dataset(name, root, "pickles", classes, splits, targets=targets)
 
 
-def _text(path: Path, kind: str = "text file") -> str:
-    """A text file of the dataset (a regular file, within its kind's size limit; bytes that
-    are not UTF-8 replaced, and said by the row checks that follow)."""
-    try:
-        return read_text(path, kind, errors="replace")
-    except FileNotFoundError:
-        raise DatasetError(f"{path} is missing", "the dataset is incomplete; restore the file") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}", "check the file's permissions") from None
-
-
 MAX_CODES = 255  # label maps hold uint8 class ids; 255 is left for a Void that is not listed
 
 
 def _read_codes(path: Path) -> list[str]:
     """codes.txt: one class name a line, in id order; Void (if listed) is never a target."""
-    codes = [line.strip() for line in _text(path).splitlines() if line.strip()]
+    codes = [line.strip() for line in dataset_text(path).splitlines() if line.strip()]
     if len(codes) > MAX_CODES + 1 or (len(codes) == MAX_CODES + 1 and "Void" not in codes):
         raise DatasetError(f"{path} lists {len(codes)} codes; label maps hold 8-bit class ids, so at most "
                            f"{MAX_CODES} classes and Void", "check that codes.txt lists one class name a line")
@@ -573,7 +561,7 @@ def _read_camvid(root: Path, name: str) -> Dataset:
     if not layout:  # fastai's flat layout: images/X.jpg, labels/X_P.png, valid.txt naming the validation images
         layout = {"train": (root / "images", root / "labels")}
         if (root / "valid.txt").exists():
-            valid = {Path(line.strip()).name for line in _text(root / "valid.txt").splitlines() if line.strip()}
+            valid = {Path(line.strip()).name for line in dataset_text(root / "valid.txt").splitlines() if line.strip()}
     for split, (folder, labels) in layout.items():
         rel, rel_val = [], []
         for f in sorted(folder.iterdir()):

@@ -21,10 +21,10 @@ import numpy as np
 from bottleneck.core.boxes import boxes_array
 from bottleneck.core.errors import DatasetError
 from bottleneck.core.tasks import Detection
-from bottleneck.core.userfiles import UnsafeFile, read_text
+from bottleneck.core.userfiles import UnsafeFile
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, image_size
-from bottleneck.data.sources import Dataset, FileSource, Split, inside, is_file_there
-from bottleneck.data.targets import Target
+from bottleneck.data.sources import Dataset, FileSource, Split, dataset_text, inside, is_file_there
+from bottleneck.data.targets import Target, gtsrb_attribute_table
 
 GTSDB_TEST_FROM = 600  # scenes 00000-00599 train, 00600-00899 test: the benchmark's usual split
 EDGE = 0.5  # pixels a box may overhang its image (annotation tools round): more is an error
@@ -36,7 +36,7 @@ def gtsdb_table() -> dict:
 
 
 def gtsrb_class_names() -> list[str]:
-    table = json.loads((Path(__file__).parent / "gtsrb_attributes.json").read_text())
+    table = gtsrb_attribute_table()
     return [table["classes"][str(c)]["name"] for c in range(len(table["classes"]))]
 
 
@@ -164,7 +164,7 @@ def read_gtsdb(root: Path, name: str) -> Dataset:
 def _check_readme(path: Path, table: dict) -> None:
     """A ReadMe.txt beside the scenes must list the categories the package has: if the two
     disagree, the categories target would be silently wrong."""
-    found = dict(re.findall(r"^\s*(\d+) = .* \((prohibitory|danger|mandatory|other)\)\s*$", _text(path), re.M))
+    found = dict(re.findall(r"^\s*(\d+) = .* \((prohibitory|danger|mandatory|other)\)\s*$", dataset_text(path), re.M))
     for c, entry in table["classes"].items():
         if c in found and found[c] != entry["category"]:
             raise DatasetError(f"{path} puts class {c} in category {found[c]}; bottleneck's table "
@@ -172,17 +172,8 @@ def _check_readme(path: Path, table: dict) -> None:
                                "check which is right before scoring categories; report it if the package is wrong")
 
 
-def _text(path: Path, kind: str = "text file") -> str:
-    try:
-        return read_text(path, kind, errors="replace")
-    except FileNotFoundError:
-        raise DatasetError(f"{path} is missing", "restore the file") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}", "check the file's permissions") from None
-
-
 def _lines(path: Path) -> list[str]:
-    return _text(path, "table").splitlines()
+    return dataset_text(path, "table").splitlines()
 
 
 # ------------------------------------------------------------------ COCO JSON
@@ -217,7 +208,7 @@ def read_coco(what: str, name: str) -> Dataset:
 
 def _read_coco_file(file: Path, root: Path):
     try:
-        doc = json.loads(_text(file, "table"))
+        doc = json.loads(dataset_text(file, "table"))
     except (json.JSONDecodeError, RecursionError) as e:
         raise DatasetError(f"{file} is not JSON: {str(e)[:200]}", "give the COCO annotations file") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "categories")):
@@ -331,12 +322,12 @@ def _yolo_box(line: str, size, names, where: str):
 
 def _yolo_names(root: Path) -> list[str]:
     if (root / "classes.txt").is_file():
-        names = [line.strip() for line in _text(root / "classes.txt").splitlines() if line.strip()]
+        names = [line.strip() for line in dataset_text(root / "classes.txt").splitlines() if line.strip()]
     elif (root / "data.yaml").is_file():
         import yaml
 
         try:
-            doc = yaml.safe_load(_text(root / "data.yaml"))  # safe_load: plain data, never an object
+            doc = yaml.safe_load(dataset_text(root / "data.yaml"))  # safe_load: plain data, never an object
         except yaml.YAMLError as e:
             raise DatasetError(f"{root / 'data.yaml'} is not YAML: {str(e)[:200]}", "fix the file") from None
         raw = doc.get("names") if isinstance(doc, dict) else None

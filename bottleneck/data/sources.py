@@ -12,7 +12,7 @@ from PIL import Image
 
 from bottleneck.core.errors import DatasetError, nearest
 from bottleneck.core.sampling import validation_split
-from bottleneck.core.userfiles import UnsafeFile
+from bottleneck.core.userfiles import UnsafeFile, read_text
 from bottleneck.data.content import ContentIndex, file_digest, pixels_digest
 from bottleneck.data.images import BadImage, decode, read_image_bytes, to_rgb
 from bottleneck.data.targets import Target, class_target, pick
@@ -180,6 +180,17 @@ class Dataset:
                                "add images to those classes, or use a dataset with a test split")
         splits = {**self.splits, "train": tr.subset(keep), "test": tr.subset(held)}  # others (val) kept
         return dataclasses.replace(self, splits=splits, absent={})
+
+
+def dataset_text(path: Path, kind: str = "text file") -> str:
+    """A text file of a dataset (a regular file, within its kind's size limit; bytes that are
+    not UTF-8 replaced, and said by the row checks that follow)."""
+    try:
+        return read_text(path, kind, errors="replace")
+    except FileNotFoundError:
+        raise DatasetError(f"{path} is missing", "the dataset is incomplete; restore the file") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}", "check the file's permissions") from None
 
 
 def inside(root: Path, rel: str) -> bool:

@@ -274,7 +274,6 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     (LiteRT only) stores weights and activations in 8 bits, calibrated on the training draw's
     images. An existing ``out`` is kept (an error, before any work) unless ``overwrite``.
     ``unlabeled``/``semi``: the head also learns from unlabeled images (``train``'s)."""
-    import keras
 
     format = format_of(out, format)
     if quantize is not None and quantize not in FORMATS[format].quantize:
@@ -286,18 +285,12 @@ def export(base: str, dataset, per_class: int | None = 100, seed: int = 0, head:
     plan_kwargs, options = split_kwargs(extract_kwargs)
     r = plan_run(base, dataset, per_class, seed, target=target, head=head, head_params=head_params,
                  eval_per_class=eval_per_class, unlabeled=unlabeled, semi=semi, **plan_kwargs)
-    if isinstance(r, SegRun):
+    if isinstance(r, (SegRun, DetRun)):  # heads on cached feature maps
         if quantize is not None:
-            raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a segmentation model is "
-                                  "exported in float32", "export it without --quantize")
+            raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a {r.target.task.kind} "
+                                  "model is exported in float32", "export it without --quantize")
         fitted = execute_fitted(r, options)
-        model, meta = _segmentation_model(r, fitted)
-    elif isinstance(r, DetRun):
-        if quantize is not None:
-            raise BottleneckError(f"--quantize {quantize} is calibrated for pooled heads; a detector is exported in "
-                                  "float32", "export it without --quantize")
-        fitted = execute_fitted(r, options)
-        model, meta = _detection_model(r, fitted)
+        model, meta = (_segmentation_model if isinstance(r, SegRun) else _detection_model)(r, fitted)
     else:
         model, meta, fitted = _pooled_model(r, options, QUIET if quantize else None)
     convert, calibration = {}, None

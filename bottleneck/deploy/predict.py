@@ -152,6 +152,17 @@ def _detections(out: np.ndarray, shape: tuple[int, int], long_side: int, nms: di
     return {"prediction": found, "boxes": boxes}
 
 
+def _unique_name(path: str, suffix: str, taken: set[str]) -> str:
+    """``<image name><suffix>``, numbered (``-2``, ``-3``...) when inputs share a name; added to ``taken``."""
+    stem, k = Path(path).stem, 1
+    name = f"{stem}{suffix}"
+    while name in taken:
+        k += 1
+        name = f"{stem}-{k}{suffix}"
+    taken.add(name)
+    return name
+
+
 def write_drawn(model: LoadedModel, rows: Iterable[dict], folder: str | Path, min_score: float = 0.3) -> Iterator[dict]:
     """Pass detection ``rows`` through, writing each image with its boxes scoring at least
     ``min_score`` (class and score written above) to ``folder`` as ``<image name>.jpg``."""
@@ -163,12 +174,7 @@ def write_drawn(model: LoadedModel, rows: Iterable[dict], folder: str | Path, mi
     taken: set[str] = set()
     for row in rows:
         if "error" not in row:
-            stem, k = Path(row["path"]).stem, 1
-            name = f"{stem}.jpg"
-            while name in taken:
-                k += 1
-                name = f"{stem}-{k}.jpg"
-            taken.add(name)
+            name = _unique_name(row["path"], ".jpg", taken)
             image = load_image(row["path"])
             draw = ImageDraw.Draw(image)
             for b in row["boxes"]:
@@ -194,12 +200,7 @@ def write_masks(model: LoadedModel, rows: Iterable[dict], folder: str | Path) ->
     taken: set[str] = set()
     for row in rows:
         if "error" not in row:
-            stem, k = Path(row["path"]).stem, 1
-            name = f"{stem}.png"
-            while name in taken:
-                k += 1
-                name = f"{stem}-{k}.png"
-            taken.add(name)
+            name = _unique_name(row["path"], ".png", taken)
             image = Image.fromarray(row["prediction"], mode="P")
             image.putpalette(palette)
             with atomic_output(folder / name, suffix=".png") as tmp:

@@ -27,6 +27,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.data.labelmaps import scaled_size
 from bottleneck.data.sources import Dataset
 from bottleneck.experiments.fitted import Fitted
+from bottleneck.experiments.segmentation import check_map_head
 from bottleneck.extraction.maps import frame_size, plan_maps
 from bottleneck.extraction.plan import Plan, RunOptions
 from bottleneck.extraction.run import engine_session, run, stages_of
@@ -92,17 +93,7 @@ def mirror_table(ds: Dataset, target) -> tuple[dict[int, int], dict[int, int]]:
 
 def plan_detection(base: str, ds: Dataset, per_class, seed: int, target, head: str | None, head_params: dict,
                    flips: bool = True, layer: str | None = None, pooling: str = "avg", **plan_kwargs) -> DetRun:
-    if head not in (None, "detector"):
-        raise BottleneckError(f"the {head} head cannot learn target {target.name} (detection)",
-                              "detection trains the detector head (--head detector, the default)")
-    unknown = set(head_params) - set(DETECTOR_PARAMS)
-    if unknown:
-        raise BottleneckError(f"the detector head has no parameter {', '.join(sorted(unknown))}",
-                              f"its parameters are: {', '.join(DETECTOR_PARAMS)}")
-    if layer is not None or pooling != "avg":
-        raise BottleneckError("--layer and --pooling are for pooled features; detection caches the base's pyramid "
-                              "levels", f"drop them (the levels of {base}: `bottleneck bases`)")
-    params = {**DETECTOR_PARAMS, **head_params}
+    params = check_map_head(target, "detection", "detector", head, head_params, DETECTOR_PARAMS, layer, pooling, base)
     if params["window"] % 32 or params["window"] < 64:
         raise BottleneckError(f"window {params['window']} is not a multiple of 32 of at least 64",
                               "the detector trains on windows whose side is a multiple of the coarsest stride")

@@ -66,19 +66,28 @@ DECODER_PARAMS = {"epochs": 40, "learning_rate": 1e-3, "batch_size": 8, "patienc
                   "class_weights": "none", "loss_stride": 4}
 
 
+def check_map_head(target, kind: str, head_name: str, head: str | None, head_params: dict, defaults: dict,
+                   layer: str | None, pooling: str, base: str) -> dict:
+    """The checks a head on cached feature maps shares (segmentation's decoder, the detector):
+    its name, its parameters' names, no pooled-feature options. Returns the parameters with
+    ``defaults`` for those not given."""
+    if head not in (None, head_name):
+        raise BottleneckError(f"the {head} head cannot learn target {target.name} ({kind})",
+                              f"{kind} trains the {head_name} head (--head {head_name}, the default)")
+    unknown = set(head_params) - set(defaults)
+    if unknown:
+        raise BottleneckError(f"the {head_name} head has no parameter {', '.join(sorted(unknown))}",
+                              f"its parameters are: {', '.join(defaults)}")
+    if layer is not None or pooling != "avg":
+        raise BottleneckError(f"--layer and --pooling are for pooled features; {kind} caches the base's pyramid "
+                              "levels", f"drop them (the levels of {base}: `bottleneck bases`)")
+    return {**defaults, **head_params}
+
+
 def plan_segmentation(base: str, ds: Dataset, per_class, seed: int, target, head: str | None, head_params: dict,
                       flips: bool = True, layer: str | None = None, pooling: str = "avg", **plan_kwargs) -> SegRun:
-    if head not in (None, "decoder"):
-        raise BottleneckError(f"the {head} head cannot learn target {target.name} (segmentation)",
-                              "segmentation trains the decoder head (--head decoder, the default)")
-    unknown = set(head_params) - set(DECODER_PARAMS)
-    if unknown:
-        raise BottleneckError(f"the decoder head has no parameter {', '.join(sorted(unknown))}",
-                              f"its parameters are: {', '.join(DECODER_PARAMS)}")
-    if layer is not None or pooling != "avg":
-        raise BottleneckError("--layer and --pooling are for pooled features; segmentation caches the base's pyramid "
-                              "levels", f"drop them (the levels of {base}: `bottleneck bases`)")
-    params = {**DECODER_PARAMS, **head_params}
+    params = check_map_head(target, "segmentation", "decoder", head, head_params, DECODER_PARAMS, layer, pooling,
+                            base)
     if params["loss_stride"] not in (1, 2, 4, 8):
         raise BottleneckError(f"loss_stride {params['loss_stride']} is not 1, 2, 4 or 8",
                               "the decoder trains against label maps at 1/1, 1/2, 1/4 or 1/8 of the canvas")
