@@ -540,3 +540,25 @@ def test_the_embedded_gtsdb_end_to_end_twice(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "R2")]) == 0
     (again,) = json.loads((tmp_path / "R2" / "results.json").read_text())
     assert again["extracted_images"] == 0 and again["metrics"] == row["metrics"]
+
+
+def test_large_scenes_are_extracted_in_small_batches(tmp_path, monkeypatch):
+    """A batch holds at most PIXELS_PER_BATCH canvas pixels (a batch of 32 GTSDB scenes peaked at
+    11 GB); the features do not depend on the batch."""
+    from bottleneck.extraction import maps
+    from bottleneck.extraction.run import run
+
+    root = gtsdb_folder(tmp_path / "g", {n: [] for n in range(6)}, size=(136, 80))
+    p = maps.plan_maps("tiny_cnn", f"folder:{root}", "train", cache_dir=tmp_path / "a", weights="random")
+    assert p.recipe.canvas == (96, 160) and p.recipe.max_batch == maps.PIXELS_PER_BATCH // (96 * 160)
+    whole = run(p)
+    monkeypatch.setattr(maps, "PIXELS_PER_BATCH", 2 * 96 * 160)
+    q = maps.plan_maps("tiny_cnn", f"folder:{root}", "train", cache_dir=tmp_path / "b", weights="random")
+    small = run(q)
+    assert small.info["batch_size"] == 2 and whole.info["batch_size"] == 6
+    from bottleneck.cache.maps import MapReader
+
+    a, b = MapReader(whole.path), MapReader(small.path)
+    for lv in a.levels:
+        np.testing.assert_allclose(a.read(range(6))[lv], b.read(range(6))[lv], atol=1e-2)
+    a.close(), b.close()

@@ -19,6 +19,9 @@ from bottleneck.data.sources import Dataset, Split, file_path
 from bottleneck.extraction.plan import EXTRACTOR_VERSION, Plan
 
 
+PIXELS_PER_BATCH = 8 << 20  # canvas pixels a batch may hold: 7 GTSDB scenes (1376x800); a batch of 32 peaked at 11 GB
+
+
 class FeatureMaps:
     """Frames letterboxed to one canvas and run through the base; its pyramid's maps are
     stored per image (``maps/<level>``), in ``precision``. Views: the frame, and its mirror
@@ -36,6 +39,12 @@ class FeatureMaps:
     @property
     def input_shape(self) -> tuple[int, int]:
         return self.canvas
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch of canvases extracted at once (``PIXELS_PER_BATCH``): the base's
+        activations grow with a batch's pixels, and scenes are large."""
+        return max(1, PIXELS_PER_BATCH // (self.canvas[0] * self.canvas[1]))
 
     def decode(self, split: Split, index: int, digest: str):
         return split.load(index, None, digest.split(":")[0])

@@ -255,8 +255,9 @@ def _compute(p: Plan, options: RunOptions, t0: float) -> FeatureSet:
     t_start = time.perf_counter()
     s, recipe, rows_of = p.samples, p.recipe, p.rows
     n = len(rows_of)
-    # Never pad a batch beyond the images there are (a huge --batch-size on a small split).
-    batch_size = max(1, min(options.batch_size, n))
+    # Never pad a batch beyond the images there are (a huge --batch-size on a small split), nor beyond what a
+    # recipe of large inputs allows (scenes: a batch's activations grow with its pixels).
+    batch_size = max(1, min(options.batch_size, n, getattr(recipe, "max_batch", n)))
     n_chunks = max(1, -(-n // batch_size))
     # The batch size fixes chunk boundaries, so a resumed run computes every chunk as an uninterrupted one would.
     partial = PartialRun(p.path, {"settings": p.settings, "batch_size": batch_size, "n": n}, recipe.dtypes,
