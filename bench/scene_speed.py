@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/datasets")
     p.add_argument("--scenes", type=int, default=64)
     p.add_argument("--image-size", type=int, help="the long side (default: the scenes' own)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32, help="at most; large canvases make smaller batches")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     r = measure(a)
@@ -61,11 +61,12 @@ def measure(a) -> dict:
         p = plan_maps(a.base, ds, "train", None, 0, image_size=a.image_size, cache_dir=cache, weights=a.weights,
                       only=only)
         model = build_pyramid_model(p.spec, p.recipe.canvas, p.weights_path, p.recipe.levels)  # built beforehand
+        batch = min(a.batch_size, p.recipe.max_batch)  # as the pipeline batches them
         canvases = np.stack([letterbox(split.load(int(i)), p.recipe.long_side, p.recipe.canvas) for i in only])
-        model.predict_on_batch(canvases[:a.batch_size])  # compiled before any timing
+        model.predict_on_batch(canvases[:batch])  # compiled before any timing
         t = time.perf_counter()
-        for start in range(0, len(canvases), a.batch_size):
-            model.predict_on_batch(canvases[start:start + a.batch_size])
+        for start in range(0, len(canvases), batch):
+            model.predict_on_batch(canvases[start:start + batch])
         ceiling = len(canvases) / (time.perf_counter() - t)
         t = time.perf_counter()
         fs = run(p, RunOptions(batch_size=a.batch_size, progress=False))
@@ -81,7 +82,7 @@ def measure(a) -> dict:
         letterbox_s += time.thread_time() - t1
     n = len(only)
     return {"base": a.base, "dataset": a.dataset, "scenes": n, "long_side": p.recipe.long_side,
-            "canvas": list(p.recipe.canvas), "batch_size": a.batch_size, "cores": os.cpu_count(),
+            "canvas": list(p.recipe.canvas), "batch_size": batch, "cores": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "pipeline": pipeline, "ceiling": ceiling,
             "feed_per_core": n / (decode + letterbox_s), "decode_per_core": n / decode,
             "letterbox_per_core": n / letterbox_s, "stages": stages}

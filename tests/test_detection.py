@@ -453,7 +453,7 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     np.testing.assert_allclose(b.run(pixels), a.run(pixels), atol=1e-3)
 
 
-def test_detect_then_classify_names_each_box_within_its_category(tmp_path):
+def test_detect_then_classify_names_each_box_within_its_category(tmp_path, capsys):
     """The two-stage pipeline end to end on a GTSDB-shaped folder and the embedded GTSRB: each
     box found by the category detector is cropped, classified among its category's classes,
     and the result scored on the 43 sign classes."""
@@ -469,6 +469,12 @@ def test_detect_then_classify_names_each_box_within_its_category(tmp_path):
     out = detect_then_classify("tiny_cnn", data_dir=data, cache_dir=tmp_path / "c", weights="random",
                                detector_params={"epochs": 2, "window": 64}, classifier_recipe="plain",
                                classifier_per_class=5)
+    from bottleneck.cli import main
+
+    assert main(["detect-then-classify", "--base", "tiny_cnn", "--weights", "random", "--data-dir", str(data),
+                 "--cache-dir", str(tmp_path / "c"), "--recipe", "plain", "--per-class", "5", "--epochs", "2",
+                 "--window", "64"]) == 0  # the same run again, from the cache
+    assert f"map50 {out['metrics']['map50']:.4f}" in capsys.readouterr().out
     assert out["detector"]["target"] == "categories" and out["classifier"]["n_train"] == 5 * 43
     assert out["crops"] > 0 and {"map", "map50", "map75"} <= set(out["metrics"])
     assert set(k for k in out["metrics"] if k.startswith("ap50/")) <= {
