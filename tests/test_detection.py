@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -568,3 +569,35 @@ def test_large_scenes_are_extracted_in_small_batches(tmp_path, monkeypatch):
     for lv in a.levels:
         np.testing.assert_allclose(a.read(range(6))[lv], b.read(range(6))[lv], atol=1e-2)
     a.close(), b.close()
+
+
+def test_an_exported_gtsdb_detector_gives_the_same_boxes_without_the_package(tmp_path):
+    """bench/standalone_detect.py (plain Keras, PIL, TensorFlow's NMS, pycocotools; importing
+    bottleneck fails there) on the embedded GTSDB's test scenes finds the boxes ``predict`` finds
+    (a low score threshold, so that a barely trained tiny base still finds many), and scores them."""
+    import subprocess
+    import sys
+
+    from bottleneck.cli import main
+    from bottleneck.deploy.predict import predict
+
+    from .conftest import DATA
+
+    model = tmp_path / "cat.keras"
+    assert main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", "gtsdb", "--data-dir", str(DATA),
+                 "--target", "categories", "--image-size", "320", "--epochs", "2", "--window", "64",
+                 "--score-threshold", "0.001", "--cache-dir", str(tmp_path / "c"), "--out", str(model),
+                 "--quiet"]) == 0
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "standalone_detect.py"), str(model),
+                           str(DATA / "gtsdb"), str(tmp_path / "found.json")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["scenes"] == 8 and r["found"] > 50
+    theirs = json.loads((tmp_path / "found.json").read_text())
+    tests = sorted(p for p in (DATA / "gtsdb" / "images").iterdir() if int(p.stem) >= 600)
+    for row in predict(model, tests):
+        mine = np.asarray(row["prediction"])
+        other = np.asarray(theirs.get(Path(row["path"]).name, []), np.float32).reshape(-1, 6)
+        assert mine.shape == other.shape
+        np.testing.assert_allclose(mine, other, atol=1e-3)
