@@ -140,7 +140,7 @@ def _common() -> argparse.ArgumentParser:
 
 def _draw_options(p: argparse.ArgumentParser, default: int | None) -> None:
     """--per-class and --seed: which training images are drawn."""
-    shown = {None: "all", "auto": "100; every frame for segmentation"}.get(default, default)
+    shown = {None: "all", "auto": "100; every frame (scene) for segmentation and detection"}.get(default, default)
     p.add_argument("--per-class", type=_limit, default=default,
                    help=f"training images per class to draw, or 'all' (default: {shown})")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the draw (and of the head)")
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True,
                    help="a dataset's name, or folder:PATH, segfolder:PATH, multilabel:CSV, regression:CSV")
     p.add_argument("--target", help="what to predict (default: the dataset's first target)")
-    _draw_options(p, default=100)
+    _draw_options(p, default="auto")  # as train: the model exported is the run train makes
     _head_options(p)
     p.add_argument("--unlabeled", type=_unlabeled, default=0,
                    help="the head also learns from N images per class of the rest of the training split (as train)")
