@@ -378,10 +378,8 @@ def chunks(p, options, jobs: list, stages: feed.Stages, batch_size: int, about: 
             stages.wait += time.perf_counter() - t
             job, i = in_flight.pop(ref)
             load[i] -= 1
-            # An actor runs its tasks in the order sent: when it dies, all its chunks fail together, and
-            # the one it was computing is its oldest, whichever failure ray.wait returns first.
-            computing = min([job] + [j for j, w in in_flight.values() if w == i], key=lambda j: j.k)
-            r = _result(ray, ref, computing, pool.names[i], p)
+            others = [(r2, j) for r2, (j, w) in in_flight.items() if w == i]
+            r = _result(ray, ref, lambda: _computing(ray, job, others), pool.names[i], p)
             stages.decode += r["decode"]
             stages.resize += r["resize"]
             stages.model += r["model"]  # summed over workers, as decode and resize are
@@ -463,9 +461,23 @@ def _drop_pool(ray) -> None:
         ray.kill(actor, no_restart=True)
 
 
+def _computing(ray, job, others):
+    """The chunk an actor that died was computing. An actor runs its tasks in the order sent:
+    when it dies, every chunk it had not finished fails together, and the one it was computing is
+    the oldest of those, whichever failure ray.wait returns first. A chunk it finished whose
+    result the driver has not collected yet (a busy driver lags) is not one of them."""
+    unfinished = [job]
+    for ref, other in others:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # failed with the actor, or not finished
+            unfinished.append(other)
+    return min(unfinished, key=lambda j: j.k)
+
+
 def _result(ray, ref, computing, worker: str, p) -> dict:
     """A chunk's result; a worker's error as the same clear error a local run gives (a worker
-    that died names ``computing``, the job it was on)."""
+    that died names ``computing()``, the job it was on)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
@@ -475,6 +487,6 @@ def _result(ray, ref, computing, worker: str, p) -> dict:
     except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as e:
         reason = str(e).strip().splitlines()[0][:300]
         raise BottleneckError(f"a Ray worker ({worker} when it started) died {RETRIES + 1} times computing chunk "
-                              f"{computing.k} of {p.path.name}: killed, or out of memory ({reason})",
+                              f"{computing().k} of {p.path.name}: killed, or out of memory ({reason})",
                               "run the same command again: it resumes from the chunks written; if it dies again, "
                               "use fewer --workers or a smaller --batch-size") from None
