@@ -703,6 +703,12 @@ def cmd_export_lab(a) -> int:
     return 0
 
 
+def _input_text(spec: dict) -> str:
+    """An exported model's input: HxWx3 (the canvas, for models of scenes and frames)."""
+    height, width = spec.get("canvas") or (spec["size"], spec["size"])
+    return f"{height}x{width}x3"
+
+
 def cmd_export(a) -> int:
     from bottleneck.deploy.export import export
 
@@ -712,7 +718,7 @@ def cmd_export(a) -> int:
                   unlabeled=a.unlabeled, semi=a.semi, **_extract_kwargs(a))
     print(f"{meta['path']} ({meta['file_format']}{', ' + meta['quantize'] if meta['quantize'] else ''}): "
           f"{meta['base']} + {meta['head']} head for {meta['dataset']} target {meta['target']} "
-          f"({meta['task']}), input uint8 {meta['input']['size']}x{meta['input']['size']}x3; "
+          f"({meta['task']}), input uint8 {_input_text(meta['input'])}; "
           f"{meta['metric']} {meta['score']:.4f} on {meta['n_test']} test images"
           + (" (the float pipeline's; predict gives the quantized model's own)" if meta["quantize"] else ""))
     print(f"{HOW_TO_LOAD[meta['file_format']].format(path=a.out)}; `bottleneck predict {a.out} IMAGES` "

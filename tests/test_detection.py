@@ -420,6 +420,7 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     model = tmp_path / "det.keras"
     assert main(["export", "--base", "tiny_cnn", "--weights", "random", "--dataset", name, "--epochs", "6",
                  "--window", "64", "--cache-dir", str(tmp_path / "c"), "--out", str(model), "--quiet"]) == 0
+    assert ", input uint8 128x160x3; map50" in capsys.readouterr().out  # the canvas, not a square
     meta = json.loads(__import__("zipfile").ZipFile(model).read("bottleneck.json"))
     assert meta["task"] == "detection" and meta["nms"]["iou_threshold"] == 0.5
     capsys.readouterr()
