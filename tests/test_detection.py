@@ -372,6 +372,7 @@ def test_yolo_and_coco_train_and_score_twice_the_same(tmp_path, capsys):
     assert {"map", "map50", "map75", "ap50/red", "ap50/blue"} <= set(row["metrics"])
     assert row["extracted_images"] == 18 and row["n_objects_test"] > 0
     assert {p.split("/")[-1] for p in row["plots"]} == {"scenes.png", "precision_recall.png", "curves.png"}
+    assert "every training scene" in (tmp_path / "R" / "table.md").read_text()
     assert "scenes.png" in (tmp_path / "R" / "report.html").read_text()
     assert main([*argv, "--dataset", yolo, "--out", str(tmp_path / "R2")]) == 0
     (again,) = json.loads((tmp_path / "R2" / "results.json").read_text())

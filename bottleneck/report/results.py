@@ -297,6 +297,7 @@ def _table(rows: list[dict], metric: str) -> str:
                                                             "test images only" if held else "")
                  + f"; mean ± std over seeds {seeds}"
                  + ("; every training frame" if all(r.get("task") == "segmentation" for r in rows)
+                    else "; every training scene" if all(r.get("task") == "detection" for r in rows)
                     else "; N = training images per class"))
     return "\n".join(lines)
 
