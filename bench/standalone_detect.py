@@ -62,8 +62,9 @@ def main(model_path: str, root: str, dump: str = "", first_test: int = 600) -> N
         for x1, y1, x2, y2, c in truth.get(path.stem, []):
             annotations.append({"id": len(annotations) + 1, "image_id": k, "category_id": c, "iscrowd": 0,
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-        for (x1, y1, x2, y2), c, s in zip(found.nmsed_boxes[0, :n].numpy() / scale, found.nmsed_classes[0, :n].numpy(),
-                                          found.nmsed_scores[0, :n].numpy()):
+        per_axis = np.array([w / w0, h / h0, w / w0, h / h0])  # canvas -> scene pixels, each side as it was rounded
+        for (x1, y1, x2, y2), c, s in zip(found.nmsed_boxes[0, :n].numpy() / per_axis,
+                                          found.nmsed_classes[0, :n].numpy(), found.nmsed_scores[0, :n].numpy()):
             x1, x2 = np.clip([x1, x2], 0, w0)
             y1, y2 = np.clip([y1, y2], 0, h0)
             results.append({"image_id": k, "category_id": int(c), "bbox": [float(x1), float(y1), float(x2 - x1),

@@ -32,6 +32,14 @@ def mirrored(objects: np.ndarray, width: float, mirror: dict[int, int]) -> np.nd
     return out
 
 
+def to_image(found: np.ndarray, sx: float, sy: float, width: int, height: int) -> np.ndarray:
+    """Detections ((m, 6), boxes in canvas pixels) in their image's own pixels: x / ``sx``,
+    y / ``sy``, clipped to the ``width`` x ``height`` image (in place; returned)."""
+    found[:, [0, 2]] = (found[:, [0, 2]] / sx).clip(0, width)
+    found[:, [1, 3]] = (found[:, [1, 3]] / sy).clip(0, height)
+    return found
+
+
 def coco_metrics(truth: list[np.ndarray], detections: list[np.ndarray], class_names, groups=()) -> dict:
     """COCO's AP figures (see ``coco_evaluation``)."""
     return coco_evaluation(truth, detections, class_names, groups)[0]

@@ -11,6 +11,17 @@ def _class_order(labels: np.ndarray, cls: int, seed: int) -> np.ndarray:
     return idx[np.random.default_rng([seed, int(cls)]).permutation(len(idx))]
 
 
+def whole_draw(n: int, per_class: int | None, seed: int, stream: int, unit: str) -> tuple[np.ndarray, dict]:
+    """Indices (sorted) of ``per_class`` of ``n`` items drawn as a whole (items without one
+    class: frames, scenes, boxes of any class), seeded and nested (the first N of one seeded
+    order, drawn from the random ``stream`` a target kind keeps its own), and {unit: n} when
+    there were fewer. ``None`` keeps everything."""
+    if per_class is None:
+        return np.arange(n), {}
+    order = np.random.default_rng([seed, stream]).permutation(n)
+    return np.sort(order[:per_class]), ({unit: n} if n < per_class else {})
+
+
 def per_class_draw(labels, per_class: int | None, seed: int = 0) -> tuple[np.ndarray, dict[int, int]]:
     """Indices (sorted) of up to ``per_class`` samples of each class, and the classes that
     had fewer ({class: how many it kept}). ``None`` keeps everything."""

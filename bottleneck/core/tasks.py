@@ -21,7 +21,7 @@ import numpy as np
 
 from bottleneck.core.boxes import coco_metrics
 from bottleneck.core.errors import BottleneckError
-from bottleneck.core.sampling import per_class_draw
+from bottleneck.core.sampling import per_class_draw, whole_draw
 
 
 class TaskError(BottleneckError):
@@ -355,10 +355,7 @@ class Regression(Task):
         class, the same images as the class target's draw); otherwise N images in all."""
         if strata is not None and len(strata) and np.min(strata) >= 0:
             return per_class_draw(strata, per_class, seed)
-        if per_class is None:
-            return np.arange(len(Y)), {}
-        order = np.random.default_rng([seed, 15485863]).permutation(len(Y))
-        return np.sort(order[:per_class]), ({"images": len(Y)} if len(Y) < per_class else {})
+        return whole_draw(len(Y), per_class, seed, 15485863, "images")
 
     def metrics(self, Y: np.ndarray, predicted: np.ndarray, baseline: np.ndarray | None = None, **_) -> dict:
         return regression_metrics(Y, predicted, baseline, self.boxes)
@@ -414,11 +411,7 @@ class Segmentation(Task):
 
     def draw(self, values, per_class: int | None, seed: int, strata=None):
         """``--per-class N`` takes N frames in all (seeded, nested): frames have no one class."""
-        n = len(values)
-        if per_class is None:
-            return np.arange(n), {}
-        order = np.random.default_rng([seed, 32452843]).permutation(n)
-        return np.sort(order[:per_class]), ({"frames": n} if n < per_class else {})
+        return whole_draw(len(values), per_class, seed, 32452843, "frames")
 
     def metrics(self, confusion: np.ndarray, **_) -> dict:
         keep = [i for i in range(self.width) if i != self.void]  # a Void code among the classes is never scored
@@ -469,11 +462,7 @@ class Detection(Task):
     def draw(self, values, per_class: int | None, seed: int, strata=None):
         """``--per-class N`` takes N images in all (seeded, nested), scenes without an object
         included: an image has no one class."""
-        n = len(values)
-        if per_class is None:
-            return np.arange(n), {}
-        order = np.random.default_rng([seed, 49979687]).permutation(n)
-        return np.sort(order[:per_class]), ({"images": n} if n < per_class else {})
+        return whole_draw(len(values), per_class, seed, 49979687, "images")
 
     def metrics(self, truth, detections, **_) -> dict:
         return coco_metrics(truth, detections, self.class_names, self.groups)

@@ -41,6 +41,13 @@ def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def letterbox_scale(width: int, height: int, long_side: int) -> tuple[float, float]:
+    """(x, y) factors from an image's pixels to its letterboxed canvas's (``scaled_size``
+    rounds each side, so the two differ slightly)."""
+    w, h = scaled_size(width, height, long_side)
+    return w / width, h / height
+
+
 def canvas_for(sizes, long_side: int) -> tuple[int, int]:
     """(height, width) of one canvas that holds every image resized, in multiples of 32."""
     scaled = [scaled_size(w, h, long_side) for w, h in sizes]

@@ -19,11 +19,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from bottleneck.core.boxes import to_image
 from bottleneck.core.errors import BottleneckError
 from bottleneck.core.files import atomic_output, check_output
 from bottleneck.core.text import spreadsheet_safe
 from bottleneck.data.images import IMAGE_SUFFIXES, BadImage, load_image, resize
-from bottleneck.data.labelmaps import label_palette, letterbox
+from bottleneck.data.labelmaps import label_palette, letterbox, letterbox_scale
 from bottleneck.deploy.formats import LoadedModel, load_model
 from bottleneck.experiments.segmentation import frame_prediction
 from bottleneck.learn.detector import suppress
@@ -140,13 +141,11 @@ def predict(model: str | Path | LoadedModel, paths: Iterable[str | Path], *, top
 
 def _detections(out: np.ndarray, shape: tuple[int, int], long_side: int, nms: dict, names: list[str]) -> dict:
     """An image's detections from the model's (anchors, 4 + classes) output: per-class NMS,
-    then the boxes scaled from the canvas back to the image's own pixels."""
+    then the boxes scaled from the canvas back to the image's own pixels, as the run scored them."""
     h, w = shape
-    scale = long_side / max(h, w)
     found = suppress(out[:, :4], out[:, 4:], nms["score_threshold"], nms["iou_threshold"], int(nms["max_detections"]),
                      int(nms["pre_nms"]))
-    found[:, [0, 2]] = (found[:, [0, 2]] / scale).clip(0, w)
-    found[:, [1, 3]] = (found[:, [1, 3]] / scale).clip(0, h)
+    to_image(found, *letterbox_scale(w, h, long_side), w, h)
     boxes = [{"x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3]), "class": names[int(b[4])],
               "score": float(b[5])} for b in found]
     return {"prediction": found, "boxes": boxes}

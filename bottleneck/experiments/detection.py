@@ -22,9 +22,9 @@ import numpy as np
 from bottleneck.cache.maps import MapReader
 from bottleneck.cache.store import canonical_dataset, fingerprint
 from bottleneck.core import determinism
-from bottleneck.core.boxes import coco_evaluation, mirrored
+from bottleneck.core.boxes import coco_evaluation, mirrored, to_image
 from bottleneck.core.errors import BottleneckError
-from bottleneck.data.labelmaps import scaled_size
+from bottleneck.data.labelmaps import letterbox_scale
 from bottleneck.data.sources import Dataset
 from bottleneck.experiments.fitted import Fitted
 from bottleneck.experiments.segmentation import check_map_head
@@ -134,8 +134,7 @@ class _Rows:
 def _scale(split, index: int, long_side: int) -> tuple[float, float, tuple[int, int]]:
     """(x scale, y scale, (width, height)) of scene ``index`` letterboxed at ``long_side``."""
     w, h = frame_size(split, index)
-    sw, sh = scaled_size(w, h, long_side)
-    return sw / w, sh / h, (w, h)
+    return (*letterbox_scale(w, h, long_side), (w, h))
 
 
 def _in_canvas(objects: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -283,8 +282,7 @@ def _score(model, reader: MapReader, plan: Plan, fs, target, anchors, long_side:
         i = where[fs.source_ids[row]]
         sx, sy, (w, h) = _scale(split, i, long_side)
         (det,) = detect(model, reader.read([row]), anchors, score_threshold)
-        det[:, [0, 2]] = (det[:, [0, 2]] / sx).clip(0, w)
-        det[:, [1, 3]] = (det[:, [1, 3]] / sy).clip(0, h)
+        to_image(det, sx, sy, w, h)
         truth.append(np.asarray(objects[i], np.float32))
         found.append(det)
     return truth, found

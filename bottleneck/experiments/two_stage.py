@@ -99,14 +99,14 @@ def detect_then_classify(base: str = "efficientnet_lite0", *, data_dir=None, cac
     options = options or RunOptions(progress=False)
     scenes = load_dataset("gtsdb", data_dir)
     signs = scenes.target("signs")
-    if tuple(signs.task.class_names) != tuple(load_dataset("gtsrb", data_dir).class_names):
+    gtsrb = load_dataset("gtsrb", data_dir)
+    if tuple(signs.task.class_names) != tuple(gtsrb.class_names):
         raise BottleneckError("GTSDB's sign classes and GTSRB's differ", "use GTSRB's 43 classes, in their order")
     groups = signs.task.groups
     det = execute_fitted(plan_run(base, scenes, None, seed, target="categories", head_params=detector_params,
                                   data_dir=data_dir, cache_dir=cache_dir, **plan_kwargs), options)
     found = det.frames
     truth = list(signs.values(scenes.split("test")))
-    gtsrb = load_dataset("gtsrb", data_dir)
     ds, where = crops_dataset(gtsrb, scenes, found, per_scene, truth)
     r = plan_run(base, ds, classifier_per_class, seed, recipe=classifier_recipe, data_dir=data_dir,
                  cache_dir=classifier_cache_dir or cache_dir, **plan_kwargs)

@@ -159,12 +159,9 @@ def window_batches(reader, rows, targets_of, strides: dict[str, int], canvas: tu
                 objects, levels = targets_of(int(row))
                 y0, x0 = _corner(rng, objects, canvas, (wh, ww), coarsest, object_share)
                 corners.append((y0, x0))
-                c, d = zip(*[(lc[y0 // strides[lv]:(y0 + wh) // strides[lv], x0 // strides[lv]:(x0 + ww) // strides[lv]]
-                              .reshape(-1),
-                              ld[y0 // strides[lv]:(y0 + wh) // strides[lv], x0 // strides[lv]:(x0 + ww) // strides[lv]]
-                              .reshape(-1, 4)) for lv, (lc, ld) in levels.items()])
-                cls.append(np.concatenate(c))
-                box.append(np.concatenate(d))
+                cells = {lv: (slice(y0 // s, (y0 + wh) // s), slice(x0 // s, (x0 + ww) // s)) for lv, s in strides.items()}
+                cls.append(np.concatenate([lc[cells[lv]].reshape(-1) for lv, (lc, _) in levels.items()]))
+                box.append(np.concatenate([ld[cells[lv]].reshape(-1, 4) for lv, (_, ld) in levels.items()]))
             cls, box = np.stack(cls), np.stack(box)
             positive = cls >= 0
             norm = 1.0 / max(1, int(positive.sum()))
