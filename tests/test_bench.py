@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bottleneck.extraction.feed import wall_seconds
 
@@ -77,3 +78,21 @@ def test_scene_speed_runs_on_a_gtsdb_shaped_folder(monkeypatch, capsys, tmp_path
     r = json.loads(run.stdout)
     assert r["scenes"] == 6 and r["canvas"] == [96, 160] and r["pipeline"] > 0 and r["ceiling"] > 0
     assert r["stages"] and {"decode", "model"} <= set(r["stages"])
+
+
+def test_unlabeled_ceilings_grades_the_runs_own_semi_supervised_head(monkeypatch, capsys, tmp_path):
+    """bench/unlabeled_ceilings.py reads a run's rows (labelled, the whole pool, the test split) and
+    its teacher is the run's ``pseudo`` head: the same accuracy as ``train --unlabeled all``."""
+    from bottleneck.experiments.run import train
+
+    data, cache = REPO / "data", tmp_path / "c"
+    run = _bench([str(REPO / "bench" / "unlabeled_ceilings.py"), "--base", "tiny_cnn", "--weights", "random",
+                  "--dataset", "cifar10", "--recipe", "plain", "--per-class", "3", "--C", "1", "--epochs", "1",
+                  "--data-dir", str(data), "--cache-dir", str(cache)], monkeypatch, capsys)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    assert (r["labelled"], r["pool"], r["test"]) == (30, 970, 500)
+    row = train("tiny_cnn", "cifar10", 3, 0, unlabeled="all", head_params={"C": 1.0}, weights="random",
+                data_dir=data, cache_dir=cache, progress=False)
+    assert row["semi"] == "pseudo" and r["teacher"] == pytest.approx(row["accuracy"], abs=1e-6)
+    assert all(0 <= r[k] <= 1 for k in ("ceiling_linear", "ceiling_mlp", "teacher_pool_right", "student_mlp"))

@@ -12,7 +12,7 @@ from bottleneck.core.sampling import per_class_draw, unlabeled_draw
 from bottleneck.learn.heads import InvalidParameter
 from bottleneck.learn.semi import BEST_SEMI, SEMI_HEADS, UNLABELED
 
-from .conftest import DATA
+from .conftest import DATA, REPO
 
 TINY = dict(weights="random")  # (plan_run takes no run options: execute_fitted shows no bar in tests)
 
@@ -332,3 +332,17 @@ def test_a_C_search_on_the_same_rows_is_made_once(monkeypatch):
     assert len(calls) == len(C_GRID) and semi.C_ == plain.C_ and semi.cv_scores_ == plain.cv_scores_
     LogRegHead(C="cv", cv_folds=3, seed=1).fit(X[y >= 0], y[y >= 0])  # another seed: other folds, searched
     assert len(calls) == 2 * len(C_GRID)
+
+
+def test_the_guides_table_of_methods_gives_each_heads_defaults():
+    """docs/guide/unlabeled.md names each method's parameters with their values: the heads' defaults
+    (it once said 3 rounds to half the pool after the default became 10 rounds to all of it)."""
+    import re
+
+    guide = (REPO / "docs" / "guide" / "unlabeled.md").read_text()
+    for name, cls in SEMI_HEADS.items():
+        (line,) = [x for x in guide.splitlines() if x.startswith(f"| `{name}` |")]
+        defaults = cls().get_params()
+        said = {p: float(v) for p, v in re.findall(r"`(\w+)`[ ,(]*([0-9][0-9.]*)", line) if p in defaults}
+        assert said, line
+        assert said == {p: float(defaults[p]) for p in said}, (name, said)
