@@ -6,6 +6,7 @@ in this process (``main``) unless the driver itself is what is killed."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 
 import numpy as np
@@ -115,7 +116,10 @@ def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path):
     mark = uuid.uuid4().hex
     run = _cli(*_ray_args(kill_dataset, tmp_path / "c", 1), fault="worker-chunk:2", mark=mark)
     assert run.returncode == 2, run.stderr
-    assert "error: a Ray worker (Ray worker pid" in run.stderr and "died 4 times computing chunk 2" in run.stderr
+    assert "error: a Ray worker (Ray worker pid" in run.stderr
+    # The fault strikes as chunk 2 starts. On a loaded machine chunk 1's reply can still be unsent then and
+    # is lost with the process: Ray retries chunk 1 too, and it fails with the worker (ray_engine._computing).
+    assert re.search(r"died 4 times computing chunk [12] of ", run.stderr), run.stderr
     assert "what to do: run the same command again" in run.stderr and "Traceback" not in run.stderr
     assert not _marked_processes(mark, RAY_GONE)
 

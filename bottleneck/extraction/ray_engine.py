@@ -465,7 +465,9 @@ def _computing(ray, job, others):
     """The chunk an actor that died was computing. An actor runs its tasks in the order sent:
     when it dies, every chunk it had not finished fails together, and the one it was computing is
     the oldest of those, whichever failure ray.wait returns first. A chunk it finished whose
-    result the driver has not collected yet (a busy driver lags) is not one of them."""
+    result the driver has not collected yet (a busy driver lags) is not one of them. A chunk whose
+    reply the worker had not sent yet when it died is lost with it and retried by Ray: such a chunk
+    fails with the worker and may be the one named (a killed process says no more)."""
     unfinished = [job]
     for ref, other in others:
         try:
