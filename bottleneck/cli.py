@@ -647,7 +647,7 @@ def cmd_finetune(a) -> int:
     from bottleneck.experiments.finetune import finetune
 
     unused = _given(("--layer", a.layer), ("--pooling", a.pooling != "avg"), ("--skip-bad-images", a.skip_bad_images),
-                    ("--crop", a.crop is not None), ("--views", a.views != 1), ("--test-views", a.test_views != 1),
+                    ("--views", a.views != 1), ("--test-views", a.test_views != 1),
                     ("--stack", a.stack), ("--resize", a.resize != "host"), ("--compute", a.compute != "float32"),
                     ("--feed", a.feed != "auto"), ("--workers", a.workers), ("--engine", a.engine != "local"),
                     ("--address", a.address), ("--profile", a.profile))
@@ -660,7 +660,7 @@ def cmd_finetune(a) -> int:
                    epochs=a.epochs, learning_rate=a.learning_rate, base_lr_factor=a.base_lr_factor,
                    batch_size=a.batch_size, image_size=a.image_size, weights=a.weights, weights_dir=a.weights_dir,
                    data_dir=a.data_dir, cache_dir=a.cache_dir, eval_per_class=a.eval_per_class,
-                   progress=not a.quiet, test_fraction=a.test_fraction)
+                   progress=not a.quiet, test_fraction=a.test_fraction, crop=a.crop)
     print(f"{a.base} on {a.dataset}, {row['head']}, {row['n_train']} training images: accuracy "
           f"{row['accuracy']:.4f} on {row['n_test']} test images ({row['train_seconds']:.1f}s)")
     return 0

@@ -228,13 +228,19 @@ def test_finetune_refuses_options_it_does_not_use(capsys, small_cifar, tmp_path)
     _clear(code, err, "finetune does not take --layer")
 
 
-@pytest.mark.parametrize("option", [["--crop", "0.1"], ["--resize", "device"], ["--compute", "bfloat16"],
+@pytest.mark.parametrize("option", [["--resize", "device"], ["--compute", "bfloat16"],
                                     ["--feed", "processes"], ["--workers", "2"], ["--profile"], ["--views", "4"],
                                     ["--test-views", "2"], ["--stack", ":conv1"]])
 def test_finetune_refuses_the_extraction_only_options(capsys, small_cifar, tmp_path, option):
     code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset",
                        f"folder:{small_cifar}", *option, "--cache-dir", str(tmp_path), "--quiet")
     _clear(code, err, f"finetune does not take {option[0]}")
+
+
+def test_finetune_crop_needs_boxes(capsys, small_cifar, tmp_path):
+    code, _, err = run(capsys, "finetune", "--base", "tiny_cnn", "--weights", "random", "--dataset",
+                       f"folder:{small_cifar}", "--crop", "0.1", "--cache-dir", str(tmp_path), "--quiet")
+    _clear(code, err, "gives no boxes to crop to")
 
 
 @pytest.mark.parametrize("command", ["export", "export-lab"])

@@ -22,20 +22,27 @@ from bottleneck.core.sampling import per_class_draw
 from bottleneck.data.datasets import load_dataset
 from bottleneck.data.images import resize
 from bottleneck.experiments.run import EVAL_SEED
-from bottleneck.extraction.plan import HOLDOUT_SEED
+from bottleneck.extraction.plan import HOLDOUT_SEED, check_crop, crop_to_box
 from bottleneck.extraction.run import extract
 
 
 def load_images(dataset: str, split: str, per_class: int | None, seed: int, image_size: int,
-                data_dir=None, test_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(uint8 images resized to image_size, labels, class names) of a per-class draw."""
+                data_dir=None, test_fraction: float | None = None,
+                crop: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(uint8 images resized to image_size, labels, class names) of a per-class draw; with
+    ``crop``, each image cropped to its box grown by that margin first, as extraction crops."""
     ds = load_dataset(dataset, data_dir)
     if test_fraction is not None:
         ds = ds.with_test_fraction(test_fraction, HOLDOUT_SEED)
     s = ds.split(split)
     idx, _ = per_class_draw(s.labels, per_class, seed)
-    images = np.stack([resize(s.load(int(i), image_size), image_size) for i in idx])
-    return images, s.labels[idx], ds.class_names
+    if crop is None:
+        images = [s.load(int(i), image_size) for i in idx]
+    else:
+        check_crop(ds, crop, "host")
+        boxes = ds.target("box").values(s)[idx]
+        images = [crop_to_box(s.load(int(i)), [float(v) for v in box], crop) for i, box in zip(idx, boxes)]
+    return np.stack([resize(image, image_size) for image in images]), s.labels[idx], ds.class_names
 
 
 def _scale_gradient(x, factor: float):
@@ -58,8 +65,10 @@ def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0
              head_epochs: int = 20, epochs: int = 3, learning_rate: float = 0.01, base_lr_factor: float = 0.1,
              batch_size: int = 32, image_size: int | None = None, weights: str = "imagenet", weights_dir=None,
              data_dir=None, cache_dir="features", eval_per_class: int | None = None, progress: bool = True,
-             test_fraction: float | None = None) -> dict:
-    """Head on frozen features first, then the top ``unfreeze`` cut-point blocks too."""
+             test_fraction: float | None = None, crop: float | None = None) -> dict:
+    """Head on frozen features first, then the top ``unfreeze`` cut-point blocks too. ``crop``:
+    every image (training and test) cropped to its box grown by that margin, as ``--crop``
+    crops for frozen features (GTSRB's sign boxes)."""
     import keras
     from keras import layers
 
@@ -70,7 +79,7 @@ def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0
                         f"use 0..{len(spec.cut_points) - 1} (blocks after its cut points; see `bottleneck bases --layers {base}`)")
     t0 = time.perf_counter()
     common = dict(data_dir=data_dir, cache_dir=cache_dir, weights=weights, weights_dir=weights_dir,
-                  image_size=size, progress=progress, test_fraction=test_fraction)
+                  image_size=size, progress=progress, test_fraction=test_fraction, crop=crop)
     tr = extract(base, dataset, "train", per_class, seed, **common)  # stage 1 runs on cached features
     n_classes = len(tr.class_names)
 
@@ -93,16 +102,16 @@ def finetune(base: str, dataset: str, per_class: int | None = 100, seed: int = 0
     model = keras.Model(inputs, outputs)
     model.compile(keras.optimizers.SGD(learning_rate, momentum=0.9), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    x_train, y_train, _ = load_images(dataset, "train", per_class, seed, size, data_dir, test_fraction)
+    x_train, y_train, _ = load_images(dataset, "train", per_class, seed, size, data_dir, test_fraction, crop)
     if unfreeze and epochs:
         model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
-    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, size, data_dir, test_fraction)
+    x_test, y_test, _ = load_images(dataset, "test", eval_per_class, EVAL_SEED, size, data_dir, test_fraction, crop)
     accuracy = float(np.mean(model.predict(x_test, batch_size=batch_size, verbose=0).argmax(1) == y_test))
     trainable = sum(int(np.prod(w.shape)) for w in trunk.trainable_weights)
     return _row(f"finetune(top {unfreeze})", base, dataset, per_class, seed, len(y_train), len(y_test), n_classes,
                 accuracy, time.perf_counter() - t0, size, weights=tr.settings["weights"],
                 unfrozen_base_parameters=trainable, epochs=epochs, head_epochs=head_epochs,
-                learning_rate=learning_rate, base_lr_factor=base_lr_factor)
+                learning_rate=learning_rate, base_lr_factor=base_lr_factor, crop=crop)
 
 
 def lenet(n_classes: int, image_size: int = 32):

@@ -290,8 +290,8 @@ def unlabeled_rows(ds: Dataset, split: str, labelled: np.ndarray, unlabeled: int
     return chosen
 
 
-def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
-    """Each row's digest with its box appended (what a cropped row is made of)."""
+def check_crop(ds: Dataset, crop: float, resize: str) -> None:
+    """``--crop`` needs a dataset that gives boxes, a margin in [0, 1] and the host's resize."""
     if "box" not in ds.targets:
         raise BottleneckError(f"dataset {ds.name} gives no boxes to crop to", "drop --crop (GTSRB's CSVs give them)")
     if not 0 <= crop <= 1:
@@ -299,5 +299,10 @@ def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float
     if resize != "host":
         raise BottleneckError(f"--crop and --resize {resize} do not go together (crops differ in size)",
                               f"drop --resize {resize}")
+
+
+def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
+    """Each row's digest with its box appended (what a cropped row is made of)."""
+    check_crop(ds, crop, resize)
     boxes = ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]
     return [f"{d}:{','.join(f'{v:.6f}' for v in box)}" for d, box in zip(digests, boxes)]
