@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from bottleneck.learn.heads import C_SEARCH_FOLDS, Head, InvalidParameter, LogRegHead, check_param, make_from
 
 UNLABELED = -1  # scikit-learn's mark of an unlabeled row
+BLOCK_ROWS = 4096  # rows predicted at a time where a copy of them all would be large
 
 
 def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +41,13 @@ def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not (~unlabeled).any():
         raise InvalidParameter("every training row is unlabeled", "give the head labelled rows as well")
     return np.flatnonzero(~unlabeled), np.flatnonzero(unlabeled)
+
+
+def _in_blocks(predict, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``predict(X[rows])``, a block of rows at a time: a copy of a whole CIFAR-10 pool's rows in
+    float64 would be 2.2 GB."""
+    return np.concatenate([predict(X[rows[i:i + BLOCK_ROWS]]) for i in range(0, len(rows), BLOCK_ROWS)]
+                          or [np.zeros((0, 0))])
 
 
 class SemiHead(Head):
@@ -199,16 +207,19 @@ class PseudoLabelHead(SemiHead):
         self.pipeline_ = self._start(X, y, labelled, groups)
         self.classes_ = self.pipeline_.classes_
         self.pseudo_ = np.full(len(y), UNLABELED)  # the pseudo-label each unlabeled row ended with
-        # The refits standardize with every row's statistics (labels not needed), computed once.
+        # The first round asks the labelled rows' model, each later round the last refit.
+        first = _in_blocks(self.pipeline_.predict_proba, X, pool)
+        # The refits standardize with every row's statistics (labels not needed), computed once;
+        # the unscaled rows are not needed after that (dropping them halves this head's peak).
         scaler = StandardScaler().fit(X)
         Xs, model = scaler.transform(X), self._logreg()
+        del X
         for r in range(1, self.rounds + 1):
             if not len(pool):
                 break
             # each round takes a growing share of the pool: r/rounds of `fraction`, equal per class
             per_class = int(self.fraction * len(pool) * r / self.rounds / len(self.classes_))
-            # the first round asks the labelled rows' model, each later one the last refit (on Xs already)
-            probs = self.pipeline_.predict_proba(X[pool]) if r == 1 else model.predict_proba(Xs[pool])
+            probs = first if r == 1 else _in_blocks(model.predict_proba, Xs, pool)
             guess, confidence = probs.argmax(axis=1), probs.max(axis=1)
             chosen = []
             for k in range(len(self.classes_)):
