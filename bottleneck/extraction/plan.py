@@ -82,7 +82,7 @@ class PooledFeatures:
     def _decode(self, split: Split, index: int, digest: str, full: bool = False):
         if self.crop is not None:  # the row's digest carries its box: "<content>:x1,y1,x2,y2"
             content, box = digest.split(":")
-            return crop_to_box(split.load(index, None, content), [float(v) for v in box.split(",")], self.crop)
+            return crop_to_box(split.load(index, None, content), box_from_text(box), self.crop)
         if full:
             return split.load(index, None, digest)
         if self.source is None:
@@ -112,6 +112,15 @@ class PooledFeatures:
 
     def outputs(self, out) -> dict[str, np.ndarray]:
         return {"features": np.asarray(out, np.float32)}
+
+
+def box_text(box) -> str:
+    """A box as a cropped row's digest records it (6 decimals): what its crop is made from."""
+    return ",".join(f"{v:.6f}" for v in box)
+
+
+def box_from_text(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
 
 
 def crop_to_box(image, box: list[float], margin: float):
@@ -305,4 +314,4 @@ def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float
     """Each row's digest with its box appended (what a cropped row is made of)."""
     check_crop(ds, crop, resize)
     boxes = ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]
-    return [f"{d}:{','.join(f'{v:.6f}' for v in box)}" for d, box in zip(digests, boxes)]
+    return [f"{d}:{box_text(box)}" for d, box in zip(digests, boxes)]
