@@ -295,3 +295,32 @@ def test_profile_says_when_the_feed_is_the_limit():
     text = profile_text(starved, 32768, "processes x 14")
     assert "waited for the feed 40% of the run" in text and "--resize device" in text
     assert "the feed is the limit" not in profile_text(starved, 32768, "ray x 2")  # there wait is all the work
+
+
+_SCRIPT = """import sys
+from bottleneck import extract
+{guard}extract("tiny_cnn", "folder:" + sys.argv[1], "train", None, cache_dir=sys.argv[2], weights="random",
+{indent}        feed="processes", workers=2, progress=False)
+{indent}print("extracted")
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_whose_calls_are_not_under_a_main_guard_is_told_so_not_left_hanging(small_cifar, tmp_path, guarded):
+    """Feed workers import the script that started their parent, as with any multiprocessing: an
+    unguarded call ran again in each of them and waited forever for the cache file's lock."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "lesson.py"
+    script.write_text(_SCRIPT.format(guard='if __name__ == "__main__":\n    ' if guarded else "",
+                                     indent="    " if guarded else ""))
+    run = subprocess.run([sys.executable, str(script), str(small_cifar), str(tmp_path / "c")], capture_output=True,
+                         text=True, timeout=90, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    if guarded:
+        assert run.returncode == 0 and "extracted" in run.stdout, run.stderr
+        return
+    assert run.returncode == 1 and "extracted" not in run.stdout  # the parent's error: an exception from the API
+    assert f"error: a worker process of bottleneck's feed imported {script}" in run.stderr
+    assert "put the script's calls under `if __name__ == \"__main__\":`" in run.stderr
+    assert "a feed worker process died after 0 of 24 images" in run.stderr

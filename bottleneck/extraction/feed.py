@@ -199,8 +199,9 @@ class Feed:
             raise
         self._free = list(range(slots))
         # Workers are forked from a fork server that imported only the extraction code: not forked from
-        # this process (it runs TensorFlow's threads, which a fork would copy mid-state), and not
-        # spawned (which re-runs the user's __main__ script in every worker).
+        # this process (it runs TensorFlow's threads, which a fork would copy mid-state). Each worker
+        # still imports the user's __main__ script as it starts, as under spawn (what a pickled recipe
+        # may name lives there): an unguarded call in it is stopped by plan() (procs.importing_main).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["bottleneck.extraction.plan", "bottleneck.extraction.maps"])  # what unpickling a recipe needs
         slim = dataclasses.replace(split, ids=[], labels=np.empty(0), groups=[])  # workers read the source only

@@ -28,6 +28,7 @@ from bottleneck.bases.registry import BaseSpec, get_base, resolve_image_size
 from bottleneck.bases.weights import weights_identity
 from bottleneck.cache.store import cache_path, canonical_dataset
 from bottleneck.core.errors import BottleneckError, DatasetError
+from bottleneck.core.procs import exit_if_importing_main
 from bottleneck.core.sampling import unlabeled_draw
 from bottleneck.data.datasets import load_dataset
 from bottleneck.data.images import RESIZES, resize
@@ -205,6 +206,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     ``for_test``: they are for test-time averaging (no flip that needs the class).
     ``unlabeled`` (N or "all"): the rows are instead the unlabeled draw beside the labelled
     draw that ``per_class`` and ``seed`` make (``unlabeled_rows``)."""
+    exit_if_importing_main("an extraction")  # every extraction, train and compare plans first
     spec = get_base(base)
     size = resolve_image_size(spec, image_size)
     check_pooling(pooling)
