@@ -61,7 +61,8 @@ def exit_if_importing_main(what: str) -> None:
     main = sys.modules.get("__mp_main__") or sys.modules.get("__main__")  # the former while it is imported
     script = getattr(main, "__file__", None) or "the script that started it"
     sys.stderr.write(f"error: a worker process of bottleneck's feed imported {script}, and the script called {what} "
-                     "as it was imported (worker processes import the script that started them, as with any multiprocessing)\n"
+                     "as it was imported (worker processes import the script that started them, as with any "
+                     "multiprocessing)\n"
                      "what to do: put the script's calls under `if __name__ == \"__main__\":`\n")
     sys.stderr.flush()
     raise SystemExit(2)  # an exception here would print the worker's traceback as well
