@@ -22,7 +22,7 @@ from bottleneck.core.sampling import per_class_draw
 from bottleneck.data.datasets import load_dataset
 from bottleneck.data.images import resize
 from bottleneck.experiments.run import EVAL_SEED
-from bottleneck.extraction.plan import HOLDOUT_SEED, box_from_text, box_text, check_crop, crop_to_box
+from bottleneck.extraction.plan import HOLDOUT_SEED, box_from_text, crop_boxes, crop_to_box
 from bottleneck.extraction.run import extract
 
 
@@ -39,10 +39,9 @@ def load_images(dataset: str, split: str, per_class: int | None, seed: int, imag
     if crop is None:
         images = [s.load(int(i), image_size) for i in idx]
     else:
-        check_crop(ds, crop, "host")
-        boxes = ds.target("box").values(s)[idx]
         # the box as the cached rows record it (rounded), so the crops are extraction's to the pixel
-        images = [crop_to_box(s.load(int(i)), box_from_text(box_text(box)), crop) for i, box in zip(idx, boxes)]
+        boxes = crop_boxes(ds, s, idx, crop, "host")
+        images = [crop_to_box(s.load(int(i)), box_from_text(box), crop) for i, box in zip(idx, boxes)]
     return np.stack([resize(image, image_size) for image in images]), s.labels[idx], ds.class_names
 
 

@@ -229,7 +229,7 @@ def plan(base: str, dataset: str | Dataset, split: str = "train", per_class: int
     source = None if resize != "device" or not len(selected) else s.load(int(selected[0])).size[::-1]
     digests = s.digests(selected)
     if crop is not None:
-        digests = _with_boxes(ds, s, selected, digests, crop, resize)
+        digests = [f"{d}:{box}" for d, box in zip(digests, crop_boxes(ds, s, selected, crop, resize))]
     aug = augment.views_for(canonical_dataset(ds.name), views, for_test)
     if views > 1:
         if resize != "host":
@@ -312,8 +312,8 @@ def check_crop(ds: Dataset, crop: float, resize: str) -> None:
                               f"drop --resize {resize}")
 
 
-def _with_boxes(ds: Dataset, s: Split, selected, digests: list[str], crop: float, resize: str) -> list[str]:
-    """Each row's digest with its box appended (what a cropped row is made of)."""
+def crop_boxes(ds: Dataset, s: Split, selected, crop: float, resize: str) -> list[str]:
+    """The box of each selected row as a cropped row's digest records it (``box_text``): what its
+    crop is made from, here and in ``finetune --crop``."""
     check_crop(ds, crop, resize)
-    boxes = ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]
-    return [f"{d}:{box_text(box)}" for d, box in zip(digests, boxes)]
+    return [box_text(box) for box in ds.target("box").values(s)[np.asarray(selected, dtype=np.int64)]]
