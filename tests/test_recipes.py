@@ -203,3 +203,26 @@ def test_logreg_C_search_takes_its_number_of_folds(monkeypatch):
     assert set(used) == {3}
     with pytest.raises(InvalidParameter, match="cv_folds"):
         LogRegHead(C="cv", cv_folds=1).fit(X, y)
+
+
+def test_best_grids_is_best_with_three_finer_grids_beside_it(tmp_path):
+    """best-grids plans best's own cache files (the same crop, C search and parts), then the base's
+    stage-4 grid and efficientnet_lite1's and lite2's stage-5 grids (planned here, never extracted)."""
+    from bottleneck.bases.registry import get_base
+    from bottleneck.data.datasets import load_dataset
+    from bottleneck.experiments.run import plan_run
+
+    from .conftest import DATA
+
+    ds = load_dataset("gtsrb", DATA)
+    best = plan_run("efficientnet_lite0", ds, 2, 0, recipe="best", cache_dir=tmp_path, weights="random")
+    grids = plan_run("efficientnet_lite0", ds, 2, 0, recipe="best-grids", cache_dir=tmp_path, weights="random")
+    assert grids.train.path == best.train.path and grids.head_params == best.head_params
+    assert [p.path for p, _ in grids.parts[:3]] == [p.path for p, _ in best.parts]
+    added = [(p.settings["base"], p.settings["layer"], p.settings["pooling"]) for p, _ in grids.parts[3:]]
+    assert [(b, pool) for b, _, pool in added] == [("efficientnet_lite0", "grid4"), ("efficientnet_lite1", "grid4"),
+                                                   ("efficientnet_lite2", "grid4")]
+    cut = {name: dict(get_base(name).cut_points) for name, _, _ in added}
+    stages = [cut[b]["stage4" if b == "efficientnet_lite0" else "stage5"] for b, _, _ in added]
+    assert [layer for _, layer, _ in added] == stages
+    assert all(te.settings["crop"] == best.test.settings["crop"] for _, te in grids.parts)

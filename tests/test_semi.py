@@ -99,7 +99,40 @@ def test_semi_heads_search_C_on_the_labelled_rows_only_and_keep_it(monkeypatch):
     y[[1, 2, 101, 102]] = [0, 0, 1, 1]  # 3 labelled rows a class: enough for 3 folds
     head = SEMI_HEADS["pseudo"](C="cv", cv_folds=3).fit(X, y)
     assert seen == [6] and head.C_ in heads.C_GRID and set(head.cv_scores_) == set(heads.C_GRID)
-    assert head.logistic()[1].C == head.C_  # every refit used the C chosen on the labelled rows
+    n_rows = 6 + np.count_nonzero(head.pseudo_ != UNLABELED)
+    assert head.logistic()[1].C == pytest.approx(head.C_ * 6 / n_rows)  # the C chosen there, per row
+
+
+def test_pseudo_refits_keep_the_regularisation_per_row_the_labelled_rows_chose():
+    """C weighs the sum of the rows' losses: a refit on k times the rows scales it by 1/k, so each
+    row is regularised as on the labelled rows (scale_C=False keeps C as it is, as before)."""
+    X, y, truth = _two_clusters()
+    rows_of = {}
+    for scale in (True, False):
+        head = SEMI_HEADS["pseudo"](C=0.5, rounds=2, scale_C=scale).fit(X, y)
+        rows_of[scale] = 2 + np.count_nonzero(head.pseudo_ != UNLABELED)
+        assert head.C_ == 0.5 and head.score(X, truth) == 1.0
+        assert head.logistic()[1].C == pytest.approx(0.5 * 2 / rows_of[scale] if scale else 0.5)
+    assert rows_of[True] == 200  # the last round took the whole pool
+    with pytest.raises(InvalidParameter, match="scale_C"):
+        SEMI_HEADS["pseudo"](scale_C="yes").fit(X, y)
+
+
+def test_a_changed_default_of_the_method_is_a_new_run_key(tmp_path, monkeypatch):
+    """A run's key holds every parameter of its method, defaults too: results kept under the old
+    default are never served as the new one's (results folders reuse a row by its key)."""
+    from bottleneck.experiments.run import plan_run
+    from bottleneck.learn.semi import PseudoLabelHead
+
+    def key(**kw):
+        return plan_run("tiny_cnn", "cifar10", 3, 0, data_dir=DATA, cache_dir=tmp_path, **TINY, **kw).key
+
+    before, plain = key(unlabeled=2), key()
+    defaults = dict(zip(PseudoLabelHead.__init__.__code__.co_varnames[1:], PseudoLabelHead.__init__.__defaults__))
+    defaults["scale_C"] = not defaults["scale_C"]
+    monkeypatch.setattr(PseudoLabelHead.__init__, "__defaults__", tuple(defaults.values()))
+    assert PseudoLabelHead().scale_C == defaults["scale_C"] and key(unlabeled=2) != before
+    assert key() == plain  # a run without unlabeled images keeps its key
 
 
 # ------------------------------------------------------------------ --unlabeled through a run

@@ -52,6 +52,13 @@ RECIPES = {r.name: r for r in (
                    "CIFAR-10 and GTSRB (README, Accuracy)", crop=0.1, head_params=(("C", "cv"), ("cv_folds", 3)),
            stack=(":stage5:grid4", "efficientnet_lite1", "efficientnet_lite2"), test_mirror=True),
 )}
+RECIPES["best-grids"] = dataclasses.replace(
+    RECIPES["best"], name="best-grids", stack=RECIPES["best"].stack + (
+        ":stage4:grid4", "efficientnet_lite1:stage5:grid4", "efficientnet_lite2:stage5:grid4"),
+    description="best, and three more 4 x 4 grids beside it: the base's stage-4 map and efficientnet_lite1's and "
+                "efficientnet_lite2's stage-5 maps (finer parts of a sign, seen by three bases); measured on GTSRB "
+                "(3 seeds, 0.908 -> 0.920 with 100 labels a class, 0.930 with every unlabeled image too), not yet "
+                "on CIFAR-10, where it costs about an hour more of extraction on 2 cores")
 RECIPES["best-semi"] = dataclasses.replace(
     RECIPES["best"], name="best-semi", unlabeled="all",
     description="best, and its head also learns from every other image of the training split without its label "

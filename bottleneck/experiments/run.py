@@ -95,6 +95,9 @@ class Run:
             what["parts"] = [(tr.settings, te.settings) for tr, te in self.parts]
         if self.pool:  # only then, so a run without unlabeled rows keeps its key
             what.update(unlabeled=self.unlabeled, semi=self.semi, pool=[p.settings for p in self.pool])
+            # every parameter of the method, defaults too: a changed default is a new key, never an old row
+            method = make_semi_head(self.semi, seed=self.seed, **self.head_params).get_params()
+            what["semi_params"] = {k: _jsonable(v) for k, v in sorted(method.items())}
         return fingerprint(what)
 
 
