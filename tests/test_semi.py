@@ -188,14 +188,17 @@ def test_the_labels_of_unlabeled_rows_are_never_read(tmp_path, monkeypatch):
 
     ds = load_dataset("cifar10", DATA)
     r = runs.plan_run("tiny_cnn", ds, 4, 0, unlabeled=10, semi="pseudo", cache_dir=tmp_path, **TINY)
-    given = []
+    given, grouped = [], []
     real_fit = semi.PseudoLabelHead.fit
-    monkeypatch.setattr(semi.PseudoLabelHead, "fit", lambda self, X, y, groups=None: (given.append(np.array(y)),
-                                                                                      real_fit(self, X, y, groups))[1])
+    monkeypatch.setattr(semi.PseudoLabelHead, "fit", lambda self, X, y, groups=None: (
+        given.append(np.array(y)), grouped.append(np.array(groups)), real_fit(self, X, y, groups))[-1])
     first = runs.execute_fitted(r)
     n_pool = len(r.pool[0].selected)
     assert first.row["n_unlabeled"] == n_pool == 100 and np.all(given[0][-n_pool:] == UNLABELED)
     assert np.all(given[0][:-n_pool] >= 0)
+    # nor their groups, which can name the class (GTSRB's "class/track"): each its own, from nothing of the dataset
+    pool_groups = grouped[0][-n_pool:]
+    assert len(set(pool_groups)) == n_pool and list(pool_groups) == [f"unlabeled-{i}" for i in range(n_pool)]
 
     rng = np.random.default_rng(1)
     pool_rows = r.pool[0].selected

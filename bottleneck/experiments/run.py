@@ -392,7 +392,8 @@ def fit_head(tr: FeatureSet, te: FeatureSet, y_tr, y_te, target: Target, head: s
                              "extract the unlabeled rows with the run's own draw (--unlabeled)")
         X = np.concatenate([X.reshape(len(X), -1), unlabeled.features.reshape(len(unlabeled), -1)])
         y = np.concatenate([y, np.full(len(unlabeled), UNLABELED, dtype=y.dtype)])  # never the rows' own labels
-        groups = np.concatenate([groups, np.asarray(unlabeled.groups)])
+        # nor their groups: a group can name the class (GTSRB's "class/track"); each row its own
+        groups = np.concatenate([groups.astype(str), [f"unlabeled-{i}" for i in range(len(unlabeled))]])
     task = target.task
     t = time.perf_counter()
     model = _make(head, semi, seed, _task_arg(target), head_params)
