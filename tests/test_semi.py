@@ -99,13 +99,12 @@ def test_semi_heads_search_C_on_the_labelled_rows_only_and_keep_it(monkeypatch):
     y[[1, 2, 101, 102]] = [0, 0, 1, 1]  # 3 labelled rows a class: enough for 3 folds
     head = SEMI_HEADS["pseudo"](C="cv", cv_folds=3).fit(X, y)
     assert seen == [6] and head.C_ in heads.C_GRID and set(head.cv_scores_) == set(heads.C_GRID)
-    n_rows = 6 + np.count_nonzero(head.pseudo_ != UNLABELED)
-    assert head.logistic()[1].C == pytest.approx(head.C_ * 6 / n_rows)  # the C chosen there, per row
+    assert head.logistic()[1].C == head.C_  # every refit used the C chosen on the labelled rows
 
 
 def test_pseudo_refits_keep_the_regularisation_per_row_the_labelled_rows_chose():
-    """C weighs the sum of the rows' losses: a refit on k times the rows scales it by 1/k, so each
-    row is regularised as on the labelled rows (scale_C=False keeps C as it is, as before)."""
+    """C weighs the sum of the rows' losses: with scale_C a refit on k times the rows scales it by
+    1/k, so each row is regularised as on the labelled rows (by default C is kept as it is)."""
     X, y, truth = _two_clusters()
     rows_of = {}
     for scale in (True, False):
