@@ -56,9 +56,9 @@ RECIPES["best-grids"] = dataclasses.replace(
     RECIPES["best"], name="best-grids", stack=RECIPES["best"].stack + (
         ":stage4:grid4", "efficientnet_lite1:stage5:grid4", "efficientnet_lite2:stage5:grid4"),
     description="best, and three more 4 x 4 grids beside it: the base's stage-4 map and efficientnet_lite1's and "
-                "efficientnet_lite2's stage-5 maps (finer parts of a sign, seen by three bases); measured on GTSRB "
-                "(3 seeds: 0.908 -> 0.920 with 100 labels a class; 0.920 -> 0.926 with every unlabeled image too, 0.929 with the pseudo head's scale_C); for signs: on "
-                "CIFAR-10 (seed 0, 100 labels a class) 0.792 against best's 0.796, for more extraction")
+                "efficientnet_lite2's stage-5 maps (finer parts of a sign, seen by three bases); for signs: on GTSRB "
+                "(3 seeds) 0.908 -> 0.920 with 100 labels a class, 0.920 -> 0.926 with every unlabeled image too "
+                "(0.929 with the pseudo head's scale_C); on CIFAR-10 (seed 0) 0.792 against best's 0.796")
 RECIPES["best-semi"] = dataclasses.replace(
     RECIPES["best"], name="best-semi", unlabeled="all",
     description="best, and its head also learns from every other image of the training split without its label "
