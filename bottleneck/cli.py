@@ -123,7 +123,8 @@ def _common() -> argparse.ArgumentParser:
                    help="who computes the features: this process (local, default) or a pool of Ray actors, each "
                         "holding the base once (ray: pip install 'bottleneck-transfer[ray]'); same cache file")
     g.add_argument("--address", help="with --engine ray: an existing Ray cluster (auto, or HOST:PORT); without it, "
-                                     "a local Ray instance is started for the command and stopped after it")
+                                     "RAY_ADDRESS's where that is set, else a local Ray instance started for the "
+                                     "command and stopped after it")
     g.add_argument("--profile", action="store_true",
                    help="print where extraction time went: decode, resize, waiting for the feed, model, write")
     g.add_argument("--layer", help="take features from this layer (default: the last convolutional block)")

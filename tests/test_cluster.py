@@ -9,6 +9,8 @@ import os
 import re
 import uuid
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -52,17 +54,33 @@ def _features(cache):
     return path.name, read_features(path)
 
 
+@pytest.fixture
+def decoy_cluster(monkeypatch):
+    """Ray's temp folder holding the address of a cluster that is not there, as `ray start` (or
+    another test's ``cluster_utils.Cluster``) leaves one: a plain ``ray.init()`` would join it."""
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit in 107 characters
+    (Path(temp) / "ray").mkdir()
+    (Path(temp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+    monkeypatch.setenv("RAY_TMPDIR", temp)
+    yield temp
+    shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, layout):
+def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, layout, decoy_cluster):
     monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
     mark = uuid.uuid4().hex
     monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
     kw = dict(weights="random", progress=False, batch_size=4)
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
     views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "v", views=2, **kw)
-    with cluster.session(None):  # one instance for both extractions
+    with cluster.session(None):  # one instance for both extractions: a new one, not the decoy's
         far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
                       workers=2, **kw)
+        assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
         far_views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "w",
                             engine="ray", workers=2, views=2, **kw)
     assert far.path.name == local.path.name and far.settings == local.settings  # the engine is not in the fingerprint
@@ -175,7 +193,20 @@ def test_an_address_nobody_answers_at_is_a_clear_error(kill_dataset, tmp_path):
         port = s.getsockname()[1]
     run = _cli(*_ray_args(kill_dataset, tmp_path / "c", 1, "--address", f"127.0.0.1:{port}"))
     assert run.returncode == 2 and f"error: no Ray cluster answers at 127.0.0.1:{port}" in run.stderr
-    assert "what to do:" in run.stderr and "Traceback" not in run.stderr
+    assert "what to do:" in run.stderr and "Traceback" not in run.stderr and "drop --address" in run.stderr
+
+
+def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # Ray's own variable, as `ray start` prints it
+    assert main(_ray_args(kill_dataset, tmp_path / "c", 1)) == 2
+    err = capsys.readouterr().err
+    assert f"error: no Ray cluster answers at 127.0.0.1:{port}" in err and "unset RAY_ADDRESS" in err
+    assert not ray.is_initialized()
 
 
 def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
@@ -206,16 +237,17 @@ def test_without_ray_installed_the_engine_says_how_to_get_it(kill_dataset, tmp_p
 
 
 def _extractor_processes(wait: float = 10.0) -> list[int]:
-    """Actor processes of ours still alive (Ray names them ray::Extractor...), after up to ``wait`` seconds."""
+    """Actor processes of ours still alive (Ray names them ray::Extractor...), after up to ``wait``
+    seconds: descendants of this process only, since another test's instance may run beside it."""
     import time
 
     deadline = time.monotonic() + wait
     while True:
         alive = []
-        for entry in os.listdir("/proc"):
+        for pid in cluster._descendants(os.getpid()):
             try:
-                if entry.isdigit() and open(f"/proc/{entry}/cmdline", "rb").read().startswith(b"ray::Extractor"):
-                    alive.append(int(entry))
+                if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::Extractor"):
+                    alive.append(pid)
             except OSError:
                 pass
         if not alive or time.monotonic() > deadline:
@@ -224,7 +256,7 @@ def _extractor_processes(wait: float = 10.0) -> list[int]:
 
 
 def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not another test's
     try:
         fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path, weights="random",
                      progress=False, batch_size=4, engine="ray", workers=2)
@@ -293,8 +325,8 @@ def test_a_node_removed_mid_run_costs_nothing_but_time(kill_dataset, tmp_path):
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    # Its own temp folder: a cluster records its address in its temp folder (ray_current_cluster), where the
-    # default one would make any other test's ray.init on this machine join this cluster instead of starting one.
+    # Its own temp folder for its session files. Its address still goes to /tmp/ray/ray_current_cluster (Ray
+    # 2.60's Cluster ignores temp_dir there), which every test's ray.init skips by asking for address="local".
     temp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # (short: Ray's socket paths must fit in 107 characters)
     cluster_ = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp})  # no worker on the head
     nodes = [cluster_.add_node(num_cpus=2, temp_dir=temp) for _ in range(2)]

@@ -80,12 +80,16 @@ def session(address: str | None = None):
 
 
 def connect(address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local instance (when Ray is not running in
-    this process already, e.g. started by the caller's own ``ray.init``)."""
+    """Join the cluster at ``address`` (else the session's, else ``RAY_ADDRESS``'s), or start a
+    local instance (when Ray is not running in this process already, e.g. started by the caller's
+    own ``ray.init``)."""
     ray = _ray()
     if ray.is_initialized():
         return
     address = address or _SESSION.get("address")
+    drop = "drop --address"
+    if not address and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name a cluster: honoured, and said
+        address, drop = os.environ["RAY_ADDRESS"], "unset RAY_ADDRESS"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:
@@ -96,19 +100,21 @@ def connect(address: str | None) -> None:
         before = set(_descendants(os.getpid())) if os.path.isdir("/proc") else set()
         os.environ[TOKEN] = token
         try:
-            ray.init(num_cpus=feed.cores(), **quiet)
+            # "local": a new instance even where another runs on this machine. Without it Ray joins
+            # the last one `ray start` (or a test's cluster) recorded in /tmp/ray, and refuses num_cpus.
+            ray.init(address="local", num_cpus=feed.cores(), **quiet)
         except BaseException:
             del os.environ[TOKEN]
             raise
         _SESSION.update(started=True, watchdog=_start_watchdog(token, before))  # ours: shut down when the command ends
         return
-    _reachable(address)
+    _reachable(address, drop)
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise BottleneckError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}",
-                              "start one (`ray start --head` on the head node), check the address, or drop "
-                              "--address to start a local instance for the run") from None
+                              f"start one (`ray start --head` on the head node), check the address, or {drop} "
+                              "to start a local instance for the run") from None
 
 
 def _start_watchdog(token: str, before: set[int]):
@@ -195,8 +201,9 @@ def _watch(driver: int, token: str, before: list[int]) -> None:
         time.sleep(0.25)
 
 
-def _reachable(address: str) -> None:
-    """Fail at once for a HOST:PORT nobody answers at (Ray itself retries for minutes)."""
+def _reachable(address: str, drop: str) -> None:
+    """Fail at once for a HOST:PORT nobody answers at (Ray itself retries for minutes); ``drop``:
+    how to run on a local instance instead."""
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -206,8 +213,8 @@ def _reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as e:
         raise BottleneckError(f"no Ray cluster answers at {address} ({e.strerror or e})",
-                              "check the head node's address and port (`ray status` on it prints them), or drop "
-                              "--address to start a local instance for the run") from None
+                              f"check the head node's address and port (`ray status` on it prints them), or {drop} "
+                              "to start a local instance for the run") from None
 
 
 class ShippedFiles:
