@@ -445,6 +445,11 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(", 6)")  # (1, anchors, 4 + 2 classes)
+    import keras
+
+    from .test_export import list_constants
+
+    assert not list_constants(keras.saving.load_model(model, safe_mode=True))  # the anchors: arrays
     # the same detector as ONNX gives the same boxes and scores
     from bottleneck.deploy.formats import load_model
 

@@ -104,6 +104,25 @@ def cifar_model(tmp_path_factory):
     return d / "m.keras"
 
 
+def list_constants(model) -> list[str]:
+    """Layers (nested ones too) whose constants are Python lists: Keras tracks each item as a
+    container, and a file of long ones loaded in seconds per layer (a detector's anchors: 22 s)."""
+    found = []
+    for layer in model.layers:
+        if any(isinstance(getattr(layer, a, None), list) for a in ("scale", "offset")):
+            found.append(layer.name)
+        found += list_constants(layer) if hasattr(layer, "layers") else []
+    return found
+
+
+def test_an_exported_scaler_holds_arrays_not_lists(exported):
+    import keras
+
+    for key in (("class", "mlp", "avg"), ("box", "dense", "avg")):  # a Keras head's scaler; a decoder
+        model = keras.saving.load_model(exported[0][key][0] / "m.keras", safe_mode=True)
+        assert "scaler" in [layer.name for layer in model.layers] and not list_constants(model), key
+
+
 def test_predict_on_a_folder_scores_what_the_table_says(cifar_model, tmp_path, capsys):
     folder = copy_cifar_subset(tmp_path / "imgs", classes=10, train=1, test=50) / "test"
     code = main(["predict", str(cifar_model), str(folder), "--csv", str(tmp_path / "p.csv"), "--quiet"])
