@@ -69,25 +69,28 @@ def decoy_cluster(monkeypatch):
     shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, layout, decoy_cluster):
-    monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
+def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, decoy_cluster):
+    """Both layouts, in one local Ray instance (a pool of actors per layout)."""
     mark = uuid.uuid4().hex
     monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
     kw = dict(weights="random", progress=False, batch_size=4)
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
     views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "v", views=2, **kw)
-    with cluster.session(None):  # one instance for both extractions: a new one, not the decoy's
-        far = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
-                      workers=2, **kw)
-        assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
-        far_views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "w",
-                            engine="ray", workers=2, views=2, **kw)
-    assert far.path.name == local.path.name and far.settings == local.settings  # the engine is not in the fingerprint
-    assert np.array_equal(far.features, local.features) and far.source_ids == local.source_ids
-    assert far_views.path.name == views.path.name and np.array_equal(far_views.features, views.features)
-    said = {"whole": "ray x 2", "split": "ray: 2 decoders + 1 model actors"}[layout]
-    assert far.info["extracted"] == 40 and read_features(far.path).info["feed"] == said
+    far, far_views = {}, {}
+    with cluster.session(None):  # one instance for every extraction: a new one, not the decoy's
+        for layout in LAYOUTS:
+            monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)  # read by the driver as it makes a pool
+            far[layout] = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / layout,
+                                  engine="ray", workers=2, **kw)
+            assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
+            far_views[layout] = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, engine="ray",
+                                        cache_dir=tmp_path / f"{layout}-views", workers=2, views=2, **kw)
+    for layout, said in (("whole", "ray x 2"), ("split", "ray: 2 decoders + 1 model actors")):
+        fs, fs_views = far[layout], far_views[layout]
+        assert fs.path.name == local.path.name and fs.settings == local.settings  # the engine is not fingerprinted
+        assert np.array_equal(fs.features, local.features) and fs.source_ids == local.source_ids
+        assert fs_views.path.name == views.path.name and np.array_equal(fs_views.features, views.features)
+        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == said, layout
     assert not ray.is_initialized(), "the local Ray instance started for the run must be stopped after it"
     assert not _marked_processes(mark, RAY_GONE), "a Ray process outlived the run"
 
@@ -111,23 +114,27 @@ def test_driver_sigkill_then_rerun_resumes(kill_dataset, tmp_path):
     assert name == local_name and np.array_equal(fs.features, local.features) and fs.source_ids == local.source_ids
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_dataset, tmp_path, monkeypatch, capsys,
-                                                                        layout):
-    monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
+def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_dataset, tmp_path, monkeypatch, capsys):
+    """Both layouts in one local Ray instance; the fault strikes once per layout."""
     once = tmp_path / "killed-once"
     monkeypatch.setenv("BOTTLENECK_FAULT_ONCE", str(once))
-    monkeypatch.setenv("BOTTLENECK_FAULT", "worker-chunk:2")  # inherited by the Ray instance the run starts
-    code = main(_ray_args(kill_dataset, tmp_path / "c"))  # the driver here: only a worker is killed
+    monkeypatch.setenv("BOTTLENECK_FAULT", "worker-chunk:2")  # inherited by the Ray instance the session starts
+    with cluster.session(None):
+        for layout in LAYOUTS:
+            monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
+            once.unlink(missing_ok=True)  # armed again: the file is checked as the fault strikes
+            code = main(_ray_args(kill_dataset, tmp_path / layout))  # the driver here: only a worker is killed
+            out = capsys.readouterr()
+            assert once.exists(), f"the fault never struck a worker ({layout})"
+            assert code == 0, out.err
+            assert "extracted 40 images" in out.out
     monkeypatch.delenv("BOTTLENECK_FAULT")
-    out = capsys.readouterr()
-    assert once.exists(), "the fault never struck a worker"
-    assert code == 0, out.err
-    assert "extracted 40 images" in out.out
     assert main(_extract_args(kill_dataset, tmp_path / "local")) == 0
-    (name, fs), (local_name, local) = _features(tmp_path / "c"), _features(tmp_path / "local")
-    assert name == local_name and fs.source_ids == local.source_ids and len(set(fs.source_ids)) == 40
-    assert np.array_equal(fs.features, local.features)
+    local_name, local = _features(tmp_path / "local")
+    for layout in LAYOUTS:
+        name, fs = _features(tmp_path / layout)
+        assert name == local_name and fs.source_ids == local.source_ids and len(set(fs.source_ids)) == 40, layout
+        assert np.array_equal(fs.features, local.features)
 
 
 def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path):
@@ -142,21 +149,23 @@ def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path):
     assert not _marked_processes(mark, RAY_GONE)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, capsys, layout):
-    monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
+def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, capsys):
     bad = kill_dataset / "train" / "bird" / "zz_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with cluster.session(None):  # one local Ray instance for both runs
-        code = main(_ray_args(kill_dataset, tmp_path / "c"))
-        err = capsys.readouterr().err
-        assert code == 2 and "Traceback" not in err
-        assert f"error: cannot read image {bad}" in err and "on Ray worker pid" in err
-        assert "--skip-bad-images" in err
-        assert main(_ray_args(kill_dataset, tmp_path / "c", 2, "--skip-bad-images")) == 0, capsys.readouterr().err
+    with cluster.session(None):  # one local Ray instance for every run, both layouts
+        for layout in LAYOUTS:
+            monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
+            code = main(_ray_args(kill_dataset, tmp_path / layout))
+            err = capsys.readouterr().err
+            assert code == 2 and "Traceback" not in err, layout
+            assert f"error: cannot read image {bad}" in err and "on Ray worker pid" in err, layout
+            assert "--skip-bad-images" in err
+            assert main(_ray_args(kill_dataset, tmp_path / layout, 2, "--skip-bad-images")) == 0, \
+                capsys.readouterr().err
     assert not ray.is_initialized()
-    (_, fs) = _features(tmp_path / "c")
-    assert len(fs) == 40 and "train/bird/zz_broken.jpg" in fs.info["skipped"]
+    for layout in LAYOUTS:
+        (_, fs) = _features(tmp_path / layout)
+        assert len(fs) == 40 and "train/bird/zz_broken.jpg" in fs.info["skipped"], layout
 
 
 def test_weights_are_checked_on_the_worker(kill_dataset, tmp_path):
