@@ -205,7 +205,7 @@ def test_an_address_nobody_answers_at_is_a_clear_error(kill_dataset, tmp_path):
     assert "what to do:" in run.stderr and "Traceback" not in run.stderr and "drop --address" in run.stderr
 
 
-def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_path, monkeypatch, capsys):
+def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_path, monkeypatch, capsys, caplog):
     import socket
 
     with socket.socket() as s:
@@ -215,6 +215,8 @@ def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_p
     assert main(_ray_args(kill_dataset, tmp_path / "c", 1)) == 2
     err = capsys.readouterr().err
     assert f"error: no Ray cluster answers at 127.0.0.1:{port}" in err and "unset RAY_ADDRESS" in err
+    said = [r.getMessage() for r in caplog.records]  # a note (on stderr from the command line, unless --quiet)
+    assert f"joining the Ray cluster at 127.0.0.1:{port}, from RAY_ADDRESS" in said
     assert not ray.is_initialized()
 
 

@@ -90,6 +90,7 @@ def connect(address: str | None) -> None:
     drop = "drop --address"
     if not address and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name a cluster: honoured, and said
         address, drop = os.environ["RAY_ADDRESS"], "unset RAY_ADDRESS"
+        logging.getLogger("bottleneck").warning("joining the Ray cluster at %s, from RAY_ADDRESS", address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:
