@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -221,10 +222,6 @@ def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_p
 
 
 def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
-    import json
-
-    from bottleneck.extraction import ray_engine as cluster
-
     kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2, cache_dir=tmp_path)
     with cluster.session():
         train = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, **kw)
@@ -266,16 +263,33 @@ def _extractor_processes(wait: float = 10.0) -> list[int]:
         time.sleep(0.2)
 
 
-def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path):
+def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path, monkeypatch):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not another test's
+    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2)
     try:
-        fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path, weights="random",
-                     progress=False, batch_size=4, engine="ray", workers=2)
+        fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
         assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 2"
+        assert json.loads(read_features(fs.path).info["versions"]) == cluster.library_versions()
         assert ray.is_initialized(), "a Ray the caller started is the caller's to stop"
         assert not _extractor_processes(), "our actors must not outlive the call on a cluster that stays up"
+        # Workers with another Keras than this process's (here: this process says it has another) are refused.
+        real = cluster.library_versions
+        monkeypatch.setattr(cluster, "library_versions", lambda: {**real(), "keras": "0.0"})
+        with pytest.raises(BottleneckError, match=r"the Ray worker pid \d+ on \S+ has other versions than this "
+                                                  r"process: keras \S+ \(here 0\.0\)"):
+            extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", **kw)
+        assert not _extractor_processes(), "the refused actors must be stopped"
+        assert not list((tmp_path / "b").glob("*.h5"))
     finally:
         ray.shutdown()
+
+
+def test_versions_are_compared_library_by_library():
+    mine = {"bottleneck": "0.1.0", "numpy": "2.1.0", "keras": "3.12.0"}
+    cluster.check_versions(mine, {"worker a": dict(mine), "decoder b": {"numpy": "2.1.0"}})  # a subset: a decoder's
+    with pytest.raises(BottleneckError, match=r"the decoder b has other versions than this process: "
+                                              r"bottleneck 0\.2\.0 \(here 0\.1\.0\), numpy 1\.26\.4 \(here 2\.1\.0\);"):
+        cluster.check_versions(mine, {"worker a": dict(mine), "decoder b": {"numpy": "1.26.4", "bottleneck": "0.2.0"}})
 
 
 def test_profile_says_where_time_went_under_ray():

@@ -103,7 +103,9 @@ class DamagedCache(CacheError):
                          "was made with (`bottleneck info FILE` shows them) makes a fresh copy")
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
+    """The versions of the libraries a cache file's features depend on, as its record keeps them
+    (and as Ray workers are checked against: ``extraction.ray_engine``)."""
     import keras
     import PIL
     import sklearn
@@ -577,7 +579,7 @@ class PartialRun:
                 "settings": json.dumps(settings, sort_keys=True), "arrays": json.dumps(sorted(self.dtypes)),
                 "fingerprint": fingerprint(settings), "feature_key": feature_key(settings),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "versions": json.dumps(_versions()), "n_samples": len(keep),
+                "versions": json.dumps(library_versions()), "n_samples": len(keep),
                 "checksum": _combined({n: h.hexdigest() for n, h in self._hashes.items()}, kept["labels"],
                                       kept["source_ids"], kept["groups"], kept["class_names"], kept["digests"]),
                 "skipped": json.dumps(skipped), **info, "complete": True,

@@ -30,6 +30,7 @@ import uuid
 import numpy as np
 
 from bottleneck.bases.weights import hash_file
+from bottleneck.cache.store import library_versions
 from bottleneck.core import faults as _faults
 from bottleneck.core.errors import BottleneckError, WeightsError, add_note
 from bottleneck.data.images import BadImage
@@ -272,6 +273,31 @@ def _make_chunk(k: int, recipe, split: Split, work: list, skip_bad: bool, batch_
         raise add_note(e, f"on {_where()}") from None
 
 
+def _versions(decoder: bool) -> dict:
+    """What a worker's output depends on: this package and, for a decoder, the libraries that
+    decode and resize; for a model actor, every library the cache record names."""
+    import PIL
+
+    import bottleneck
+
+    if decoder:
+        return {"bottleneck": bottleneck.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+    return {"bottleneck": bottleneck.__version__, **library_versions()}
+
+
+def check_versions(mine: dict, theirs: dict[str, dict]) -> None:
+    """Refuse workers whose libraries differ from this process's (``theirs``: worker name ->
+    its versions): their chunks could differ from a local run's, and from each other's, while the
+    file's record names this process's versions."""
+    for name, versions in theirs.items():
+        diff = [f"{k} {v} (here {mine.get(k)})" for k, v in sorted(versions.items()) if mine.get(k) != v]
+        if diff:
+            raise BottleneckError(f"the {name} has other versions than this process: {', '.join(diff)}; its "
+                                  "features could differ from a local run's",
+                                  "install the same versions on every node (this process's: `pip freeze`), or "
+                                  "run without --engine ray")
+
+
 class Decoder:
     """A Ray actor on CPUs (the split layout): makes a chunk's pixels for a model actor."""
 
@@ -280,6 +306,9 @@ class Decoder:
 
     def where(self) -> str:
         return _where()
+
+    def versions(self) -> dict:
+        return _versions(decoder=True)
 
     def pixels(self, k: int, recipe, split: Split, work: list) -> feed.Chunk:
         return _make_chunk(k, recipe, split, work, self.skip_bad, self.batch_size)
@@ -296,6 +325,9 @@ class Extractor:
 
     def where(self) -> str:
         return _where()
+
+    def versions(self) -> dict:
+        return _versions(decoder=False)
 
     def run(self, k: int, recipe, split: Split, work: list) -> dict:
         """Chunk ``k``: ``work`` (rows of ``split``) through ``recipe`` and the model."""
@@ -436,6 +468,12 @@ def _pool(ray, p, options, batch_size: int) -> Pool:
         decoders = [decoder.remote(options.skip_bad_images, batch_size) for _ in range(n)]
     _SESSION["pool"] = pool = Pool(key, models, decoders, [])
     names = ray.get([a.where.remote() for a in models + decoders])  # every actor started (and reachable)
+    try:
+        mine = _versions(decoder=False)
+        check_versions(mine, dict(zip(names, ray.get([a.versions.remote() for a in models + decoders]))))
+    except BottleneckError:
+        _drop_pool(ray)
+        raise
     pool.names = names[len(models):] or names
     return pool
 
