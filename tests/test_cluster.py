@@ -74,6 +74,7 @@ def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, 
     """Both layouts, in one local Ray instance (a pool of actors per layout)."""
     mark = uuid.uuid4().hex
     monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # Ray's name for a new local instance, as no RAY_ADDRESS
     kw = dict(weights="random", progress=False, batch_size=4)
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
     views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "v", views=2, **kw)
@@ -223,7 +224,7 @@ def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_p
 
 def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
     kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2, cache_dir=tmp_path)
-    with cluster.session():
+    with cluster.session("local"):  # Ray's name for a new local instance: ours, so stopped at the end
         train = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, **kw)
         node = ray.get_runtime_context().get_node_id()
         test = extract("tiny_cnn", f"folder:{kill_dataset}", "test", None, **kw)

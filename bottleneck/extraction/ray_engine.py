@@ -89,9 +89,12 @@ def connect(address: str | None) -> None:
         return
     address = address or _SESSION.get("address")
     drop = "drop --address"
-    if not address and os.environ.get("RAY_ADDRESS"):  # Ray's own way to name a cluster: honoured, and said
-        address, drop = os.environ["RAY_ADDRESS"], "unset RAY_ADDRESS"
+    named = os.environ.get("RAY_ADDRESS")  # Ray's own way to name a cluster: honoured, and said
+    if not address and named and named != "local":
+        address, drop = named, "unset RAY_ADDRESS"
         logging.getLogger("bottleneck").warning("joining the Ray cluster at %s, from RAY_ADDRESS", address)
+    if address == "local":  # Ray's name for a new local instance: ours to start, watch and stop
+        address = None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from an offline machine
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address is None:
