@@ -23,6 +23,8 @@ for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREAD
 
 import pytest  # noqa: E402
 
+from . import warm  # noqa: E402,F401  (its server starts with the environment set above)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 

@@ -520,14 +520,14 @@ print(tracemalloc.get_traced_memory()[1])
 @pytest.mark.slow
 def test_training_reads_scene_maps_lazily(tmp_path):
     """The detector's windows come from the cache file a few scenes at a time: 4x the scenes must
-    not mean 4x the memory (each size in a fresh process, as segmentation's test does)."""
-    import subprocess
+    not mean 4x the memory (each size in a process of its own, as segmentation's test does)."""
     import sys
+
+    from . import warm
 
     peaks = {}
     for n in (20, 80):
-        out = subprocess.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)], capture_output=True, text=True,
-                             cwd=REPO, timeout=300)
+        out = warm.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)])
         assert out.returncode == 0, out.stderr[-3000:]
         peaks[n] = int(out.stdout.strip().splitlines()[-1])
     # 60 more scenes must cost less than their finest maps as stored (float16, 128x96 cells of 8 channels)

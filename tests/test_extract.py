@@ -22,6 +22,7 @@ from bottleneck.core.errors import CacheError
 from bottleneck.data.images import BadImage
 from bottleneck.extraction.run import extract
 
+from . import warm
 from .conftest import REPO, copy_cifar_subset
 
 TINY = dict(weights="random", progress=False)
@@ -31,8 +32,7 @@ def _cli(*args, fault=None, cwd=REPO, mark=None):
     env = {**os.environ, "BOTTLENECK_FAULT": fault} if fault else dict(os.environ)
     if mark:
         env["BOTTLENECK_TEST_MARK"] = mark  # inherited by every process the run starts
-    return subprocess.run([sys.executable, "-m", "bottleneck", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return warm.run([sys.executable, "-m", "bottleneck", *args], env=env, cwd=cwd, timeout=300)
 
 
 def _marked_processes(mark: str, wait: float = 5.0) -> list[int]:
@@ -453,10 +453,9 @@ def test_disk_full_keeps_previous_cache_and_removes_temporary(small_cifar, cache
 
 @pytest.mark.parametrize("feed", FEEDS)
 def test_two_processes_same_features_extract_once(kill_dataset, tmp_path, feed):
-    import subprocess as sp
 
     args = [sys.executable, "-m", "bottleneck", *_extract_args(kill_dataset, tmp_path / "c", feed)]
-    procs = [sp.Popen(args, stdout=sp.PIPE, stderr=sp.PIPE, text=True, cwd=REPO) for _ in range(2)]
+    procs = [warm.popen(args) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     said = sorted("cached already" in out for out, _ in outs)
@@ -475,7 +474,6 @@ def _blocked_on(path) -> bool:
 def test_locks_are_per_file(kill_dataset, tmp_path):
     """Different features extract while another file's lock is held; the same features wait, and
     go on once the lock is free (seen in /proc/locks: no timeout waited out)."""
-    import subprocess as sp
     import time
 
     from bottleneck.cache.store import exclusive
@@ -489,8 +487,7 @@ def test_locks_are_per_file(kill_dataset, tmp_path):
     with exclusive(held):
         # not blocked by the held lock (in this process too: flock locks of two opens of a file conflict)
         assert main(list(other)) == 0
-        waiting = sp.Popen([sys.executable, "-m", "bottleneck", *same], stdout=sp.PIPE, stderr=sp.PIPE, text=True,
-                           cwd=REPO)
+        waiting = warm.popen([sys.executable, "-m", "bottleneck", *same])
         deadline = time.monotonic() + 120
         while not _blocked_on(lock) and waiting.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

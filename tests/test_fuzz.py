@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from .fuzzing import FORMATS, REPO
+from . import warm
+from .fuzzing import FORMATS
 
 FUZZ_CASES = int(os.environ.get("BOTTLENECK_FUZZ_CASES", "10"))
 FUZZ_SEED = int(os.environ.get("BOTTLENECK_FUZZ_SEED", "0"))
@@ -22,9 +22,8 @@ FUZZ_SEED = int(os.environ.get("BOTTLENECK_FUZZ_SEED", "0"))
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_mutated_files_end_in_a_result_or_a_clear_error(fmt):
-    done = subprocess.run([sys.executable, "-m", "tests.fuzzing", fmt, "--cases", str(FUZZ_CASES),
-                           "--seed", str(FUZZ_SEED)], capture_output=True, text=True, cwd=REPO,
-                          timeout=60 + 25 * FUZZ_CASES)
+    done = warm.run([sys.executable, "-m", "tests.fuzzing", fmt, "--cases", str(FUZZ_CASES), "--seed", str(FUZZ_SEED)],
+                    timeout=60 + 25 * FUZZ_CASES)
     assert done.returncode == 0, done.stderr[-3000:]
     tally = json.loads(done.stdout.strip().splitlines()[-1])
     assert tally["failure"] is None, tally["failure"]

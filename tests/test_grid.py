@@ -17,7 +17,8 @@ from bottleneck.cli import main
 from bottleneck.core.errors import BottleneckError
 from bottleneck.report.results import ResultsDir
 
-from .conftest import REPO, copy_cifar_subset
+from . import warm
+from .conftest import copy_cifar_subset
 
 
 @pytest.fixture
@@ -36,8 +37,7 @@ def _compare(dataset, cache, out, *extra, fault=None):
             code = main(argv)
         return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
     env = {**os.environ, "BOTTLENECK_FAULT": fault}
-    return subprocess.run([sys.executable, "-m", "bottleneck", *argv], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300)
+    return warm.run([sys.executable, "-m", "bottleneck", *argv], env=env)
 
 
 def _rows(out):
@@ -84,8 +84,7 @@ def test_two_grids_into_one_folder_keep_both(grid_data, tmp_path):
         argv = ["compare", "--bases", "tiny_cnn", "--datasets", f"folder:{grid_data}", "--per-class", "2,4",
                 "--seeds", "0,1", "--weights", "random", "--cache-dir", str(tmp_path / f"c{i}"),
                 "--out", str(tmp_path / "r"), "--quiet", "--head", head, *extra]
-        return subprocess.Popen([sys.executable, "-m", "bottleneck", *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+        return warm.popen([sys.executable, "-m", "bottleneck", *argv])
 
     procs = [grid(0, "logreg"), grid(1, "dense", "--epochs", "2")]
     outs = [p.communicate(timeout=300) for p in procs]

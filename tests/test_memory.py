@@ -19,6 +19,7 @@ from bottleneck.core.errors import BottleneckError
 from bottleneck.extraction.run import extract
 from bottleneck.data.images import BadImage, decode
 
+from . import warm
 from .conftest import REPO, copy_cifar_subset
 
 TINY = dict(weights="random", progress=False)
@@ -72,9 +73,8 @@ def test_decompression_bombs_are_named_bad_images_and_skippable(small_cifar, cac
 
 def test_the_cli_names_a_bomb_without_pil_warnings(small_cifar, tmp_path):
     (small_cifar / "train" / "cat" / "bomb.png").write_bytes(_png_claiming(12_000, 12_000))
-    out = subprocess.run([sys.executable, "-m", "bottleneck", "extract", "--base", "tiny_cnn", "--weights", "random",
-                          "--dataset", f"folder:{small_cifar}", "--cache-dir", str(tmp_path / "c")],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = warm.run([sys.executable, "-m", "bottleneck", "extract", "--base", "tiny_cnn", "--weights", "random",
+                    "--dataset", f"folder:{small_cifar}", "--cache-dir", str(tmp_path / "c")])
     assert out.returncode == 2 and "bomb.png" in out.stderr and "decompression-bomb limit" in out.stderr
     assert "DecompressionBombWarning" not in out.stderr and "Traceback" not in out.stderr
 

@@ -174,17 +174,15 @@ print(tracemalloc.get_traced_memory()[1])
 
 def test_training_reads_maps_lazily(tmp_path):
     """The decoder's batches come from the cache file a few frames at a time: 4x the frames
-    must not mean 4x the memory. Each size runs in a fresh process, so what earlier tests
-    left in this one (TensorFlow's traced functions) is not measured."""
-    import subprocess
+    must not mean 4x the memory. Each size runs in a process of its own that has run nothing
+    yet, so what earlier tests left in this one (TensorFlow's traced functions) is not measured."""
     import sys
 
-    from .conftest import REPO
+    from . import warm
 
     peaks = {}
     for n in (20, 80):
-        out = subprocess.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)], capture_output=True, text=True,
-                             cwd=REPO, timeout=300)
+        out = warm.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)])
         assert out.returncode == 0, out.stderr
         peaks[n] = int(out.stdout.strip().splitlines()[-1])
     # 60 more frames must cost less than their s2 maps alone as stored (float16): reading every

@@ -1,0 +1,268 @@
+"""A warm interpreter for the tests' command lines: ``python -m bottleneck ...`` and ``python -c
+CODE`` without paying TensorFlow's import (about 5 s of CPU) in each new process.
+
+A server, started once per test process with the suite's environment, imports Keras and the
+package, then forks one child per request. The child is a real process, with its own pid, that
+real signals kill and whose own children are real processes; it takes the request's
+environment, folder, argv and standard streams, and runs the module (as ``-m`` does, with
+``runpy``) or the code, then Python's exit steps (threads joined, ``atexit``). A request whose
+environment differs from the server's in anything but ``CALL_TIME`` runs in a fresh interpreter
+instead: the server's imports may have read it already. ``BOTTLENECK_TEST_COLD=1`` sends every
+request to a fresh interpreter (to check that the tests pass the slow way too).
+
+The server holds no thread of its own; TensorFlow's import starts one that waits idle, and
+glibc and Python make the fork safe around their own locks. The tests that need a clean
+interpreter (what is imported lazily, an exported model without this package, memory peaks,
+another Keras backend) start one themselves with ``subprocess``."""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRELOAD = ["keras", "bottleneck.cli", "bottleneck.extraction.run", "bottleneck.experiments.grid"]
+# Variables the package reads when it runs, never as it is imported (checked: none of PRELOAD imports Ray).
+CALL_TIME = {"BOTTLENECK_FAULT", "BOTTLENECK_FAULT_ONCE", "BOTTLENECK_TEST_MARK", "BOTTLENECK_RAY_LAYOUT",
+             "PYTEST_CURRENT_TEST"}
+COLD = "BOTTLENECK_TEST_COLD"
+BASE_ENV = dict(os.environ)  # imported by tests/conftest.py after it sets the suite's environment
+
+
+# --- the client: used by the tests -------------------------------------------------------------
+
+class WarmProcess:
+    """The few ``subprocess.Popen`` methods the tests use, for a child of the server."""
+
+    def __init__(self, args: list[str], conn: socket.socket, out: str, err: str):
+        self.args, self._conn, self._out, self._err = args, conn, out, err
+        self._buf = b""
+        self.pid = json.loads(self._line(None))["pid"]
+        self.returncode: int | None = None
+        self.stdout = self.stderr = None
+
+    def _line(self, timeout: float | None) -> bytes | None:
+        """The server's next message, or None if none came within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._conn], [], [], left)[0]:
+                return None
+            more = self._conn.recv(4096)
+            if not more:
+                raise RuntimeError(f"the warm interpreter's server died while pid {getattr(self, 'pid', '?')} ran")
+            self._buf += more
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def poll(self) -> int | None:
+        self._done(0)
+        return self.returncode
+
+    def _done(self, timeout: float | None) -> bool:
+        if self.returncode is None:
+            line = self._line(timeout)
+            if line is None:
+                return False
+            self.returncode = json.loads(line)["returncode"]
+            self._conn.close()
+            self.stdout, self.stderr = (Path(p).read_text(errors="replace") for p in (self._out, self._err))
+            for p in (self._out, self._err):
+                os.unlink(p)
+        return True
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.stdout, self.stderr
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class _Server:
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.path = ""
+        self.env: dict | None = None
+        self.lock = threading.Lock()
+
+    def connect(self) -> socket.socket:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.path, self.env = os.path.join(tempfile.mkdtemp(prefix="warm-"), "s"), None
+                self.log = os.path.join(os.path.dirname(self.path), "log")
+                with open(self.log, "w") as log:
+                    self.proc = subprocess.Popen([sys.executable, "-m", "tests.warm", self.path], env=BASE_ENV,
+                                                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                atexit.register(self.proc.kill)
+            deadline = time.monotonic() + 120
+            while True:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    conn.connect(self.path)
+                    if self.env is None:  # what the server's imports left in its environment (TensorFlow adds some)
+                        self.env = json.loads(Path(self.path + ".env").read_text())
+                    return conn
+                except OSError:
+                    conn.close()
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        tail = Path(self.log).read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"the warm interpreter's server did not start (exit {self.proc.poll()}): {tail}")
+                    time.sleep(0.05)
+
+
+_SERVER = _Server()
+
+
+def child_env(env: dict, server: dict) -> dict | None:
+    """The environment a child of a server with ``server`` gets for a request with ``env``, or
+    None where the request needs a fresh interpreter (see the module's docstring). Variables the
+    server's imports set (TensorFlow sets a few) are added where ``env`` lacks them, as the
+    same imports in a fresh interpreter would."""
+    imported = {k: v for k, v in server.items() if k not in BASE_ENV}
+    env = {**{k: v for k, v in imported.items() if k not in env}, **env}
+    same = all(env.get(k) == server.get(k) for k in set(env) | set(server) if k not in CALL_TIME)
+    return env if same else None
+
+
+def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO):
+    """``subprocess.Popen(argv, stdout=PIPE, stderr=PIPE, text=True, env=env, cwd=cwd)`` for
+    ``argv`` = [python, "-m", module, ...] or [python, "-c", code, ...]: a child of the warm server
+    where ``env`` allows, else a fresh interpreter."""
+    env = dict(os.environ if env is None else env)
+    conn = None
+    if argv[0] == sys.executable and argv[1] in ("-m", "-c") and os.environ.get(COLD) != "1":
+        conn, child = _SERVER.connect(), child_env(env, _SERVER.env)
+        if child is None:
+            conn.close()  # the server reads no request, and waits for the next
+            conn = None
+        else:
+            env = child
+    if conn is None:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    out = tempfile.NamedTemporaryFile(prefix="warm-out-", delete=False).name
+    err = tempfile.NamedTemporaryFile(prefix="warm-err-", delete=False).name
+    request = {"mode": argv[1], "target": argv[2], "args": argv[3:], "env": env, "cwd": str(cwd),
+               "stdout": out, "stderr": err}
+    conn.sendall(json.dumps(request).encode() + b"\n")
+    return WarmProcess(argv, conn, out, err)
+
+
+def run(argv: list[str], env: dict | None = None, cwd: str | Path = REPO, timeout: float = 300):
+    """``subprocess.run(argv, capture_output=True, text=True, ...)`` through ``popen``."""
+    proc = popen(argv, env, cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+# --- the server: python -m tests.warm SOCKET ---------------------------------------------------
+
+def _child(request: dict) -> None:
+    """In the forked child: become ``python -m target args`` (or ``-c``), then exit as Python would."""
+    import runpy
+    import traceback
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd, path in ((0, os.devnull), (1, request["stdout"]), (2, request["stderr"])):
+        f = os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_TRUNC)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.stdin, sys.stdout, sys.stderr = (open(fd, mode, closefd=False) for fd, mode in ((0, "r"), (1, "w"), (2, "w")))
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    code = 0
+    try:
+        if request["mode"] == "-m":
+            sys.argv = [request["target"], *request["args"]]  # runpy puts the module's path first
+            sys.path[0] = os.getcwd()
+            runpy.run_module(request["target"], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = ["-c", *request["args"]]
+            sys.path[0] = ""
+            exec(compile(request["target"], "<string>", "exec"), {"__name__": "__main__"})
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()  # Python's own exit steps: non-daemon threads, then atexit
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if code < 0:  # as Python does on an unhandled Ctrl-C: die of the signal
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        os._exit(code & 0xFF)
+
+
+def serve(path: str) -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    assert "ray" not in sys.modules, "Ray's variables are passed as call-time ones: Ray must not be imported here"
+    Path(path + ".env.tmp").write_text(json.dumps(dict(os.environ)))
+    os.replace(path + ".env.tmp", path + ".env")  # before the socket: a client that connects finds it
+    parent = os.getppid()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    running: dict[int, socket.socket] = {}
+    while os.getppid() == parent:  # the test process is gone: so is its server
+        if select.select([server], [], [], 0.05)[0]:
+            conn, _ = server.accept()
+            line = conn.makefile("r").readline()
+            if not line:  # a client that only looked at the environment
+                conn.close()
+                continue
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                conn.close()
+                _child(request)
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            running[pid] = conn
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            conn = running.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                except OSError:
+                    pass  # the test stopped waiting
+                conn.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
