@@ -23,10 +23,23 @@ for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREAD
 
 import pytest  # noqa: E402
 
-from . import warm  # noqa: E402,F401  (its server starts with the environment set above)
+from . import warm  # noqa: E402  (warm.BASE_ENV: the environment set above)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
+
+
+@pytest.fixture(autouse=True)
+def _variables_as_set():
+    """After each test, the variables set above (and all that were set when the suite started) have
+    their values again. Libraries some tests use change them for the whole process (tf2onnx sets
+    TF_CPP_MIN_LOG_LEVEL as it converts, in a module's fixture), which would make what later tests'
+    processes see depend on the order the tests ran in. Variables a library adds (TensorFlow's, as
+    it is imported) stay."""
+    yield
+    for name, value in warm.BASE_ENV.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def copy_cifar_subset(dest: Path, classes: int = 4, train: int = 6, test: int = 3) -> Path:

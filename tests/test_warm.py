@@ -31,8 +31,12 @@ def test_children_come_from_the_server_unless_the_environment_differs(tmp_path):
     parent = "import os; print(os.getppid())"
     warm_pid = int(warm.run([sys.executable, "-c", parent]).stdout)
     assert warm_pid != os.getpid() and warm_pid == warm._SERVER.proc.pid
-    other = {**os.environ, "KERAS_BACKEND": "jax"}  # read as Keras is imported: the server's imports predate it
-    assert int(warm.run([sys.executable, "-c", parent], env=other).stdout) == os.getpid()
+    later = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "BOTTLENECK_FAULT": "start"}  # read when code runs
+    assert int(warm.run([sys.executable, "-c", parent], env=later).stdout) == warm_pid
+    for name, value in (("KERAS_BACKEND", "jax"),  # read as Keras is imported: the server's imports predate it
+                        ("TF_NUM_INTRAOP_THREADS", "2")):  # read by TensorFlow's C++: the server cannot see it
+        other = {**os.environ, name: value}
+        assert int(warm.run([sys.executable, "-c", parent], env=other).stdout) == os.getpid(), name
 
 
 def test_signals_and_exit_codes_are_a_real_processes(tmp_path):

@@ -6,8 +6,9 @@ package, then forks one child per request. The child is a real process, with its
 real signals kill and whose own children are real processes; it takes the request's
 environment, folder, argv and standard streams, and runs the module (as ``-m`` does, with
 ``runpy``) or the code, then Python's exit steps (threads joined, ``atexit``). A request whose
-environment differs from the server's in anything but ``CALL_TIME`` runs in a fresh interpreter
-instead: the server's imports may have read it already. ``BOTTLENECK_TEST_COLD=1`` sends every
+environment differs from the server's in a variable the server's imports read (it records
+them) or one native code reads (``NATIVE``) runs in a fresh interpreter instead; any other
+variable is the request's, read when the code reads it. ``BOTTLENECK_TEST_COLD=1`` sends every
 request to a fresh interpreter (to check that the tests pass the slow way too).
 
 The server holds no thread of its own; TensorFlow's import starts one that waits idle, and
@@ -31,9 +32,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PRELOAD = ["keras", "bottleneck.cli", "bottleneck.extraction.run", "bottleneck.experiments.grid"]
-# Variables the package reads when it runs, never as it is imported (checked: none of PRELOAD imports Ray).
-CALL_TIME = {"BOTTLENECK_FAULT", "BOTTLENECK_FAULT_ONCE", "BOTTLENECK_TEST_MARK", "BOTTLENECK_RAY_LAYOUT",
-             "PYTEST_CURRENT_TEST"}
+# Read by native code (TensorFlow's C++, OpenMP, the loader), where the server cannot see it read: must match too.
+NATIVE = ("TF_", "KMP_", "OMP_", "MKL_", "OPENBLAS_", "LD_", "CUDA", "XLA_", "PYTHON")
+LATER = {"PYTHONBREAKPOINT"}  # read by each breakpoint() call (Ray's driver sets it in its own environment)
 COLD = "BOTTLENECK_TEST_COLD"
 BASE_ENV = dict(os.environ)  # imported by tests/conftest.py after it sets the suite's environment
 
@@ -99,6 +100,7 @@ class _Server:
         self.proc: subprocess.Popen | None = None
         self.path = ""
         self.env: dict | None = None
+        self.read: set[str] = set()
         self.lock = threading.Lock()
 
     def connect(self) -> socket.socket:
@@ -115,8 +117,9 @@ class _Server:
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     conn.connect(self.path)
-                    if self.env is None:  # what the server's imports left in its environment (TensorFlow adds some)
-                        self.env = json.loads(Path(self.path + ".env").read_text())
+                    if self.env is None:  # the server's environment after its imports, and what they read of it
+                        about = json.loads(Path(self.path + ".env").read_text())
+                        self.env, self.read = about["env"], set(about["read"])
                     return conn
                 except OSError:
                     conn.close()
@@ -129,15 +132,19 @@ class _Server:
 _SERVER = _Server()
 
 
-def child_env(env: dict, server: dict) -> dict | None:
-    """The environment a child of a server with ``server`` gets for a request with ``env``, or
-    None where the request needs a fresh interpreter (see the module's docstring). Variables the
-    server's imports set (TensorFlow sets a few) are added where ``env`` lacks them, as the
-    same imports in a fresh interpreter would."""
+def child_env(env: dict, server: dict, read: set[str]) -> dict | None:
+    """The environment a child of a server whose environment is ``server`` gets for a request with
+    ``env``, or None where the request needs a fresh interpreter: where ``env`` differs in a
+    variable the server's imports read (``read``, or named like ``NATIVE``). Variables the
+    server's imports set (TensorFlow sets a few) are added where ``env`` lacks them, as the same
+    imports in a fresh interpreter would."""
     imported = {k: v for k, v in server.items() if k not in BASE_ENV}
     env = {**{k: v for k, v in imported.items() if k not in env}, **env}
-    same = all(env.get(k) == server.get(k) for k in set(env) | set(server) if k not in CALL_TIME)
-    return env if same else None
+    keys = set(env) | set(server)
+    must = (keys & read) | {k for k in keys if k.startswith(NATIVE) and k not in LATER}
+    bad = [k for k in must if env.get(k) != server.get(k)]
+    open(f"/tmp/warmlog-{os.getpid()}", "a").write(f"{'cold' if bad else 'warm'} {bad}\n")
+    return env if all(env.get(k) == server.get(k) for k in must) else None
 
 
 def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO):
@@ -147,7 +154,8 @@ def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO):
     env = dict(os.environ if env is None else env)
     conn = None
     if argv[0] == sys.executable and argv[1] in ("-m", "-c") and os.environ.get(COLD) != "1":
-        conn, child = _SERVER.connect(), child_env(env, _SERVER.env)
+        conn = _SERVER.connect()
+        child = child_env(env, _SERVER.env, _SERVER.read)
         if child is None:
             conn.close()  # the server reads no request, and waits for the next
             conn = None
@@ -226,10 +234,19 @@ def _child(request: dict) -> None:
 def serve(path: str) -> None:
     import importlib
 
-    for name in PRELOAD:
-        importlib.import_module(name)
-    assert "ray" not in sys.modules, "Ray's variables are passed as call-time ones: Ray must not be imported here"
-    Path(path + ".env.tmp").write_text(json.dumps(dict(os.environ)))
+    read, getitem = set(), os._Environ.__getitem__
+
+    def recording(self, key):  # every read of os.environ (get, in, getenv) goes through here
+        read.add(key.decode() if isinstance(key, bytes) else key)
+        return getitem(self, key)
+
+    os._Environ.__getitem__ = recording
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+    finally:
+        os._Environ.__getitem__ = getitem
+    Path(path + ".env.tmp").write_text(json.dumps({"env": dict(os.environ), "read": sorted(read)}))
     os.replace(path + ".env.tmp", path + ".env")  # before the socket: a client that connects finds it
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
