@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
 import sys
 import zlib
 
@@ -20,7 +19,7 @@ from bottleneck.extraction.run import extract
 from bottleneck.data.images import BadImage, decode
 
 from . import warm
-from .conftest import REPO, copy_cifar_subset
+from .conftest import copy_cifar_subset
 
 TINY = dict(weights="random", progress=False)
 
@@ -93,7 +92,7 @@ _PEAK = """
 import json, sys
 from bottleneck.extraction.run import extract
 
-def peak_kb():  # this process's own high-water mark (ru_maxrss would include the parent's, from before exec)
+def peak_kb():  # this process's own high-water mark (ru_maxrss may hold a parent's); each run starts alike
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
@@ -116,8 +115,7 @@ def _peak_mb(tmp_path, n_big: int, budget_mb: int) -> float:
         # 4000 x 4000: about 64 MB decoded (PIL holds RGB in 4 bytes a pixel), 60 kB as a file
         Image.new("RGB", (4000, 4000), (i * 20, 100, 50)).save(d / f"{i}.png", compress_level=1)
     env = {**os.environ, "BOTTLENECK_DECODE_BUDGET_MB": str(budget_mb)}
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(root), str(tmp_path / f"cache{n_big}-{budget_mb}")],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    out = warm.run([sys.executable, "-c", _PEAK, str(root), str(tmp_path / f"cache{n_big}-{budget_mb}")], env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
 
