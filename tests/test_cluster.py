@@ -227,7 +227,7 @@ def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_p
 
 
 def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
-    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2, cache_dir=tmp_path)
+    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=1, cache_dir=tmp_path)
     with cluster.session("local"):  # Ray's name for a new local instance: ours, so stopped at the end
         train = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, **kw)
         node = ray.get_runtime_context().get_node_id()
@@ -270,10 +270,10 @@ def _extractor_processes(wait: float = 10.0) -> list[int]:
 
 def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path, monkeypatch):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not another test's
-    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=2)
+    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=1)  # each imports Keras (~6 s)
     try:
         fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
-        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 2"
+        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 1"
         assert json.loads(read_features(fs.path).info["versions"]) == cluster.library_versions()
         assert ray.is_initialized(), "a Ray the caller started is the caller's to stop"
         assert not _extractor_processes(), "our actors must not outlive the call on a cluster that stays up"
