@@ -5,7 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from . import warm
+
+
+@pytest.fixture(autouse=True)
+def _warm_path(monkeypatch):
+    """These tests are of the warm path, also in a run that sends the others' requests to fresh interpreters."""
+    monkeypatch.delenv(warm.COLD, raising=False)
 
 # What a process sees of itself: compared between a child of the warm server and a fresh interpreter.
 _SELF = """
