@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,7 +112,7 @@ class _Server:
                 with open(self.log, "w") as log:
                     self.proc = subprocess.Popen([sys.executable, "-m", "tests.warm", self.path], env=BASE_ENV,
                                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-                atexit.register(self.proc.kill)
+                atexit.register(self._stop, self.proc, os.path.dirname(self.path))
             deadline = time.monotonic() + 120
             while True:
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -127,6 +128,13 @@ class _Server:
                         tail = Path(self.log).read_text(errors="replace")[-3000:]
                         raise RuntimeError(f"the warm interpreter's server did not start (exit {self.proc.poll()}): {tail}")
                     time.sleep(0.05)
+
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen, folder: str) -> None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)  # its socket, environment and log
 
 
 _SERVER = _Server()
