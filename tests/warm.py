@@ -104,31 +104,32 @@ class _Server:
         self.read: set[str] = set()
         self.lock = threading.Lock()
 
-    def connect(self) -> socket.socket:
+    def ready(self) -> None:
+        """Start the server unless one runs, and wait until it listens: it then writes its
+        environment after its imports, and what they read of it."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
-                self.path, self.env = os.path.join(tempfile.mkdtemp(prefix="warm-"), "s"), None
-                self.log = os.path.join(os.path.dirname(self.path), "log")
+                folder = tempfile.mkdtemp(prefix="warm-")
+                self.path, self.log, self.env = os.path.join(folder, "s"), os.path.join(folder, "log"), None
                 with open(self.log, "w") as log:
                     self.proc = subprocess.Popen([sys.executable, "-m", "tests.warm", self.path], env=BASE_ENV,
                                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-                atexit.register(self._stop, self.proc, os.path.dirname(self.path))
+                atexit.register(self._stop, self.proc, folder)
             deadline = time.monotonic() + 120
-            while True:
-                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            while self.env is None:
                 try:
-                    conn.connect(self.path)
-                    if self.env is None:  # the server's environment after its imports, and what they read of it
-                        about = json.loads(Path(self.path + ".env").read_text())
-                        self.env, self.read = about["env"], set(about["read"])
-                    return conn
-                except OSError:
-                    conn.close()
+                    about = json.loads(Path(self.path + ".env").read_text())
+                    self.env, self.read = about["env"], set(about["read"])
+                except FileNotFoundError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         tail = Path(self.log).read_text(errors="replace")[-3000:]
                         raise RuntimeError(f"the warm interpreter's server did not start (exit {self.proc.poll()}): {tail}")
                     time.sleep(0.05)
 
+    def connect(self) -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.path)
+        return conn
 
     @staticmethod
     def _stop(proc: subprocess.Popen, folder: str) -> None:
@@ -158,21 +159,17 @@ def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO):
     ``argv`` = [python, "-m", module, ...] or [python, "-c", code, ...]: a child of the warm server
     where ``env`` allows, else a fresh interpreter."""
     env = dict(os.environ if env is None else env)
-    conn = None
+    child = None
     if argv[0] == sys.executable and argv[1] in ("-m", "-c") and os.environ.get(COLD) != "1":
-        conn = _SERVER.connect()
+        _SERVER.ready()
         child = child_env(env, _SERVER.env, _SERVER.read)
-        if child is None:
-            conn.close()  # the server reads no request, and waits for the next
-            conn = None
-        else:
-            env = child
-    if conn is None:
+    if child is None:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     out = tempfile.NamedTemporaryFile(prefix="warm-out-", delete=False).name
     err = tempfile.NamedTemporaryFile(prefix="warm-err-", delete=False).name
-    request = {"mode": argv[1], "target": argv[2], "args": argv[3:], "env": env, "cwd": str(cwd),
+    request = {"mode": argv[1], "target": argv[2], "args": argv[3:], "env": child, "cwd": str(cwd),
                "stdout": out, "stderr": err}
+    conn = _SERVER.connect()
     conn.sendall(json.dumps(request).encode() + b"\n")
     return WarmProcess(argv, conn, out, err)
 
@@ -215,10 +212,12 @@ def _child(request: dict) -> None:
             sys.argv = ["-c", *request["args"]]
             sys.path[0] = ""
             exec(compile(request["target"], "<string>", "exec"), {"__name__": "__main__"})
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, (int, type(None))):
+    except SystemExit as e:  # as Python exits: None is 0, an int itself, anything else printed, then 1
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
             print(e.code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:
         traceback.print_exc()
         code = -signal.SIGINT
@@ -252,18 +251,18 @@ def serve(path: str) -> None:
             importlib.import_module(name)
     finally:
         os._Environ.__getitem__ = getitem
-    Path(path + ".env.tmp").write_text(json.dumps({"env": dict(os.environ), "read": sorted(read)}))
-    os.replace(path + ".env.tmp", path + ".env")  # before the socket: a client that connects finds it
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(16)
+    Path(path + ".env.tmp").write_text(json.dumps({"env": dict(os.environ), "read": sorted(read)}))
+    os.replace(path + ".env.tmp", path + ".env")  # the sign that the server listens (see _Server.ready)
     running: dict[int, socket.socket] = {}
     while os.getppid() == parent:  # the test process is gone: so is its server
         if select.select([server], [], [], 0.05)[0]:
             conn, _ = server.accept()
             line = conn.makefile("r").readline()
-            if not line:  # a client that only looked at the environment
+            if not line:  # a client gone before it asked
                 conn.close()
                 continue
             request = json.loads(line)
