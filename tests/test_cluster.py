@@ -71,28 +71,33 @@ def decoy_cluster(monkeypatch):
 
 
 def test_ray_run_writes_the_local_run_file(kill_dataset, tmp_path, monkeypatch, decoy_cluster):
-    """Both layouts, in one local Ray instance (a pool of actors per layout)."""
+    """Both layouts, in one local Ray instance started once for the session; a pool of actors per
+    layout, built for its first extraction and kept for the next one (the views)."""
     mark = uuid.uuid4().hex
     monkeypatch.setenv("BOTTLENECK_TEST_MARK", mark)  # inherited by the Ray instance this run starts
     monkeypatch.setenv("RAY_ADDRESS", "local")  # Ray's name for a new local instance, as no RAY_ADDRESS
     kw = dict(weights="random", progress=False, batch_size=4)
     local = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
     views = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "v", views=2, **kw)
-    far, far_views = {}, {}
+    far, far_views, nodes = {}, {}, set()
     with cluster.session(None):  # one instance for every extraction: a new one, not the decoy's
         for layout in LAYOUTS:
             monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)  # read by the driver as it makes a pool
             far[layout] = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / layout,
                                   engine="ray", workers=2, **kw)
             assert ray.get_runtime_context().gcs_address != "127.0.0.1:9"
+            nodes.add(ray.get_runtime_context().get_node_id())
             far_views[layout] = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, engine="ray",
                                         cache_dir=tmp_path / f"{layout}-views", workers=2, views=2, **kw)
+    assert len(nodes) == 1, "the session's extractions must share one instance"
     for layout, said in (("whole", "ray x 2"), ("split", "ray: 2 decoders + 1 model actors")):
         fs, fs_views = far[layout], far_views[layout]
         assert fs.path.name == local.path.name and fs.settings == local.settings  # the engine is not fingerprinted
         assert np.array_equal(fs.features, local.features) and fs.source_ids == local.source_ids
         assert fs_views.path.name == views.path.name and np.array_equal(fs_views.features, views.features)
         assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == said, layout
+        # The actors built the model for the layout's first extraction, and reused it for the views.
+        assert json.loads(fs.info["stages"])["build"] > 0 and json.loads(fs_views.info["stages"])["build"] == 0, layout
     assert not ray.is_initialized(), "the local Ray instance started for the run must be stopped after it"
     assert not _marked_processes(mark, RAY_GONE), "a Ray process outlived the run"
 
@@ -108,7 +113,7 @@ def test_driver_sigkill_then_rerun_resumes(kill_dataset, tmp_path):
     # Chunks finish out of order under Ray: chunk 3 and those before it in finishing order are kept.
     kept = list(cache.glob("*.partial/chunk-*.npz"))
     assert any(c.name == "chunk-000003.npz" for c in kept)
-    again = _cli(*_ray_args(kill_dataset, cache), mark=mark)
+    again = _cli(*_ray_args(kill_dataset, cache, 1), mark=mark)  # the engine is not fingerprinted
     assert again.returncode == 0, again.stderr
     assert f"extracted {40 - 4 * len(kept)} images" in again.stdout
     assert main(_extract_args(kill_dataset, tmp_path / "local")) == 0  # the reference: in this process
@@ -125,7 +130,8 @@ def test_a_killed_worker_is_retried_without_a_missing_or_duplicate_row(kill_data
         for layout in LAYOUTS:
             monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
             once.unlink(missing_ok=True)  # armed again: the file is checked as the fault strikes
-            code = main(_ray_args(kill_dataset, tmp_path / layout))  # the driver here: only a worker is killed
+            # One worker (each imports Keras, ~6 s): the driver here, only the worker is killed and restarted.
+            code = main(_ray_args(kill_dataset, tmp_path / layout, 1))
             out = capsys.readouterr()
             assert once.exists(), f"the fault never struck a worker ({layout})"
             assert code == 0, out.err
@@ -158,7 +164,7 @@ def test_a_worker_that_keeps_dying_is_a_clear_error(kill_dataset, tmp_path, monk
 def test_a_bad_image_on_a_worker_is_named(kill_dataset, tmp_path, monkeypatch, capsys):
     bad = kill_dataset / "train" / "bird" / "zz_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with cluster.session(None):  # one local Ray instance for every run, both layouts
+    with cluster.session("local"):  # Ray's name for a new local instance: ours, one for every run, both layouts
         for layout in LAYOUTS:
             monkeypatch.setenv("BOTTLENECK_RAY_LAYOUT", layout)
             code = main(_ray_args(kill_dataset, tmp_path / layout, 1))  # one worker: each imports Keras (~6 s)
@@ -226,19 +232,6 @@ def test_ray_address_names_the_cluster_when_address_does_not(kill_dataset, tmp_p
     assert not ray.is_initialized()
 
 
-def test_a_session_starts_ray_once_and_each_actor_builds_its_model_once(kill_dataset, tmp_path):
-    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=1, cache_dir=tmp_path)
-    with cluster.session("local"):  # Ray's name for a new local instance: ours, so stopped at the end
-        train = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, **kw)
-        node = ray.get_runtime_context().get_node_id()
-        test = extract("tiny_cnn", f"folder:{kill_dataset}", "test", None, **kw)
-        assert ray.get_runtime_context().get_node_id() == node  # the same instance
-    assert not ray.is_initialized()
-    assert json.loads(train.info["stages"])["build"] > 0  # the actors built the model for the first split
-    assert json.loads(test.info["stages"])["build"] == 0  # and reused it for the second
-    assert len(test) == 4 and test.info["extracted"] == 4
-
-
 def test_without_ray_installed_the_engine_says_how_to_get_it(kill_dataset, tmp_path, monkeypatch):
     import sys
 
@@ -268,27 +261,6 @@ def _extractor_processes(wait: float = 10.0) -> list[int]:
         time.sleep(0.2)
 
 
-def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(kill_dataset, tmp_path, monkeypatch):
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not another test's
-    kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=1)  # each imports Keras (~6 s)
-    try:
-        fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
-        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 1"
-        assert json.loads(read_features(fs.path).info["versions"]) == cluster.library_versions()
-        assert ray.is_initialized(), "a Ray the caller started is the caller's to stop"
-        assert not _extractor_processes(), "our actors must not outlive the call on a cluster that stays up"
-        # Workers with another Keras than this process's (here: this process says it has another) are refused.
-        real = cluster.library_versions
-        monkeypatch.setattr(cluster, "library_versions", lambda: {**real(), "keras": "0.0"})
-        with pytest.raises(BottleneckError, match=r"the Ray worker pid \d+ on \S+ has other versions than this "
-                                                  r"process: keras \S+ \(here 0\.0\)"):
-            extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", **kw)
-        assert not _extractor_processes(), "the refused actors must be stopped"
-        assert not list((tmp_path / "b").glob("*.h5"))
-    finally:
-        ray.shutdown()
-
-
 def test_versions_are_compared_library_by_library():
     mine = {"bottleneck": "0.1.0", "numpy": "2.1.0", "keras": "3.12.0"}
     cluster.check_versions(mine, {"worker a": dict(mine), "decoder b": {"numpy": "2.1.0"}})  # a subset: a decoder's
@@ -308,6 +280,14 @@ def test_profile_says_where_time_went_under_ray():
     assert "summed over feed workers" in profile_text(stages, 100, "threads x 6")
 
 
+@pytest.fixture(scope="class")
+def callers_ray():
+    """A Ray instance the caller started (this process, not another test's), for the tests of a class."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 _USER_BASE = '''
 def build(input_shape):
     import keras
@@ -319,27 +299,47 @@ def build(input_shape):
 '''
 
 
-def test_a_base_registered_from_the_users_own_module_runs_on_ray_workers(kill_dataset, tmp_path, monkeypatch):
-    """The workers cannot import the module the builder lives in (it is on this process's path
-    only): the spec travels with each order and its builder by value (``ray_engine._ship_builder``)."""
-    import importlib
-    import sys
+@pytest.mark.usefixtures("callers_ray")
+class TestOnTheCallersOwnRay:
+    """One instance for the class (its start and agents cost seconds of CPU each time)."""
 
-    from bottleneck.bases.registry import REGISTRY, BaseSpec, register_base
+    def test_a_callers_own_ray_is_used_left_up_and_our_actors_stopped(self, kill_dataset, tmp_path, monkeypatch):
+        kw = dict(weights="random", progress=False, batch_size=4, engine="ray", workers=1)  # each imports Keras (~6 s)
+        fs = extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
+        assert fs.info["extracted"] == 40 and read_features(fs.path).info["feed"] == "ray x 1"
+        assert json.loads(read_features(fs.path).info["versions"]) == cluster.library_versions()
+        assert ray.is_initialized(), "a Ray the caller started is the caller's to stop"
+        assert not _extractor_processes(), "our actors must not outlive the call on a cluster that stays up"
+        # Workers with another Keras than this process's (here: this process says it has another) are refused.
+        real = cluster.library_versions
+        monkeypatch.setattr(cluster, "library_versions", lambda: {**real(), "keras": "0.0"})
+        with pytest.raises(BottleneckError, match=r"the Ray worker pid \d+ on \S+ has other versions than this "
+                                                  r"process: keras \S+ \(here 0\.0\)"):
+            extract("tiny_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", **kw)
+        assert not _extractor_processes(), "the refused actors must be stopped"
+        assert not list((tmp_path / "b").glob("*.h5"))
 
-    (tmp_path / "mods").mkdir()
-    (tmp_path / "mods" / "user_bases_for_ray.py").write_text(_USER_BASE)
-    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
-    module = importlib.import_module("user_bases_for_ray")
-    monkeypatch.setitem(REGISTRY, "user_cnn", REGISTRY.get("user_cnn"))  # undone after the test
-    register_base(BaseSpec(name="user_cnn", native_size=32, min_size=8, preprocessing="unit", feature_dim=4,
-                           default_layer="only", builder=module.build), replace=True)
-    kw = dict(weights="random", progress=False, batch_size=4)
-    local = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
-    far = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
-                  workers=1, **kw)
-    assert far.path.name == local.path.name and np.array_equal(far.features, local.features)
-    sys.modules.pop("user_bases_for_ray", None)
+    def test_a_base_registered_from_the_users_own_module_runs_on_ray_workers(self, kill_dataset, tmp_path, monkeypatch):
+        """The workers cannot import the module the builder lives in (it is on this process's path
+        only): the spec travels with each order and its builder by value (``ray_engine._ship_builder``)."""
+        import importlib
+        import sys
+
+        from bottleneck.bases.registry import REGISTRY, BaseSpec, register_base
+
+        (tmp_path / "mods").mkdir()
+        (tmp_path / "mods" / "user_bases_for_ray.py").write_text(_USER_BASE)
+        monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+        module = importlib.import_module("user_bases_for_ray")
+        monkeypatch.setitem(REGISTRY, "user_cnn", REGISTRY.get("user_cnn"))  # undone after the test
+        register_base(BaseSpec(name="user_cnn", native_size=32, min_size=8, preprocessing="unit", feature_dim=4,
+                               default_layer="only", builder=module.build), replace=True)
+        kw = dict(weights="random", progress=False, batch_size=4)
+        local = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "a", **kw)
+        far = extract("user_cnn", f"folder:{kill_dataset}", "train", None, cache_dir=tmp_path / "b", engine="ray",
+                      workers=1, **kw)
+        assert far.path.name == local.path.name and np.array_equal(far.features, local.features)
+        sys.modules.pop("user_bases_for_ray", None)
 
 
 def test_a_node_removed_mid_run_costs_nothing_but_time(kill_dataset, tmp_path):
