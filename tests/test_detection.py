@@ -24,6 +24,7 @@ from bottleneck.learn.detector import (
     suppress,
 )
 
+from . import warm
 from .conftest import REPO
 
 SHARED = REPO.parent / "shared" / "datasets"
@@ -411,7 +412,6 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     """The exported file (boxes decoded inside it, NMS after it) loads without this package and,
     run with NMS on the test scenes, gives the run's mAP."""
     import csv
-    import subprocess
     import sys
 
     from bottleneck.cli import main
@@ -442,7 +442,7 @@ def test_export_then_predict_gives_the_runs_detections(tmp_path, capsys):
     code = ("import sys; sys.modules['bottleneck'] = None; import keras, numpy as np; "  # importing it would fail
             "m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
             "print(m.predict(np.zeros((1, *m.input_shape[1:]), 'uint8'), verbose=0).shape)")
-    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, cwd=tmp_path)
+    done = warm.run([sys.executable, "-c", code, str(model)], cwd=tmp_path, bare=True)  # Keras alone imported
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(", 6)")  # (1, anchors, 4 + 2 classes)
     import keras
@@ -523,8 +523,6 @@ def test_training_reads_scene_maps_lazily(tmp_path):
     not mean 4x the memory (each size in a process of its own, as segmentation's test does)."""
     import sys
 
-    from . import warm
-
     peaks = {}
     for n in (20, 80):
         out = warm.run([sys.executable, "-c", _LAZY, str(tmp_path), str(n)])
@@ -582,7 +580,6 @@ def test_an_exported_gtsdb_detector_gives_the_same_boxes_without_the_package(tmp
     """bench/standalone_detect.py (plain Keras, PIL, TensorFlow's NMS, pycocotools; importing
     bottleneck fails there) on the embedded GTSDB's test scenes finds the boxes ``predict`` finds
     (a low score threshold, so that a barely trained tiny base still finds many), and scores them."""
-    import subprocess
     import sys
 
     from bottleneck.cli import main
@@ -595,9 +592,8 @@ def test_an_exported_gtsdb_detector_gives_the_same_boxes_without_the_package(tmp
                  "--target", "categories", "--image-size", "320", "--epochs", "2", "--window", "64",
                  "--score-threshold", "0.001", "--cache-dir", str(tmp_path / "c"), "--out", str(model),
                  "--quiet"]) == 0
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "standalone_detect.py"), str(model),
-                           str(DATA / "gtsdb"), str(tmp_path / "found.json")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
+    done = warm.run([sys.executable, str(REPO / "bench" / "standalone_detect.py"), str(model), str(DATA / "gtsdb"),
+                     str(tmp_path / "found.json")], cwd=tmp_path, timeout=300, bare=True)  # Keras alone imported
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["scenes"] == 8 and r["found"] > 50

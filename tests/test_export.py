@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 import zipfile
 
@@ -22,6 +21,7 @@ from bottleneck.deploy.formats import load_model
 from bottleneck.data.images import BadImage, resize
 from bottleneck.deploy.predict import predict
 
+from . import warm
 from .conftest import DATA, copy_cifar_subset
 
 TINY = dict(weights="random", progress=False)
@@ -75,8 +75,9 @@ def exported(tmp_path_factory):
             else fitted.model.predict_proba(fitted.test.features)
         np.save(folder / "x.npy", np.stack([resize(split.load(where[sid], 32), 32) for sid in fitted.test.source_ids]))
         made[(target, head, pooling)] = (folder, fitted, pipeline)
-    out = subprocess.run([sys.executable, "-c", _FRESH, *[str(f) for f, _, _ in made.values()]], capture_output=True,
-                         text=True, cwd=root, timeout=300)
+    # A child of the tests' bare warm server: Keras imported, this package never (tests/warm.py).
+    out = warm.run([sys.executable, "-c", _FRESH, *[str(f) for f, _, _ in made.values()]], cwd=root, timeout=300,
+                   bare=True)
     assert out.returncode == 0, out.stderr
     return made, json.loads(out.stdout.strip().splitlines()[-1])
 

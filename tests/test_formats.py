@@ -4,7 +4,6 @@ and what a format cannot do, or a file that is not safe to load, is refused clea
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from bottleneck.deploy.export import export
 from bottleneck.deploy.formats import FORMATS, META_NAME, load_model, read_meta
 from bottleneck.deploy.predict import predict
 
+from . import warm
 from .conftest import DATA
 
 TINY = dict(weights="random", progress=False)
@@ -103,8 +103,10 @@ def _build_models(root: Path) -> dict:
             np.save(folder / "pipeline.npy", pipeline[:100])
             jobs.append((str(folder / name), str(folder / "x.npy"), str(folder / "y.npy")))
             made[f"{target}/{fmt}"] = {"path": str(folder / name), "meta": json.loads(json.dumps(meta, default=str))}
-    out = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(jobs)], capture_output=True, text=True, cwd=root,
-                         timeout=300)
+    # A child of the tests' bare warm server: Keras imported, this package never (tests/warm.py). The suite's
+    # environment, not what tf2onnx left in this process's as it converted (its log level).
+    out = warm.run([sys.executable, "-c", _FRESH, json.dumps(jobs)], env=warm.BASE_ENV, cwd=root, timeout=300,
+                   bare=True)
     assert out.returncode == 0, out.stderr[-3000:]
     result = {"models": made, "fresh": json.loads(out.stdout.strip().splitlines()[-1])}
     (root / "made.json").write_text(json.dumps(result))

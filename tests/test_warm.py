@@ -78,3 +78,26 @@ def test_popen_polls_and_times_out_like_subprocess():
         pass
     proc.kill()
     assert proc.wait(timeout=30) == -9
+
+
+def test_a_bare_child_has_keras_and_never_imported_the_package(tmp_path):
+    """What the tests of exported models (run without this package) rely on."""
+    code = ("import os, sys; print(os.getppid(), 'keras' in sys.modules, "
+            "sorted(m for m in sys.modules if m.split('.')[0] == 'bottleneck'))")
+    bare = warm.run([sys.executable, "-c", code], cwd=tmp_path, bare=True)
+    assert bare.returncode == 0, bare.stderr
+    parent, has_keras, ours = bare.stdout.split(" ", 2)
+    assert int(parent) not in (os.getpid(), warm._SERVER.proc.pid)  # the bare server, not the full one
+    assert has_keras == "True" and ours.strip() == "[]"
+    full = warm.run([sys.executable, "-c", code], cwd=tmp_path)
+    assert "'bottleneck.cli'" in full.stdout  # the full server's children have it imported
+
+
+def test_a_script_runs_as_python_runs_it(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import os, sys\nprint(__name__, sys.argv[1:], sys.path[0] == os.path.dirname(__file__))\n"
+                      "print(os.getppid(), file=sys.stderr)\nraise SystemExit(4)\n")
+    child = warm.run([sys.executable, str(script), "a", "b"], cwd=tmp_path, bare=True)
+    fresh = subprocess.run([sys.executable, str(script), "a", "b"], cwd=tmp_path, capture_output=True, text=True)
+    assert (child.returncode, child.stdout) == (fresh.returncode, fresh.stdout) == (4, "__main__ ['a', 'b'] True\n")
+    assert int(child.stderr) != os.getpid() and int(fresh.stderr) == os.getpid()  # a child of the server, and not

@@ -11,10 +11,15 @@ them) or one native code reads (``NATIVE``) runs in a fresh interpreter instead;
 variable is the request's, read when the code reads it. ``BOTTLENECK_TEST_COLD=1`` sends every
 request to a fresh interpreter (to check that the tests pass the slow way too).
 
+Requests with ``bare=True`` (an exported model run without this package) go to a second
+server, forked from the first once Keras alone is imported: its children have never imported
+``bottleneck``, as a fresh interpreter that imports Keras has not. A request may also name a
+script file (``[python, path, ...]``), run as ``python path`` runs it.
+
 The server holds no thread of its own; TensorFlow's import starts one that waits idle, and
 glibc and Python make the fork safe around their own locks. The tests that need a clean
-interpreter (what is imported lazily, an exported model without this package, memory peaks,
-another Keras backend) start one themselves with ``subprocess``."""
+interpreter (what is imported lazily, another Keras backend, multiprocessing's
+view of a script) start one themselves with ``subprocess``."""
 from __future__ import annotations
 
 import atexit
@@ -32,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRELOAD = ["keras", "bottleneck.cli", "bottleneck.extraction.run", "bottleneck.experiments.grid"]
+BARE = ["keras"]  # what the bare server imports (then forks), before the rest of PRELOAD
+PRELOAD = [*BARE, "bottleneck.cli", "bottleneck.extraction.run", "bottleneck.experiments.grid"]
 # Read by native code (TensorFlow's C++, OpenMP, the loader), where the server cannot see it read: must match too.
 NATIVE = ("TF_", "KMP_", "OMP_", "MKL_", "OPENBLAS_", "LD_", "CUDA", "XLA_", "PYTHON")
 LATER = {"PYTHONBREAKPOINT"}  # read by each breakpoint() call (Ray's driver sets it in its own environment)
@@ -102,11 +108,13 @@ class _Server:
         self.path = ""
         self.env: dict | None = None
         self.read: set[str] = set()
+        self.bare: tuple[dict, set[str]] = ({}, set())  # the bare server's environment, and what its imports read
         self.lock = threading.Lock()
 
     def ready(self) -> None:
         """Start the server unless one runs, and wait until it listens: it then writes its
-        environment after its imports, and what they read of it."""
+        environment after its imports, and what they read of it (the bare server has written
+        its own by then)."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 folder = tempfile.mkdtemp(prefix="warm-")
@@ -119,16 +127,17 @@ class _Server:
             while self.env is None:
                 try:
                     about = json.loads(Path(self.path + ".env").read_text())
-                    self.env, self.read = about["env"], set(about["read"])
+                    bare = json.loads(Path(self.path + ".bare.env").read_text())
+                    self.env, self.read, self.bare = about["env"], set(about["read"]), (bare["env"], set(bare["read"]))
                 except FileNotFoundError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         tail = Path(self.log).read_text(errors="replace")[-3000:]
                         raise RuntimeError(f"the warm interpreter's server did not start (exit {self.proc.poll()}): {tail}")
                     time.sleep(0.05)
 
-    def connect(self) -> socket.socket:
+    def connect(self, bare: bool) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(self.path)
+        conn.connect(self.path + (".bare" if bare else ""))
         return conn
 
     @staticmethod
@@ -154,29 +163,32 @@ def child_env(env: dict, server: dict, read: set[str]) -> dict | None:
     return env if all(env.get(k) == server.get(k) for k in must) else None
 
 
-def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO):
+def popen(argv: list[str], env: dict | None = None, cwd: str | Path = REPO, bare: bool = False):
     """``subprocess.Popen(argv, stdout=PIPE, stderr=PIPE, text=True, env=env, cwd=cwd)`` for
-    ``argv`` = [python, "-m", module, ...] or [python, "-c", code, ...]: a child of the warm server
-    where ``env`` allows, else a fresh interpreter."""
+    ``argv`` = [python, "-m", module, ...], [python, "-c", code, ...] or [python, script.py, ...]:
+    a child of the warm server where ``env`` allows, else a fresh interpreter. ``bare``: a child
+    of the server that has imported Keras alone, never this package."""
     env = dict(os.environ if env is None else env)
+    mode = argv[1] if argv[1] in ("-m", "-c") else "script" if argv[1].endswith(".py") else None
     child = None
-    if argv[0] == sys.executable and argv[1] in ("-m", "-c") and os.environ.get(COLD) != "1":
+    if argv[0] == sys.executable and mode and os.environ.get(COLD) != "1":
         _SERVER.ready()
-        child = child_env(env, _SERVER.env, _SERVER.read)
+        child = child_env(env, *(_SERVER.bare if bare else (_SERVER.env, _SERVER.read)))
     if child is None:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     out = tempfile.NamedTemporaryFile(prefix="warm-out-", delete=False).name
     err = tempfile.NamedTemporaryFile(prefix="warm-err-", delete=False).name
-    request = {"mode": argv[1], "target": argv[2], "args": argv[3:], "env": child, "cwd": str(cwd),
+    target, args = (argv[2], argv[3:]) if mode != "script" else (str(Path(cwd, argv[1])), argv[2:])
+    request = {"mode": mode, "target": target, "args": args, "env": child, "cwd": str(cwd),
                "stdout": out, "stderr": err}
-    conn = _SERVER.connect()
+    conn = _SERVER.connect(bare)
     conn.sendall(json.dumps(request).encode() + b"\n")
     return WarmProcess(argv, conn, out, err)
 
 
-def run(argv: list[str], env: dict | None = None, cwd: str | Path = REPO, timeout: float = 300):
+def run(argv: list[str], env: dict | None = None, cwd: str | Path = REPO, timeout: float = 300, bare: bool = False):
     """``subprocess.run(argv, capture_output=True, text=True, ...)`` through ``popen``."""
-    proc = popen(argv, env, cwd)
+    proc = popen(argv, env, cwd, bare)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -208,6 +220,10 @@ def _child(request: dict) -> None:
             sys.argv = [request["target"], *request["args"]]  # runpy puts the module's path first
             sys.path[0] = os.getcwd()
             runpy.run_module(request["target"], run_name="__main__", alter_sys=True)
+        elif request["mode"] == "script":  # as `python path`: its folder first on the path
+            sys.argv = [request["target"], *request["args"]]
+            sys.path[0] = os.path.dirname(request["target"])
+            runpy.run_path(request["target"], run_name="__main__")
         else:
             sys.argv = ["-c", *request["args"]]
             sys.path[0] = ""
@@ -237,6 +253,7 @@ def _child(request: dict) -> None:
 
 
 def serve(path: str) -> None:
+    """Import Keras, fork the bare server (``path.bare``), import the rest, then serve at ``path``."""
     import importlib
 
     read, getitem = set(), os._Environ.__getitem__
@@ -245,20 +262,28 @@ def serve(path: str) -> None:
         read.add(key.decode() if isinstance(key, bytes) else key)
         return getitem(self, key)
 
+    parent = os.getppid()
     os._Environ.__getitem__ = recording
     try:
         for name in PRELOAD:
             importlib.import_module(name)
+            if name == BARE[-1] and os.fork() == 0:
+                os._Environ.__getitem__ = getitem
+                _listen(path + ".bare", read, os.getppid())  # its parent: this server, gone with the test process
     finally:
         os._Environ.__getitem__ = getitem
-    parent = os.getppid()
+    _listen(path, read, parent)
+
+
+def _listen(path: str, read: set[str], parent: int) -> None:
+    """Serve requests at ``path`` while ``parent`` lives: a forked child each (``_child``)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(16)
     Path(path + ".env.tmp").write_text(json.dumps({"env": dict(os.environ), "read": sorted(read)}))
     os.replace(path + ".env.tmp", path + ".env")  # the sign that the server listens (see _Server.ready)
     running: dict[int, socket.socket] = {}
-    while os.getppid() == parent:  # the test process is gone: so is its server
+    while os.getppid() == parent:  # the test process (or the bare server's parent) is gone: so is this server
         if select.select([server], [], [], 0.05)[0]:
             conn, _ = server.accept()
             line = conn.makefile("r").readline()
@@ -284,6 +309,7 @@ def serve(path: str) -> None:
                 except OSError:
                     pass  # the test stopped waiting
                 conn.close()
+    os._exit(0)
 
 
 if __name__ == "__main__":
