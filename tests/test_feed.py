@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process  # noqa: F401  (cf.process: not loaded by `import concurrent.futures` alone)
 import json
 import os
 import time
@@ -234,6 +235,9 @@ class _CountingPool:
 
 
 def _settle(pool, n, timeout=5.0):
+    """What was submitted once ``n`` works were (or ``timeout`` seconds passed), and a moment more.
+    A check that no ``n``-th work comes passes a short ``timeout``: submissions come within
+    milliseconds, and waiting 5 s for what never comes cost 10 s of the suite."""
     deadline = time.monotonic() + timeout
     while len(pool.submitted) < n and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -248,7 +252,7 @@ def test_ahead_keeps_depth_in_flight_hands_futures_in_order_and_stops_on_close()
     assert _settle(pool, 2) == [1, 2]  # two in flight, no more: the third waits for a place
     got = [ahead.next(), ahead.next(), ahead.next()]
     assert got[0].result() == 10 and got[1] is None and got[2].result() == 20  # in order; None: nothing to make
-    assert _settle(pool, 3) == [1, 2]
+    assert _settle(pool, 3, timeout=0.5) == [1, 2]
     ahead.done()
     assert _settle(pool, 3) == [1, 2, 3]
     ahead.close()
@@ -271,7 +275,7 @@ def test_ahead_holds_back_more_than_first_until_the_first_chunk_is_made():
     ahead = feed.Ahead(pool, [1, 2, 3, 4, 5], depth=4, first=2)
     assert _settle(pool, 2) == [1, 2]  # places for 4, but only 2 until the first is made
     pool.futures[1].set_result(20)
-    assert _settle(pool, 3) == [1, 2]  # the second being made does not count
+    assert _settle(pool, 3, timeout=0.5) == [1, 2]  # the second being made does not count
     pool.futures[0].set_result(10)
     assert _settle(pool, 4) == [1, 2, 3, 4]  # then up to depth
     ahead.close()
